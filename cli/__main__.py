@@ -1,0 +1,5 @@
+"""`python -m clipstore.cli` runs the command line."""
+
+from clipstore.cli import main
+
+main()

@@ -1,0 +1,65 @@
+"""clipstore: an embedded LanceDB store that turns folders of images into a searchable store.
+
+    import clipstore
+    store = clipstore.connect("~/my.clipstore")
+    store.ingest("~/photos")
+    store.search_text("a dog on a beach", k=10)
+
+Heavy dependencies (torch, open_clip, lancedb) are imported only when first needed.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from .errors import (
+    ClipstoreError,
+    InvalidImageError,
+    ModelMismatchError,
+    ModelSpecError,
+    ModelUnavailableError,
+    SourceNotFoundError,
+    StoreNotFoundError,
+    StoreVersionError,
+)
+from .paths import default_store_path
+from .results import FileFailure, IngestReport, MigrationStatus, SearchHit, StoreInfo
+
+if TYPE_CHECKING:
+    from .store import Store
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ClipstoreError",
+    "FileFailure",
+    "IngestReport",
+    "InvalidImageError",
+    "MigrationStatus",
+    "ModelMismatchError",
+    "ModelSpecError",
+    "ModelUnavailableError",
+    "SearchHit",
+    "SourceNotFoundError",
+    "Store",
+    "StoreInfo",
+    "StoreNotFoundError",
+    "StoreVersionError",
+    "connect",
+    "default_store_path",
+]
+
+
+def connect(path: Any = None, **kwargs: Any) -> "Store":
+    """Open (or create) a store; see `clipstore.store.connect` for the arguments."""
+    from .store import connect as _connect
+
+    return _connect(path, **kwargs)
+
+
+def __getattr__(name: str) -> Any:
+    if name == "Store":
+        from .store import Store
+
+        return Store
+    raise AttributeError(f"module 'clipstore' has no attribute {name!r}")

@@ -1,0 +1,5 @@
+"""`python -m clipstore` runs the command line."""
+
+from clipstore.cli import main
+
+main()

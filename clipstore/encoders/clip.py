@@ -1,0 +1,189 @@
+"""The open_clip encoder: images and texts into one L2-normalised embedding space.
+
+Weights load once per process (see `load_clip_encoder`). On CPUs with native bf16 (AVX-512 BF16 / AMX) the
+model runs as a bf16 copy, which is ~3.5x faster than fp32 and agrees with it at cosine >= 0.999
+(checked in tests/test_encoders.py); elsewhere it runs in fp32.
+"""
+
+from __future__ import annotations
+
+import threading
+from functools import lru_cache
+from typing import TYPE_CHECKING, Sequence
+
+import numpy as np
+
+from ..errors import ModelMismatchError, ModelUnavailableError
+from ..models import RANDOM_SEED, RANDOM_WEIGHTS, ModelIdentity, file_sha256, register_builtin_architectures
+
+if TYPE_CHECKING:
+    import torch
+    from PIL import Image
+
+PRECISIONS = ("auto", "fp32", "bf16")
+
+
+@lru_cache(maxsize=1)
+def cpu_supports_bf16() -> bool:
+    """True when this CPU has native bf16 matrix instructions (AVX-512 BF16 or AMX), where bf16 pays off."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as handle:
+            flags = handle.read()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def resolve_precision(precision: str, device: str) -> str:
+    """The precision `auto` means on this machine: bf16 on bf16-capable CPUs and on CUDA, else fp32."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, not {precision!r}")
+    if precision != "auto":
+        return precision
+    if device.startswith("cuda"):
+        return "bf16"
+    return "bf16" if device == "cpu" and cpu_supports_bf16() else "fp32"
+
+
+def default_device() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+class ClipEncoder:
+    """An open_clip model ready for inference.
+
+    `encode_images` / `encode_texts` return float32 arrays of shape (n, embed_dim), each row L2-normalised.
+    `preprocess` turns one RGB PIL image into the model's input tensor; it is thread-safe, so ingest runs it
+    in worker threads while the model computes.
+    """
+
+    def __init__(self, identity: ModelIdentity, *, device: str | None = None, precision: str = "auto"):
+        import torch
+
+        self.identity = identity
+        self.device = device or default_device()
+        self.precision = resolve_precision(precision, self.device)
+        self._dtype = torch.bfloat16 if self.precision == "bf16" else torch.float32
+        model = _create_model(identity)
+        model.eval().requires_grad_(False)
+        self.model = model.to(device=self.device, dtype=self._dtype)
+        self._preprocess = _image_transform(identity)
+        self._tokenizer = None
+        self._lock = threading.Lock()
+
+    @property
+    def dim(self) -> int:
+        return self.identity.embed_dim
+
+    def preprocess(self, image: "Image.Image") -> "torch.Tensor":
+        """One RGB PIL image -> float32 tensor (3, H, W), resized, cropped and normalised for this model."""
+        return self._preprocess(image)
+
+    def encode_pixels(self, pixels: "torch.Tensor") -> np.ndarray:
+        """A batch of preprocessed images (n, 3, H, W) -> (n, embed_dim) float32, L2-normalised."""
+        import torch
+
+        with self._lock, torch.inference_mode():
+            features = self.model.encode_image(pixels.to(device=self.device, dtype=self._dtype))
+        return _normalise(features)
+
+    def encode_images(self, images: Sequence["Image.Image"], batch_size: int = 64) -> np.ndarray:
+        """RGB PIL images -> (n, embed_dim) float32, L2-normalised, computed in batches."""
+        import torch
+
+        chunks = [
+            self.encode_pixels(torch.stack([self.preprocess(image) for image in images[start : start + batch_size]]))
+            for start in range(0, len(images), batch_size)
+        ]
+        return np.concatenate(chunks) if chunks else np.zeros((0, self.dim), dtype=np.float32)
+
+    def encode_texts(self, texts: Sequence[str], batch_size: int = 256) -> np.ndarray:
+        """Texts -> (n, embed_dim) float32, L2-normalised, in the same space as the images."""
+        import open_clip
+        import torch
+
+        if self._tokenizer is None:
+            self._tokenizer = open_clip.get_tokenizer(self.identity.architecture)
+        chunks = []
+        for start in range(0, len(texts), batch_size):
+            tokens = self._tokenizer(list(texts[start : start + batch_size])).to(self.device)
+            with self._lock, torch.inference_mode():
+                chunks.append(_normalise(self.model.encode_text(tokens)))
+        return np.concatenate(chunks) if chunks else np.zeros((0, self.dim), dtype=np.float32)
+
+
+_cache: dict[tuple[str, str, str], ClipEncoder] = {}
+_cache_lock = threading.Lock()
+
+
+def load_clip_encoder(identity: ModelIdentity, *, device: str | None = None, precision: str = "auto") -> ClipEncoder:
+    """The process-wide ClipEncoder for this identity, device and precision (loaded on first use)."""
+    device = device or default_device()
+    key = (identity.to_json(), device, resolve_precision(precision, device))
+    with _cache_lock:
+        if key not in _cache:
+            _cache[key] = ClipEncoder(identity, device=device, precision=precision)
+        return _cache[key]
+
+
+def _create_model(identity: ModelIdentity) -> "torch.nn.Module":
+    import open_clip
+    import torch
+
+    register_builtin_architectures()
+    if identity.pretrained == RANDOM_WEIGHTS:
+        # Seeded so that every process builds the same "random" model and vectors stay comparable.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(RANDOM_SEED)
+            return open_clip.create_model(identity.architecture, pretrained=None)
+    if identity.checkpoint_sha256:
+        path = identity.checkpoint_path or ""
+        try:
+            actual = file_sha256(path)
+        except OSError as exc:
+            raise ModelUnavailableError(
+                f"Cannot read checkpoint {path!r} ({exc.strerror or exc}). Restore the file, or open the store "
+                f"with --model {identity.architecture}:/new/path/to/the/same/checkpoint."
+            ) from exc
+        if actual != identity.checkpoint_sha256:
+            raise ModelMismatchError(
+                f"Checkpoint {path!r} has SHA-256 {actual[:12]}…, but the store's vectors were made by "
+                f"{identity.checkpoint_sha256[:12]}…. Point --model at the original checkpoint."
+            )
+        try:
+            return open_clip.create_model(identity.architecture, pretrained=path)
+        except Exception as exc:  # open_clip raises many kinds for a bad file
+            raise ModelUnavailableError(
+                f"Cannot load checkpoint {path!r} into {identity.architecture}: {exc}. "
+                "Check that the file is an open_clip checkpoint for that architecture."
+            ) from exc
+    try:
+        return open_clip.create_model(identity.architecture, pretrained=identity.pretrained, require_pretrained=True)
+    except Exception as exc:  # download errors come from huggingface_hub, urllib, requests...
+        raise ModelUnavailableError(
+            f"Cannot load pretrained weights {identity.spec} ({type(exc).__name__}: {exc}). If this machine is "
+            "offline, either connect once so open_clip can download and cache them, pass a local checkpoint "
+            f"with --model {identity.architecture}:/path/to/weights, or use --model clipstore-mini "
+            "(bundled, offline, render-world only)."
+        ) from exc
+
+
+def _image_transform(identity: ModelIdentity):
+    import open_clip
+
+    return open_clip.image_transform(
+        identity.image_size,
+        is_train=False,
+        mean=identity.mean,
+        std=identity.std,
+        resize_mode=identity.resize_mode,
+        interpolation=identity.interpolation,
+    )
+
+
+def _normalise(features: "torch.Tensor") -> np.ndarray:
+    array = features.float().cpu().numpy()
+    norms = np.linalg.norm(array, axis=1, keepdims=True)
+    return (array / np.maximum(norms, 1e-12)).astype(np.float32, copy=False)

@@ -1,0 +1,40 @@
+"""The clipstore error hierarchy.
+
+Every error a user can cause (a missing folder, a bad model spec, a store made by another model) is a
+`ClipstoreError` whose message says what happened and what to do next. The CLI prints that message as one
+line and exits 1; Python callers can catch the specific subclass.
+"""
+
+from __future__ import annotations
+
+
+class ClipstoreError(Exception):
+    """Base class of every error clipstore raises on purpose."""
+
+
+class StoreNotFoundError(ClipstoreError):
+    """The store path does not hold a clipstore store and creating one was not allowed."""
+
+
+class StoreVersionError(ClipstoreError):
+    """The store was written by a newer clipstore (it has migrations this version does not know)."""
+
+
+class ModelSpecError(ClipstoreError):
+    """A `--model` value cannot be understood (unknown architecture, missing checkpoint file, ...)."""
+
+
+class ModelUnavailableError(ClipstoreError):
+    """The model's weights cannot be loaded (offline, corrupt checkpoint, missing package)."""
+
+
+class ModelMismatchError(ClipstoreError):
+    """The store's vectors were made by a different model than the one requested."""
+
+
+class SourceNotFoundError(ClipstoreError):
+    """A folder or file given to ingest/search does not exist or cannot be read."""
+
+
+class InvalidImageError(ClipstoreError):
+    """Bytes that should be an image are not a decodable, acceptable image."""

@@ -1,0 +1,258 @@
+"""Ingest: walk a folder, decode and embed new image content, and record it in the store.
+
+Work is incremental and crash-safe:
+- a file whose path, size and mtime match its `files` row is skipped without being opened;
+- content is identified by SHA-256, so a copy or a rename links to the existing image row (no re-embedding);
+- rows are committed in batches, image rows before the file rows that point at them, and both writes are
+  upserts; a run killed midway leaves only complete rows behind, and re-running finishes the job with no
+  duplicate and no lost rows.
+Decoding and preprocessing run in worker threads (PIL and torch release the GIL) while the model embeds.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable, Iterator
+
+from . import tables
+from .errors import InvalidImageError, SourceNotFoundError
+from .imaging import DEFAULT_MAX_MEGAPIXELS, decode_image
+from .results import FileFailure, IngestReport
+from .walk import FoundFile, walk_images
+
+if TYPE_CHECKING:
+    import lancedb
+    import torch
+
+    from .encoders.clip import ClipEncoder
+
+ProgressCallback = Callable[[int, int], None]
+"""Called as progress(done, total) while ingesting; total counts every candidate file found."""
+
+
+@dataclass(frozen=True)
+class IngestOptions:
+    """Tuning knobs. batch_size: images per model forward pass; commit_every: images per table commit."""
+
+    max_megapixels: float = DEFAULT_MAX_MEGAPIXELS
+    batch_size: int = 32
+    commit_every: int = 256
+    workers: int = max(1, min(4, os.cpu_count() or 1))
+
+
+@dataclass(frozen=True)
+class _Read:
+    """A file read and hashed in a worker; `pixels` is set when its content must be embedded."""
+
+    found: FoundFile
+    image_id: str
+    width: int = 0
+    height: int = 0
+    format: str = ""
+    pixels: "torch.Tensor | None" = None
+
+
+@dataclass
+class _Counts:
+    added: int = 0
+    skipped_unchanged: int = 0
+    duplicates: int = 0
+    updated: int = 0
+    pruned: int = 0
+    failed: list[FileFailure] = field(default_factory=list)
+
+    def report(self) -> IngestReport:
+        return IngestReport(
+            self.added, self.skipped_unchanged, self.duplicates, self.updated, self.pruned, tuple(self.failed)
+        )
+
+
+class FolderIngest:
+    """One ingest run of `root` into the store's tables. The caller holds the store's write lock."""
+
+    def __init__(
+        self,
+        db: "lancedb.DBConnection",
+        encoder_factory: Callable[[], "ClipEncoder"],
+        root: str,
+        *,
+        exclude: tuple[str, ...] = (),
+        options: IngestOptions = IngestOptions(),
+        progress: ProgressCallback | None = None,
+    ):
+        if not os.path.exists(root):
+            raise SourceNotFoundError(f"Cannot ingest {root}: no such file or folder. Check the path.")
+        self.root = root
+        self.exclude = exclude
+        self.options = options
+        self.progress = progress or (lambda done, total: None)
+        self.images = db.open_table(tables.IMAGES)
+        self.files = db.open_table(tables.FILES)
+        self._encoder_factory = encoder_factory
+        self._encoder: ClipEncoder | None = None
+        self.counts = _Counts()
+        self._pending_images: list[_Read] = []
+        self._pending_files: list[dict[str, Any]] = []
+        self._image_rows: list[dict[str, Any]] = []
+
+    @property
+    def encoder(self) -> "ClipEncoder":
+        if self._encoder is None:
+            self._encoder = self._encoder_factory()
+        return self._encoder
+
+    def run(self, *, prune: bool = False) -> IngestReport:
+        known_files = {
+            row["path"]: row for row in tables.read_columns(self.files, ["path", "size", "mtime_ns", "image_id"]).to_pylist()
+        }
+        self._stored_ids = set(tables.read_columns(self.images, ["id"]).column("id").to_pylist())
+        self._referenced_ids = {row["image_id"] for row in known_files.values()}
+        self._known_files = known_files
+
+        candidates: list[FoundFile] = []
+        for item in walk_images(self.root, exclude=self.exclude):
+            if isinstance(item, FileFailure):
+                self.counts.failed.append(item)
+            else:
+                candidates.append(item)
+        changed = [found for found in candidates if not self._unchanged(found)]
+        done = len(candidates) - len(changed)
+        self.counts.skipped_unchanged += done
+        self.progress(done, len(candidates))
+
+        stale_paths: list[str] = []
+        for found, result in self._read_all(changed):
+            if isinstance(result, FileFailure):
+                self.counts.failed.append(result)
+                if found.path in known_files:
+                    stale_paths.append(found.path)  # the old row no longer describes what is on disk
+            else:
+                self._accept(result)
+            if len(self._pending_images) + len(self._pending_files) >= self.options.commit_every:
+                self._commit()
+            done += 1
+            self.progress(done, len(candidates))
+        self._commit()
+
+        if prune:
+            seen = {found.path for found in candidates}
+            gone = [path for path in known_files if _is_under(path, self.root) and path not in seen and not os.path.lexists(path)]
+            stale_paths.extend(gone)
+            self.counts.pruned = len(gone)
+        if stale_paths:
+            tables.delete_where_in(self.files, "path", stale_paths)
+        self._drop_unreferenced_images()
+        return self.counts.report()
+
+    def _unchanged(self, found: FoundFile) -> bool:
+        row = self._known_files.get(found.path)
+        return row is not None and row["size"] == found.size and row["mtime_ns"] == found.mtime_ns
+
+    def _read_all(self, changed: list[FoundFile]) -> Iterator[tuple[FoundFile, "_Read | FileFailure"]]:
+        """Read, hash and (when needed) decode files in worker threads, yielding results in order."""
+        window = max(2 * self.options.batch_size, 8)
+        with ThreadPoolExecutor(max_workers=self.options.workers, thread_name_prefix="clipstore-read") as pool:
+            queue: deque[tuple[FoundFile, Future]] = deque()
+            for found in changed:
+                queue.append((found, pool.submit(self._read_one, found)))
+                if len(queue) >= window:
+                    head, future = queue.popleft()
+                    yield head, future.result()
+            while queue:
+                head, future = queue.popleft()
+                yield head, future.result()
+
+    def _read_one(self, found: FoundFile) -> "_Read | FileFailure":
+        try:
+            with open(found.path, "rb") as handle:
+                data = handle.read()
+        except OSError as exc:
+            return FileFailure(found.path, f"cannot read file: {exc.strerror or exc}")
+        image_id = hashlib.sha256(data).hexdigest()
+        if image_id in self._stored_ids:
+            return _Read(found, image_id)  # content already embedded: no need to decode
+        try:
+            decoded = decode_image(data, max_megapixels=self.options.max_megapixels)
+        except InvalidImageError as exc:
+            return FileFailure(found.path, str(exc))
+        pixels = self.encoder.preprocess(decoded.image)
+        return _Read(found, image_id, decoded.width, decoded.height, decoded.format, pixels)
+
+    def _accept(self, read: _Read) -> None:
+        previous = self._known_files.get(read.found.path)
+        is_new_content = read.image_id not in self._stored_ids
+        if is_new_content:
+            self._pending_images.append(read)
+            self._stored_ids.add(read.image_id)
+            if previous is None:
+                self.counts.added += 1
+            else:
+                self.counts.updated += 1
+        elif previous is not None and previous["image_id"] == read.image_id:
+            self.counts.skipped_unchanged += 1  # touched, same bytes: only size/mtime are refreshed
+        elif read.image_id not in self._referenced_ids:
+            self.counts.added += 1  # embedded by an earlier run that stopped before linking its file
+        else:
+            self.counts.duplicates += 1
+        self._referenced_ids.add(read.image_id)
+        self._pending_files.append(
+            {
+                "path": read.found.path,
+                "size": read.found.size,
+                "mtime_ns": read.found.mtime_ns,
+                "image_id": read.image_id,
+                "ingested_at": tables.utc_now(),
+            }
+        )
+        if len(self._pending_images) >= self.options.batch_size:
+            self._embed_pending()
+
+    def _embed_pending(self) -> None:
+        if not self._pending_images:
+            return
+        import torch
+
+        batch, self._pending_images = self._pending_images, []
+        vectors = self.encoder.encode_pixels(torch.stack([read.pixels for read in batch]))
+        now = tables.utc_now()
+        for read, vector in zip(batch, vectors):
+            self._image_rows.append(
+                {
+                    "id": read.image_id,
+                    "width": read.width,
+                    "height": read.height,
+                    "format": read.format,
+                    "embedding": vector,
+                    "added_at": now,
+                }
+            )
+
+    def _commit(self) -> None:
+        """Write pending rows: image rows first, then the file rows that reference them (both upserts)."""
+        import pyarrow as pa
+
+        self._embed_pending()
+        if self._image_rows:
+            rows = pa.Table.from_pylist(self._image_rows, schema=self.images.schema)
+            self.images.merge_insert("id").when_not_matched_insert_all().execute(rows)
+            self._image_rows = []
+        if self._pending_files:
+            rows = pa.Table.from_pylist(self._pending_files, schema=self.files.schema)
+            self.files.merge_insert("path").when_matched_update_all().when_not_matched_insert_all().execute(rows)
+            self._pending_files = []
+
+    def _drop_unreferenced_images(self) -> None:
+        """Delete image rows no file points at any more (content that changed, pruned files, crashed runs)."""
+        referenced = set(tables.read_columns(self.files, ["image_id"]).column("image_id").to_pylist())
+        stored = set(tables.read_columns(self.images, ["id"]).column("id").to_pylist())
+        orphans = stored - referenced
+        if orphans:
+            tables.delete_where_in(self.images, "id", orphans)
+
+
+def _is_under(path: str, root: str) -> bool:
+    return path == root or path.startswith(root.rstrip(os.sep) + os.sep)

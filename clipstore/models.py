@@ -1,0 +1,207 @@
+"""Model specs and model identity.
+
+A model spec is what a user types (`--model`): `ARCH:TAG` for open_clip pretrained weights
+(`ViT-B-32:laion2b_s34b_b79k`), `ARCH:/path/to/checkpoint` for a local file, or `ARCH:random` for a
+seeded random initialisation (tests and benchmarks only). The *identity* resolved from it — architecture,
+weights, embedding dimension and preprocessing — is stored with the store's tables, so a store always
+knows which model made its vectors and refuses vectors from another one.
+
+Resolving an identity reads open_clip's configs (and hashes a checkpoint file) but never loads weights.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import asdict, dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from .errors import ModelSpecError
+
+DEFAULT_MODEL = "ViT-B-32:laion2b_s34b_b79k"
+"""The model a new store uses when none is named: a real CLIP, downloaded by open_clip on first use."""
+
+MINI_ARCHITECTURE = "clipstore-mini"
+"""clipstore's own small open_clip architecture (64 px ViT), registered from `model_configs/`."""
+
+RANDOM_WEIGHTS = "random"
+"""Pretrained tag meaning 'seeded random initialisation': deterministic, meaningless vectors."""
+
+RANDOM_SEED = 0
+
+_OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
+_OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
+_CHECKPOINT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors", ".ckpt")
+
+
+@dataclass(frozen=True)
+class ModelIdentity:
+    """Everything that decides which vectors a model makes.
+
+    architecture: open_clip model name, e.g. "ViT-B-32".
+    pretrained: open_clip pretrained tag, "random", or None when weights come from a checkpoint file.
+    checkpoint_sha256: SHA-256 of the checkpoint file's bytes, or None.
+    checkpoint_path: where the checkpoint was loaded from (informational; the hash is what identifies it).
+    embed_dim: length of the image/text embedding.
+    image_size, mean, std, interpolation, resize_mode: the image preprocessing.
+    """
+
+    architecture: str
+    pretrained: str | None
+    checkpoint_sha256: str | None
+    checkpoint_path: str | None
+    embed_dim: int
+    image_size: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    interpolation: str
+    resize_mode: str
+
+    @property
+    def spec(self) -> str:
+        """The `--model` value that reproduces this identity."""
+        weights = self.checkpoint_path if self.checkpoint_sha256 else self.pretrained
+        return f"{self.architecture}:{weights}"
+
+    @property
+    def weights_label(self) -> str:
+        """Human label of the weights: the tag, or `sha256:<first 12 hex>` of a checkpoint."""
+        if self.checkpoint_sha256:
+            return f"sha256:{self.checkpoint_sha256[:12]}"
+        return str(self.pretrained)
+
+    def same_vectors_as(self, other: "ModelIdentity") -> bool:
+        """True when both identities produce interchangeable vectors (paths of checkpoints may differ)."""
+        return self._key() == other._key()
+
+    def _key(self) -> tuple[Any, ...]:
+        data = asdict(self)
+        data.pop("checkpoint_path")
+        data["mean"] = tuple(round(v, 6) for v in data["mean"])
+        data["std"] = tuple(round(v, 6) for v in data["std"])
+        return tuple(sorted(data.items()))
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["mean"] = list(self.mean)
+        data["std"] = list(self.std)
+        data["spec"] = self.spec
+        return data
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "ModelIdentity":
+        fields = {name: data[name] for name in cls.__dataclass_fields__}
+        fields["mean"] = tuple(fields["mean"])
+        fields["std"] = tuple(fields["std"])
+        return cls(**fields)
+
+    @classmethod
+    def from_json(cls, text: str) -> "ModelIdentity":
+        return cls.from_dict(json.loads(text))
+
+
+def register_builtin_architectures() -> None:
+    """Register clipstore's own open_clip architectures (idempotent)."""
+    import open_clip
+
+    if MINI_ARCHITECTURE in open_clip.list_models():
+        return
+    config_dir = resources.files("clipstore") / "model_configs"
+    for entry in config_dir.iterdir():
+        if entry.name.endswith(".json"):
+            with resources.as_file(entry) as path:
+                open_clip.add_model_config(path)
+
+
+def resolve_model(spec: str | None) -> ModelIdentity:
+    """Turn a `--model` spec into a ModelIdentity without loading any weights.
+
+    Raises ModelSpecError with the accepted forms when the spec names an unknown architecture, an unknown
+    pretrained tag, or a checkpoint file that does not exist.
+    """
+    import open_clip
+
+    register_builtin_architectures()
+    spec = (spec or DEFAULT_MODEL).strip()
+    architecture, _, weights = spec.partition(":")
+    architecture, weights = architecture.strip(), weights.strip()
+    if architecture not in open_clip.list_models():
+        close = [name for name in open_clip.list_models() if architecture.lower() in name.lower()][:8]
+        hint = f" Did you mean one of: {', '.join(close)}?" if close else ""
+        raise ModelSpecError(
+            f"Unknown model architecture {architecture!r} in --model {spec!r}.{hint} "
+            f"Use ARCH:TAG (e.g. {DEFAULT_MODEL}), ARCH:/path/to/checkpoint, or {MINI_ARCHITECTURE}."
+        )
+    config = open_clip.get_model_config(architecture)
+    if not weights:
+        weights = _default_weights(architecture)
+
+    checkpoint_sha256 = checkpoint_path = pretrained = None
+    pretrained_cfg: dict[str, Any] = {}
+    if _looks_like_path(weights):
+        path = Path(weights).expanduser()
+        if not path.is_file():
+            raise ModelSpecError(
+                f"Checkpoint file {str(path)!r} (from --model {spec!r}) does not exist. "
+                "Give the path of an open_clip checkpoint (.pt/.safetensors) for that architecture."
+            )
+        checkpoint_path = str(path.resolve())
+        checkpoint_sha256 = file_sha256(path)
+    elif weights == RANDOM_WEIGHTS:
+        pretrained = RANDOM_WEIGHTS
+    else:
+        tags = open_clip.list_pretrained_tags_by_model(architecture)
+        if weights not in tags:
+            raise ModelSpecError(
+                f"Unknown pretrained tag {weights!r} for {architecture}. Known tags: "
+                f"{', '.join(tags) or 'none'}; or pass a local checkpoint as {architecture}:/path/to/file."
+            )
+        pretrained = weights
+        pretrained_cfg = open_clip.get_pretrained_cfg(architecture, weights)
+
+    image_size = config["vision_cfg"].get("image_size", 224)
+    if isinstance(image_size, (list, tuple)):
+        image_size = int(image_size[0])
+    preprocess_cfg = config.get("preprocess_cfg", {})
+    return ModelIdentity(
+        architecture=architecture,
+        pretrained=pretrained,
+        checkpoint_sha256=checkpoint_sha256,
+        checkpoint_path=checkpoint_path,
+        embed_dim=int(config["embed_dim"]),
+        image_size=int(image_size),
+        mean=tuple(pretrained_cfg.get("mean") or preprocess_cfg.get("mean") or _OPENAI_MEAN),
+        std=tuple(pretrained_cfg.get("std") or preprocess_cfg.get("std") or _OPENAI_STD),
+        interpolation=pretrained_cfg.get("interpolation") or preprocess_cfg.get("interpolation") or "bicubic",
+        resize_mode=pretrained_cfg.get("resize_mode") or preprocess_cfg.get("resize_mode") or "shortest",
+    )
+
+
+def _default_weights(architecture: str) -> str:
+    if architecture == MINI_ARCHITECTURE:
+        # Trained clipstore-mini weights are not shipped yet; until they are, the bare name means the seeded
+        # random initialisation so that everything runs offline.
+        return RANDOM_WEIGHTS
+    raise ModelSpecError(
+        f"--model {architecture!r} does not say which weights to use. Use {architecture}:TAG with a "
+        f"pretrained tag (for ViT-B-32, e.g. {DEFAULT_MODEL}), or {architecture}:/path/to/checkpoint."
+    )
+
+
+def _looks_like_path(weights: str) -> bool:
+    return os.sep in weights or weights.startswith("~") or weights.lower().endswith(_CHECKPOINT_SUFFIXES)
+
+
+def file_sha256(path: str | os.PathLike[str]) -> str:
+    """Hex SHA-256 of a file's bytes, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

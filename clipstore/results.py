@@ -1,0 +1,81 @@
+"""Typed results returned by the public API. All are frozen dataclasses with `to_dict()` for JSON output."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class _AsDict:
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict of this result (nested results become dicts, tuples become lists)."""
+        return _jsonable(dataclasses.asdict(self))  # type: ignore[call-overload]
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {key: _jsonable(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(item) for item in value]
+    return value
+
+
+@dataclass(frozen=True)
+class FileFailure(_AsDict):
+    """A file (or folder) that could not be ingested, and why. Nothing was written for it."""
+
+    path: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class IngestReport(_AsDict):
+    """What one `Store.ingest` run did.
+
+    added: files whose content was new to the store and got embedded.
+    skipped_unchanged: files whose path, size and mtime matched the store (not read at all), or whose
+        bytes turned out identical to what the store already had for that path.
+    duplicates: files whose bytes are already stored under another path (linked, not re-embedded).
+    updated: files whose content changed since the last ingest and were re-embedded.
+    pruned: file rows removed because the file disappeared (only with `prune=True`).
+    failed: files that could not be ingested, with the reason.
+    """
+
+    added: int = 0
+    skipped_unchanged: int = 0
+    duplicates: int = 0
+    updated: int = 0
+    pruned: int = 0
+    failed: tuple[FileFailure, ...] = field(default_factory=tuple)
+
+
+@dataclass(frozen=True)
+class SearchHit(_AsDict):
+    """One search result: the image id (SHA-256 of its bytes), a path it is stored under, and its cosine
+    similarity to the query (1.0 = same direction)."""
+
+    id: str
+    path: str
+    score: float
+
+
+@dataclass(frozen=True)
+class MigrationStatus(_AsDict):
+    """One migration and whether (and when, ISO 8601 UTC) it has been applied to the store."""
+
+    name: str
+    applied: bool
+    applied_at: str | None
+    description: str
+
+
+@dataclass(frozen=True)
+class StoreInfo(_AsDict):
+    """Where a store lives, what it holds and which model made its vectors."""
+
+    path: str
+    images: int
+    files: int
+    model: dict[str, Any]
+    migrations: tuple[MigrationStatus, ...]

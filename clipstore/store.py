@@ -1,0 +1,183 @@
+"""The Store: one folder on disk holding LanceDB tables of image vectors, and the operations on them."""
+
+from __future__ import annotations
+
+import os
+from datetime import timedelta
+from typing import TYPE_CHECKING, Union
+
+from . import migrate, tables
+from .errors import ModelMismatchError, StoreNotFoundError
+from .imaging import DEFAULT_MAX_MEGAPIXELS, load_image
+from .ingest import FolderIngest, IngestOptions, ProgressCallback
+from .models import DEFAULT_MODEL, ModelIdentity, resolve_model
+from .paths import default_store_path, expand
+from .results import IngestReport, MigrationStatus, SearchHit, StoreInfo
+from .search import ImageSearcher, normalise_prefix
+
+if TYPE_CHECKING:
+    import lancedb
+    from PIL import Image
+
+    from .encoders.clip import ClipEncoder
+
+ImageQuery = Union[str, "os.PathLike[str]", bytes, bytearray, memoryview, "Image.Image"]
+
+
+class Store:
+    """A clipstore store. Create or open one with `clipstore.connect(path)`.
+
+    The store's tables are plain LanceDB tables under `path` (`images`, `files`, `_clipstore_migrations`);
+    its vectors were made by `store.model`, which is loaded lazily the first time something needs embedding.
+    """
+
+    def __init__(self, path: str, db: "lancedb.DBConnection", model: ModelIdentity, *, device: str | None, precision: str):
+        self.path = path
+        self.db = db
+        self.model = model
+        self._device = device
+        self._precision = precision
+        self._searcher = ImageSearcher(db)
+
+    def __repr__(self) -> str:
+        return f"Store({self.path!r}, model={self.model.spec!r})"
+
+    @property
+    def encoder(self) -> "ClipEncoder":
+        """The store's CLIP encoder (loaded on first use, shared across stores in this process)."""
+        from .encoders.clip import load_clip_encoder
+
+        return load_clip_encoder(self.model, device=self._device, precision=self._precision)
+
+    def ingest(
+        self,
+        folder: str | os.PathLike[str],
+        *,
+        prune: bool = False,
+        max_megapixels: float = DEFAULT_MAX_MEGAPIXELS,
+        batch_size: int = 32,
+        progress: ProgressCallback | None = None,
+    ) -> IngestReport:
+        """Embed every new or changed image under `folder` (recursively; a single file works too).
+
+        Unchanged files (same path, size and mtime) are skipped without being read; identical bytes under
+        several paths are embedded once. Files that cannot be ingested are listed in `report.failed` and never
+        stop the run. With `prune=True`, rows of files under `folder` that no longer exist are removed.
+        `max_megapixels` rejects larger images (decompression-bomb guard). `progress(done, total)` is called
+        as files are processed.
+        """
+        from .locking import write_lock
+
+        root = expand(folder)
+        options = IngestOptions(max_megapixels=max_megapixels, batch_size=batch_size)
+        with write_lock(self.path):
+            run = FolderIngest(
+                self.db, lambda: self.encoder, root, exclude=(self.path,), options=options, progress=progress
+            )
+            return run.run(prune=prune)
+
+    def search_text(self, text: str, k: int = 10, *, path_prefix: str | None = None) -> list[SearchHit]:
+        """The k images best matching a text query, best first, scored by cosine similarity."""
+        vector = self.encoder.encode_texts([text])[0]
+        return self.search_vector(vector, k, path_prefix=path_prefix)
+
+    def search_image(
+        self, image: ImageQuery, k: int = 10, *, path_prefix: str | None = None, max_megapixels: float = DEFAULT_MAX_MEGAPIXELS
+    ) -> list[SearchHit]:
+        """The k stored images most similar to `image` (a path, raw bytes or a PIL image), best first.
+
+        An image searched by itself ranks first with a score of about 1.0.
+        """
+        decoded = load_image(image, max_megapixels=max_megapixels)
+        vector = self.encoder.encode_images([decoded.image])[0]
+        return self.search_vector(vector, k, path_prefix=path_prefix)
+
+    def search_vector(self, vector, k: int = 10, *, path_prefix: str | None = None) -> list[SearchHit]:
+        """The k images nearest to an embedding of shape (embed_dim,) made by this store's model."""
+        prefix = normalise_prefix(path_prefix) if path_prefix else None
+        return self._searcher.search(vector, k, prefix)
+
+    def count_images(self) -> int:
+        """Number of distinct images (distinct contents) in the store."""
+        return self.db.open_table(tables.IMAGES).count_rows()
+
+    def count_files(self) -> int:
+        """Number of file paths recorded in the store."""
+        return self.db.open_table(tables.FILES).count_rows()
+
+    def migrations(self) -> tuple[MigrationStatus, ...]:
+        """Every migration this clipstore knows, with whether and when it was applied to this store."""
+        return migrate.migration_status(self.db)
+
+    def info(self) -> StoreInfo:
+        """Where the store is, how many images and files it holds, its model and its migrations."""
+        return StoreInfo(self.path, self.count_images(), self.count_files(), self.model.to_dict(), self.migrations())
+
+
+def connect(
+    path: str | os.PathLike[str] | None = None,
+    *,
+    model: str | None = None,
+    create: bool = True,
+    apply_migrations: bool = True,
+    device: str | None = None,
+    precision: str = "auto",
+) -> Store:
+    """Open the store at `path` (default: `clipstore.default_store_path()`), creating it when `create` is true.
+
+    model: a model spec (`ARCH:TAG`, `ARCH:/path/to/checkpoint`, `clipstore-mini`). For a new store it
+        chooses the model (default `ViT-B-32:laion2b_s34b_b79k`); for an existing store it must name the
+        store's own model, else ModelMismatchError. Omit it to use the store's model.
+    device: "cpu", "cuda", ... (default: cuda when available). precision: "auto" (bf16 on CPUs with native
+        bf16 and on CUDA, else fp32), "fp32" or "bf16".
+    Pending migrations are applied on connect (unless `apply_migrations` is false, which also refuses to
+    create a store); a store written by a newer clipstore raises StoreVersionError.
+    """
+    import lancedb
+
+    store_path = expand(path) if path is not None else default_store_path()
+    exists = _is_store(store_path)
+    if not exists:
+        if not create or not apply_migrations:
+            raise StoreNotFoundError(
+                f"No clipstore store at {store_path}. Create it with `clipstore ingest FOLDER --store {store_path}` "
+                "(or clipstore.connect(path) in Python), or pass --store with the path of an existing store."
+            )
+        if os.path.isdir(store_path) and os.listdir(store_path):
+            raise StoreNotFoundError(
+                f"{store_path} is a folder that is not empty and not a clipstore store. Choose a new or empty "
+                "folder for the store (e.g. --store ~/photos.clipstore)."
+            )
+        if os.path.exists(store_path) and not os.path.isdir(store_path):
+            raise StoreNotFoundError(f"{store_path} is a file, not a store folder. Choose another --store path.")
+    db = lancedb.connect(store_path, read_consistency_interval=timedelta(0))
+    migrate.check_not_newer(db, store_path)
+    identity = _store_model(db, store_path, model)
+    if apply_migrations and any(not status.applied for status in migrate.migration_status(db)):
+        from .locking import write_lock
+
+        with write_lock(store_path):
+            migrate.apply_pending(migrate.MigrationContext(db, store_path, identity))
+    return Store(store_path, db, identity, device=device, precision=precision)
+
+
+def _is_store(path: str) -> bool:
+    return os.path.isdir(os.path.join(path, f"{tables.MIGRATIONS}.lance"))
+
+
+def _store_model(db: "lancedb.DBConnection", store_path: str, requested_spec: str | None) -> ModelIdentity:
+    """The model identity of the store; checks a requested model against it."""
+    stored = tables.stored_model(db.open_table(tables.IMAGES)) if tables.table_exists(db, tables.IMAGES) else None
+    if stored is None:
+        return resolve_model(requested_spec or DEFAULT_MODEL)
+    if requested_spec is None:
+        return stored
+    requested = resolve_model(requested_spec)
+    if not requested.same_vectors_as(stored):
+        raise ModelMismatchError(
+            f"The store at {store_path} holds vectors made by {stored.spec} ({stored.embed_dim}-d, weights "
+            f"{stored.weights_label}), but --model asks for {requested.spec} ({requested.embed_dim}-d, weights "
+            f"{requested.weights_label}). Vectors of different models cannot be mixed: leave out --model to use "
+            "the store's own model, or use another --store path for the other model."
+        )
+    return requested  # same vectors; keeps a checkpoint's new location if it moved

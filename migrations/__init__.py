@@ -1,0 +1,1 @@
+"""clipstore's numbered schema migrations (installed as `clipstore.migrations`). See clipstore/migrate.py."""
