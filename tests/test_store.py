@@ -1,0 +1,118 @@
+"""Store lifecycle: creation, model identity, migrations, version refusal, plain-LanceDB access."""
+
+from __future__ import annotations
+
+import lancedb
+import pyarrow as pa
+import pytest
+
+import clipstore
+from clipstore import migrate, tables
+from clipstore.store import connect
+
+
+def test_new_store_records_model_identity_with_the_images_table(store, store_path):
+    table = lancedb.connect(store_path).open_table("images")
+    identity = tables.stored_model(table)
+    assert identity is not None
+    assert (identity.architecture, identity.pretrained, identity.embed_dim) == ("clipstore-mini", "random", 256)
+    assert identity.image_size == 64 and len(identity.mean) == 3
+    assert table.schema.field("embedding").type.list_size == 256
+
+
+def test_reopening_uses_the_stored_model_without_naming_it(store, store_path):
+    reopened = clipstore.connect(store_path)
+    assert reopened.model.same_vectors_as(store.model)
+
+
+def test_other_model_is_refused_with_instructions(store, store_path):
+    with pytest.raises(clipstore.ModelMismatchError) as excinfo:
+        clipstore.connect(store_path, model="ViT-B-32:openai")
+    message = str(excinfo.value)
+    assert "clipstore-mini:random" in message and "ViT-B-32:openai" in message
+    assert "leave out --model" in message
+
+
+def test_missing_store_is_not_created_when_create_is_false(tmp_path):
+    with pytest.raises(clipstore.StoreNotFoundError, match="clipstore ingest FOLDER"):
+        clipstore.connect(tmp_path / "nothing-here", create=False)
+    assert not (tmp_path / "nothing-here").exists()
+
+
+def test_a_non_empty_foreign_folder_is_not_turned_into_a_store(tmp_path):
+    (tmp_path / "photos").mkdir()
+    (tmp_path / "photos" / "cat.jpg").write_bytes(b"x")
+    with pytest.raises(clipstore.StoreNotFoundError, match="not empty and not a clipstore store"):
+        clipstore.connect(tmp_path / "photos", model="clipstore-mini")
+
+
+def test_migrations_are_recorded_and_idempotent(store, store_path):
+    statuses = store.migrations()
+    assert [s.name for s in statuses][0] == "0001_create_tables"
+    assert all(s.applied and s.applied_at for s in statuses)
+    assert all(s.description for s in statuses)
+    recorded = lancedb.connect(store_path).open_table("_clipstore_migrations").to_arrow().to_pylist()
+    assert sorted(row["name"] for row in recorded) == [s.name for s in statuses]
+
+    # Re-running every migration on an existing store changes nothing and records nothing twice.
+    context = migrate.MigrationContext(store.db, store.path, store.model)
+    for migration in migrate.available_migrations():
+        migration.apply(context)
+    assert migrate.apply_pending(context) == []
+    clipstore.connect(store_path)
+    recorded = lancedb.connect(store_path).open_table("_clipstore_migrations").to_arrow().to_pylist()
+    assert len(recorded) == len(statuses)
+    assert set(tables.table_names(store.db)) >= {"images", "files", "_clipstore_migrations"}
+
+
+def test_pending_migration_is_listed_then_applied_on_connect(store, store_path):
+    store.db.open_table(tables.MIGRATIONS).delete("name = '0001_create_tables'")
+    listed = connect(store_path, create=False, apply_migrations=False).migrations()
+    assert [(s.name, s.applied) for s in listed][:1] == [("0001_create_tables", False)]
+    assert connect(store_path).migrations()[0].applied
+
+
+def test_store_from_a_newer_clipstore_is_refused(store, store_path):
+    table = store.db.open_table(tables.MIGRATIONS)
+    table.add(pa.table({"name": ["9999_from_the_future"], "applied_at": [tables.utc_now()]}, schema=table.schema))
+    with pytest.raises(clipstore.StoreVersionError, match="newer clipstore.*9999_from_the_future"):
+        clipstore.connect(store_path)
+
+
+def test_info_reports_counts_model_and_migrations(store, photo_folder):
+    store.ingest(photo_folder)
+    (photo_folder / "copy.png").write_bytes((photo_folder / "a" / "img1.png").read_bytes())
+    store.ingest(photo_folder)
+    info = store.info().to_dict()
+    assert info["path"] == store.path
+    assert (info["images"], info["files"]) == (6, 7)
+    assert info["model"]["spec"] == "clipstore-mini:random"
+    assert info["migrations"][0]["name"] == "0001_create_tables"
+
+
+def test_tables_are_plain_lancedb_tables(store, store_path, photo_folder):
+    store.ingest(photo_folder)
+    db = lancedb.connect(store_path)
+    images = db.open_table("images")
+    query = images.to_arrow().column("embedding")[0].as_py()
+    hits = images.search(query).distance_type("cosine").limit(1).to_list()
+    assert hits[0]["_distance"] == pytest.approx(0.0, abs=1e-5)
+    assert db.open_table("files").count_rows() == 6
+
+
+def test_default_store_location_follows_env_and_xdg(monkeypatch, tmp_path):
+    monkeypatch.setenv("CLIPSTORE_STORE", str(tmp_path / "env.clipstore"))
+    assert clipstore.default_store_path() == str(tmp_path / "env.clipstore")
+    monkeypatch.delenv("CLIPSTORE_STORE")
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
+    if clipstore.default_store_path().startswith(str(tmp_path)):  # Linux/BSD
+        assert clipstore.default_store_path() == str(tmp_path / "xdg" / "clipstore" / "default.clipstore")
+
+
+def test_import_clipstore_stays_light():
+    import subprocess
+    import sys
+
+    code = "import sys, clipstore; heavy = [m for m in ('torch', 'open_clip', 'lancedb', 'sentence_transformers', 'pyarrow') if m in sys.modules]; print(heavy)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert out == "[]"
