@@ -1,0 +1,33 @@
+"""The example scripts run end to end, offline, and print what they promise."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+EXAMPLES = Path(__file__).parent.parent / "examples"
+
+
+def _run(*args: str, cwd: Path) -> str:
+    result = subprocess.run([sys.executable, *args], cwd=cwd, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def test_sample_images_then_ingest_and_search(tmp_path):
+    _run(str(EXAMPLES / "sample_images.py"), "samples", "--n", "12", cwd=tmp_path)
+    assert len(list((tmp_path / "samples").rglob("*.png"))) == 14
+    out = _run(str(EXAMPLES / "ingest_and_search.py"), "samples", "--store", "s.clipstore", cwd=tmp_path)
+    assert "added 12, duplicates 2, unchanged 0, failed 1" in out
+    assert "not-a-photo.jpg" in out
+    assert out.count(str(tmp_path / "samples")) >= 10  # both result lists name stored files
+    assert "image -> image" in out
+
+
+def test_embedded_app_groups_exact_copies(tmp_path):
+    _run(str(EXAMPLES / "sample_images.py"), "samples", "--n", "9", cwd=tmp_path)
+    out = _run(str(EXAMPLES / "embedded_app.py"), "samples", "--store", "lib.clipstore", "--threshold", "0.999", cwd=tmp_path)
+    assert "library: 9 photos (9 new, 1 unreadable)" in out
+    assert out.count("look-alikes:") >= 2  # the two copies each group with their original
+    assert "copy-of-" in out
