@@ -21,20 +21,18 @@ if TYPE_CHECKING:
 
 
 @dataclass(frozen=True)
-class VectorSnapshot:
-    """Image ids (n,) and their L2-normalised embeddings (n, d) at one table version."""
+class Snapshot:
+    """The searchable state at one (images, files) table version pair.
 
-    version: int
+    ids (n,) and vectors (n, d): every image row, L2-normalised; paths_by_id: each image's sorted paths;
+    linked (n,) bool: whether an image has any path (rows of an interrupted ingest may not yet).
+    """
+
+    versions: tuple[int, int]
     ids: np.ndarray
     vectors: np.ndarray
-
-
-@dataclass(frozen=True)
-class PathSnapshot:
-    """For each image id, the sorted paths it is stored under, at one `files` table version."""
-
-    version: int
     paths_by_id: dict[str, list[str]]
+    linked: np.ndarray
 
 
 class ImageSearcher:
@@ -42,8 +40,7 @@ class ImageSearcher:
 
     def __init__(self, db: "lancedb.DBConnection"):
         self._db = db
-        self._vectors: VectorSnapshot | None = None
-        self._paths: PathSnapshot | None = None
+        self._snapshot: Snapshot | None = None
 
     def search(self, query: np.ndarray, k: int = 10, path_prefix: str | None = None) -> list[SearchHit]:
         """The k images most similar to `query` (shape (d,), any norm), best first.
@@ -51,60 +48,51 @@ class ImageSearcher:
         With `path_prefix`, only images stored under a path starting with it are considered, and the hit's
         path is one of those paths.
         """
-        if k <= 0:
-            return []
-        vectors = self._current_vectors()
-        paths = self._current_paths().paths_by_id
-        if len(vectors.ids) == 0:
+        snapshot = self._current()
+        if k <= 0 or len(snapshot.ids) == 0:
             return []
         query = np.asarray(query, dtype=np.float32).reshape(-1)
         query = query / max(float(np.linalg.norm(query)), 1e-12)
-        scores = vectors.vectors @ query
-        candidates = np.arange(len(scores))
-        if path_prefix is not None:
-            keep = np.fromiter(
-                (any(p.startswith(path_prefix) for p in paths.get(i, ())) for i in vectors.ids),
-                dtype=bool,
-                count=len(vectors.ids),
-            )
-            candidates = candidates[keep]
+        scores = snapshot.vectors @ query
+        if path_prefix is None:
+            keep = snapshot.linked
         else:
-            candidates = candidates[np.fromiter((i in paths for i in vectors.ids), dtype=bool, count=len(vectors.ids))]
+            keep = np.fromiter(
+                (any(p.startswith(path_prefix) for p in snapshot.paths_by_id.get(i, ())) for i in snapshot.ids),
+                dtype=bool,
+                count=len(snapshot.ids),
+            )
+        candidates = np.flatnonzero(keep)
         if len(candidates) > k:
-            top = np.argpartition(-scores[candidates], k - 1)[:k]
-            candidates = candidates[top]
+            candidates = candidates[np.argpartition(-scores[candidates], k - 1)[:k]]
         order = candidates[np.argsort(-scores[candidates], kind="stable")]
         hits = []
         for index in order:
-            image_id = str(vectors.ids[index])
-            image_paths = paths[image_id]
+            image_id = str(snapshot.ids[index])
+            paths = snapshot.paths_by_id[image_id]
             if path_prefix is not None:
-                image_paths = [p for p in image_paths if p.startswith(path_prefix)]
-            hits.append(SearchHit(image_id, image_paths[0], float(scores[index])))
+                paths = [p for p in paths if p.startswith(path_prefix)]
+            hits.append(SearchHit(image_id, paths[0], float(scores[index])))
         return hits
 
-    def _current_vectors(self) -> VectorSnapshot:
-        table = self._db.open_table(tables.IMAGES)
-        version = table.version
-        if self._vectors is None or self._vectors.version != version:
-            data = tables.read_columns(table, ["id", "embedding"])
+    def _current(self) -> Snapshot:
+        images = self._db.open_table(tables.IMAGES)
+        files = self._db.open_table(tables.FILES)
+        versions = (images.version, files.version)
+        if self._snapshot is None or self._snapshot.versions != versions:
+            data = tables.read_columns(images, ["id", "embedding"])
             ids = np.asarray(data.column("id").to_pylist(), dtype=object)
             dim = data.schema.field("embedding").type.list_size
             flat = data.column("embedding").combine_chunks().flatten().to_numpy(zero_copy_only=False)
-            self._vectors = VectorSnapshot(version, ids, np.asarray(flat, dtype=np.float32).reshape(len(ids), dim))
-        return self._vectors
-
-    def _current_paths(self) -> PathSnapshot:
-        table = self._db.open_table(tables.FILES)
-        version = table.version
-        if self._paths is None or self._paths.version != version:
+            vectors = np.asarray(flat, dtype=np.float32).reshape(len(ids), dim)
             paths_by_id: dict[str, list[str]] = {}
-            for row in tables.read_columns(table, ["path", "image_id"]).to_pylist():
+            for row in tables.read_columns(files, ["path", "image_id"]).to_pylist():
                 paths_by_id.setdefault(row["image_id"], []).append(row["path"])
-            for value in paths_by_id.values():
-                value.sort()
-            self._paths = PathSnapshot(version, paths_by_id)
-        return self._paths
+            for paths in paths_by_id.values():
+                paths.sort()
+            linked = np.fromiter((i in paths_by_id for i in ids), dtype=bool, count=len(ids))
+            self._snapshot = Snapshot(versions, ids, vectors, paths_by_id, linked)
+        return self._snapshot
 
 
 def normalise_prefix(prefix: str) -> str:

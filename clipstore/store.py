@@ -158,6 +158,8 @@ def connect(
 
         with write_lock(store_path):
             migrate.apply_pending(migrate.MigrationContext(db, store_path, identity))
+            # Another process may have created the store first, with its model: check against that one.
+            identity = _store_model(db, store_path, model)
     return Store(store_path, db, identity, device=device, precision=precision)
 
 

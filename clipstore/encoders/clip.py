@@ -7,9 +7,11 @@ model runs as a bf16 copy, which is ~3.5x faster than fp32 and agrees with it at
 
 from __future__ import annotations
 
+import logging
 import threading
+from contextlib import contextmanager
 from functools import lru_cache
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING, Iterator, Sequence
 
 import numpy as np
 
@@ -135,7 +137,7 @@ def _create_model(identity: ModelIdentity) -> "torch.nn.Module":
     register_builtin_architectures()
     if identity.pretrained == RANDOM_WEIGHTS:
         # Seeded so that every process builds the same "random" model and vectors stay comparable.
-        with torch.random.fork_rng(devices=[]):
+        with torch.random.fork_rng(devices=[]), _quiet_random_init_warning():
             torch.manual_seed(RANDOM_SEED)
             return open_clip.create_model(identity.architecture, pretrained=None)
     if identity.checkpoint_sha256:
@@ -168,6 +170,21 @@ def _create_model(identity: ModelIdentity) -> "torch.nn.Module":
             f"with --model {identity.architecture}:/path/to/weights, or use --model clipstore-mini "
             "(bundled, offline, render-world only)."
         ) from exc
+
+
+@contextmanager
+def _quiet_random_init_warning() -> Iterator[None]:
+    """Hide open_clip's "initialized randomly" warning: random weights are what the user asked for."""
+
+    def drop(record: logging.LogRecord) -> bool:
+        return "initialized randomly" not in record.getMessage()
+
+    root = logging.getLogger()
+    root.addFilter(drop)
+    try:
+        yield
+    finally:
+        root.removeFilter(drop)
 
 
 def _image_transform(identity: ModelIdentity):
