@@ -164,7 +164,9 @@ def sniff_image_format(head: bytes) -> str | None:
     return None
 
 
-def decode_image(data: bytes, *, max_megapixels: float = DEFAULT_MAX_MEGAPIXELS) -> DecodedImage:
+def decode_image(
+    data: bytes, *, max_megapixels: float = DEFAULT_MAX_MEGAPIXELS, min_side: int | None = None
+) -> DecodedImage:
     """Decode image bytes into an RGB image ready for an encoder; raise InvalidImageError(reason) otherwise.
 
     The format comes from the magic bytes, never from a name. The size is checked against `max_megapixels` from the
@@ -172,6 +174,10 @@ def decode_image(data: bytes, *, max_megapixels: float = DEFAULT_MAX_MEGAPIXELS)
     frame. Every pixel is decoded, so truncated files fail here rather than later. EXIF orientation is applied
     (unreadable EXIF is ignored), and any pixel mode becomes RGB: transparency is flattened onto white, 16/32-bit
     greyscale is scaled to 8 bits.
+
+    `min_side`: the caller only needs an image whose shorter side is at least this many pixels (an encoder
+    that downsizes anyway). JPEGs are then decoded at a reduced DCT scale (1/2, 1/4 or 1/8) that keeps both
+    sides >= min_side — several times faster for camera photos. `width`/`height` still report the full size.
 
     Raises ValueError if `max_megapixels` is not a positive number (a caller bug, not a bad image).
     """
@@ -185,10 +191,12 @@ def decode_image(data: bytes, *, max_megapixels: float = DEFAULT_MAX_MEGAPIXELS)
     if fmt == "HEIF":
         _register_heif_opener()
     image = _open(data, fmt)
-    return _normalise(image, image.format or fmt, max_megapixels)
+    return _normalise(image, image.format or fmt, max_megapixels, min_side)
 
 
-def load_image(source: ImageSource, *, max_megapixels: float = DEFAULT_MAX_MEGAPIXELS) -> DecodedImage:
+def load_image(
+    source: ImageSource, *, max_megapixels: float = DEFAULT_MAX_MEGAPIXELS, min_side: int | None = None
+) -> DecodedImage:
     """Load an image from a path, raw bytes, or a PIL image, normalised exactly like `decode_image`.
 
     * `str` / `os.PathLike`: the file is read and decoded. A missing or unreadable file raises InvalidImageError
@@ -204,9 +212,9 @@ def load_image(source: ImageSource, *, max_megapixels: float = DEFAULT_MAX_MEGAP
         _check_limit(max_megapixels)
         return _normalise(source, source.format or "UNKNOWN", max_megapixels)
     if isinstance(source, (bytes, bytearray, memoryview)):
-        return decode_image(bytes(source), max_megapixels=max_megapixels)
+        return decode_image(bytes(source), max_megapixels=max_megapixels, min_side=min_side)
     if isinstance(source, (str, os.PathLike)):
-        return decode_image(_read_file(source), max_megapixels=max_megapixels)
+        return decode_image(_read_file(source), max_megapixels=max_megapixels, min_side=min_side)
     raise TypeError(f"load_image() needs a path, bytes or a PIL image, not {type(source).__name__}")
 
 
@@ -314,7 +322,7 @@ def _ftyp_brands(data: bytes) -> set[bytes]:
 # --- decoding and normalising -----------------------------------------------------------------------------------
 
 
-def _normalise(image: Image.Image, fmt: str, max_megapixels: float) -> DecodedImage:
+def _normalise(image: Image.Image, fmt: str, max_megapixels: float, min_side: int | None = None) -> DecodedImage:
     """Size-check, fully decode, orient and convert to RGB an opened (possibly still lazy) image."""
     width, height = image.size
     megapixels = width * height / 1_000_000
@@ -323,6 +331,10 @@ def _normalise(image: Image.Image, fmt: str, max_megapixels: float) -> DecodedIm
             f"image is {width}x{height} = {megapixels:.1f} megapixels, over the {max_megapixels:g} megapixel "
             "limit (raise max_megapixels to accept it)"
         )
+    if min_side and image.format == "JPEG" and min(width, height) >= 2 * min_side:
+        # draft() picks the smallest DCT scale whose size is >= the requested one on both sides.
+        image.draft(image.mode, (min_side, min_side))
+    decoded_size = image.size
     try:
         # Only images Pillow would warn about need the (serialising) warning filter; everything else decodes freely
         # in parallel. Reading MAX_IMAGE_PIXELS is fine: it is assigning it that we avoid.
@@ -345,6 +357,9 @@ def _normalise(image: Image.Image, fmt: str, max_megapixels: float) -> DecodedIm
     if rgb is image:
         # Never hand back the caller's object, or a file-backed one: the result must stand alone.
         rgb = rgb.copy()
+    if decoded_size != (width, height):  # decoded at reduced scale: report the full size, oriented
+        width, height = (width, height) if rgb.size == decoded_size else (height, width)
+        return DecodedImage(image=rgb, width=width, height=height, format=fmt)
     return DecodedImage(image=rgb, width=rgb.width, height=rgb.height, format=fmt)
 
 

@@ -176,7 +176,7 @@ class FolderIngest:
         if image_id in self._stored_ids:
             return _Read(found, image_id)  # content already embedded: no need to decode
         try:
-            decoded = decode_image(data, max_megapixels=self.options.max_megapixels)
+            decoded = decode_image(data, max_megapixels=self.options.max_megapixels, min_side=self.encoder.decode_min_side)
         except InvalidImageError as exc:
             return FileFailure(found.path, str(exc))
         pixels = self.encoder.preprocess(decoded.image)

@@ -88,7 +88,7 @@ class Store:
 
         An image searched by itself ranks first with a score of about 1.0.
         """
-        decoded = load_image(image, max_megapixels=max_megapixels)
+        decoded = load_image(image, max_megapixels=max_megapixels, min_side=self.encoder.decode_min_side)
         vector = self.encoder.encode_images([decoded.image])[0]
         return self.search_vector(vector, k, path_prefix=path_prefix)
 

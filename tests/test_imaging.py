@@ -554,3 +554,39 @@ def test_messy_folder_matches_its_own_description(tmp_path):
     if loop is not None:
         assert loop.is_symlink()
         assert loop.resolve() == loop.parent.parent.resolve()
+
+
+# --- reduced-scale JPEG decoding (min_side) ---------------------------------------------------------------------
+
+
+def _big_jpeg(size=(2000, 1500), orientation=None) -> bytes:
+    buffer = io.BytesIO()
+    image = pattern_image(7, size=size)
+    if orientation:
+        exif = Image.Exif()
+        exif[0x0112] = orientation
+        image.save(buffer, format="JPEG", quality=90, exif=exif.tobytes())
+    else:
+        image.save(buffer, format="JPEG", quality=90)
+    return buffer.getvalue()
+
+
+def test_min_side_decodes_large_jpegs_smaller_but_reports_full_size():
+    decoded = decode_image(_big_jpeg(), min_side=448)
+    assert (decoded.width, decoded.height) == (2000, 1500)
+    assert decoded.image.size == (1000, 750)  # DCT scale 1/2: the smallest that keeps both sides >= 448
+    assert min(decode_image(_big_jpeg(), min_side=128).image.size) >= 128
+    assert decode_image(_big_jpeg(), min_side=128).image.size == (250, 188)
+
+
+def test_min_side_keeps_orientation_and_full_oriented_size():
+    decoded = decode_image(_big_jpeg(orientation=6), min_side=448)
+    assert (decoded.width, decoded.height) == (1500, 2000)
+    assert decoded.image.size == (750, 1000)
+
+
+def test_min_side_leaves_small_and_non_jpeg_images_alone():
+    assert decode_image(_big_jpeg(size=(600, 400)), min_side=448).image.size == (600, 400)
+    buffer = io.BytesIO()
+    pattern_image(3, size=(2000, 1500)).save(buffer, format="PNG")
+    assert decode_image(buffer.getvalue(), min_side=448).image.size == (2000, 1500)

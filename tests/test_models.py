@@ -111,3 +111,23 @@ def test_minilm_embeds_paraphrases_close_and_unrelated_text_far():
     assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
     assert vectors[0] @ vectors[1] > vectors[0] @ vectors[2] + 0.2
     assert load_minilm_encoder() is encoder
+
+
+def test_reduced_scale_jpeg_decoding_keeps_embeddings(tmp_path):
+    """Ingest decodes big JPEGs at reduced DCT scale; the embedding must stay what a full decode gives."""
+    import io
+
+    from clipstore.imaging import decode_image
+
+    encoder = load_clip_encoder(resolve_model("clipstore-mini"), device="cpu", precision="fp32")
+    agreement = []
+    for seed in range(8):
+        buffer = io.BytesIO()
+        pattern_image(seed, size=(1600, 1200)).save(buffer, format="JPEG", quality=92)
+        data = buffer.getvalue()
+        full = decode_image(data).image
+        reduced = decode_image(data, min_side=encoder.decode_min_side).image
+        assert reduced.size[0] < full.size[0]
+        vectors = encoder.encode_images([full, reduced])
+        agreement.append(float(vectors[0] @ vectors[1]))
+    assert min(agreement) >= 0.99

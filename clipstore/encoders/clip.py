@@ -79,6 +79,12 @@ class ClipEncoder:
     def dim(self) -> int:
         return self.identity.embed_dim
 
+    @property
+    def decode_min_side(self) -> int:
+        """Shorter side (pixels) an image must keep when decoded at reduced scale: twice the model's input
+        size, so the model's own antialiased resize still does the final downscale."""
+        return 2 * self.identity.image_size
+
     def preprocess(self, image: "Image.Image") -> "torch.Tensor":
         """One RGB PIL image -> float32 tensor (3, H, W), resized, cropped and normalised for this model."""
         return self._preprocess(image)
