@@ -1,0 +1,176 @@
+"""The render world's prompt language: scenes (structured attributes) and the prompts that describe them.
+
+A Scene is what gets drawn; `describe` writes one of many paraphrases of it. The attribute space is
+9 shapes x 12 colours x 3 sizes x 4 counts x 9 positions x 8 background colours x 5 patterns x 3 styles x
+3 textures. One shape/colour pair in about seven is *held out*: it is only ever drawn in the "heldout" split,
+so a model trained on "train" is tested on combinations it has never seen.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import asdict, dataclass
+from typing import Any
+
+SHAPES = ("circle", "square", "triangle", "star", "hexagon", "diamond", "cross", "ring", "pentagon")
+COLOURS: dict[str, tuple[int, int, int]] = {
+    "red": (214, 39, 40),
+    "orange": (245, 130, 30),
+    "yellow": (240, 215, 40),
+    "green": (44, 160, 44),
+    "blue": (31, 90, 200),
+    "purple": (130, 60, 175),
+    "pink": (240, 120, 180),
+    "brown": (140, 86, 60),
+    "black": (20, 20, 20),
+    "white": (245, 245, 245),
+    "grey": (128, 128, 128),
+    "cyan": (40, 200, 210),
+}
+BACKGROUNDS: dict[str, tuple[int, int, int]] = {
+    "white": (250, 250, 250),
+    "black": (12, 12, 12),
+    "grey": (150, 150, 150),
+    "beige": (225, 205, 170),
+    "light blue": (170, 210, 240),
+    "dark green": (25, 80, 40),
+    "navy": (20, 30, 80),
+    "lavender": (205, 190, 235),
+}
+SIZES = ("small", "medium", "large")
+COUNTS = (1, 2, 3, 4)
+POSITIONS = (
+    "center",
+    "top left",
+    "top",
+    "top right",
+    "left",
+    "right",
+    "bottom left",
+    "bottom",
+    "bottom right",
+)
+PATTERNS = ("plain", "striped", "checkered", "dotted", "gradient")
+STYLES = ("filled", "outline", "sketch")
+TEXTURES = ("solid", "striped", "spotted")
+SPLITS = ("train", "heldout")
+
+_SIZE_WORDS = {
+    "small": ("small", "tiny", "little"),
+    "medium": ("medium", "medium-sized", "mid-sized"),
+    "large": ("large", "big", "huge"),
+}
+_COUNT_WORDS = {1: ("a", "one", "a single"), 2: ("two",), 3: ("three",), 4: ("four",)}
+_PLURALS = {"cross": "crosses"}
+_POSITION_PHRASES = {
+    "center": ("in the center", "in the middle", "centered"),
+    "top": ("at the top", "near the top edge"),
+    "bottom": ("at the bottom", "near the bottom edge"),
+    "left": ("on the left", "on the left side"),
+    "right": ("on the right", "on the right side"),
+}
+_PATTERN_WORDS = {
+    "plain": ("plain", ""),
+    "striped": ("striped",),
+    "checkered": ("checkered", "checkerboard"),
+    "dotted": ("dotted", "polka-dot"),
+    "gradient": ("gradient", "fading"),
+}
+_BACKGROUND_NOUNS = ("background", "backdrop")
+_TEMPLATES = (
+    "{objects} {position} on {background}",
+    "{objects} on {background}, {position}",
+    "a picture of {objects} {position} on {background}",
+    "an image showing {objects} {position}, {background}",
+    "{background}, with {objects} {position}",
+    "{objects} placed {position} against {background}",
+)
+
+
+@dataclass(frozen=True)
+class Scene:
+    """Everything the renderer draws. `position` is "scattered" when count > 1."""
+
+    shape: str
+    colour: str
+    size: str
+    count: int
+    position: str
+    background: str
+    pattern: str
+    style: str
+    texture: str
+
+    def labels(self) -> dict[str, Any]:
+        """The structured attributes (`shape` is the main object class)."""
+        return asdict(self)
+
+
+def is_heldout_combination(shape: str, colour: str) -> bool:
+    """True for the shape/colour pairs reserved for the held-out split (about one in seven)."""
+    return (SHAPES.index(shape) * 5 + list(COLOURS).index(colour) * 3) % 7 == 0
+
+
+def sample_scene(rng: random.Random, split: str = "train") -> Scene:
+    """Draw a random scene of `split` ("train": never a held-out pair; "heldout": only held-out pairs)."""
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, not {split!r}")
+    while True:
+        shape, colour = rng.choice(SHAPES), rng.choice(list(COLOURS))
+        if is_heldout_combination(shape, colour) == (split == "heldout"):
+            break
+    background = rng.choice([name for name in BACKGROUNDS if _contrasts(colour, name)])
+    count = rng.choices(COUNTS, weights=(5, 2, 2, 1))[0]
+    style = rng.choices(STYLES, weights=(5, 2, 2))[0]
+    return Scene(
+        shape=shape,
+        colour=colour,
+        size=rng.choice(SIZES),
+        count=count,
+        position=rng.choice(POSITIONS) if count == 1 else "scattered",
+        background=background,
+        pattern=rng.choices(PATTERNS, weights=(4, 1, 1, 1, 1))[0],
+        style=style,
+        # Rings are drawn as a thick band, too thin to show a texture.
+        texture=rng.choices(TEXTURES, weights=(4, 1, 1))[0] if style == "filled" and shape != "ring" else "solid",
+    )
+
+
+def describe(scene: Scene, rng: random.Random) -> str:
+    """One paraphrase of a prompt that states every attribute the scene shows."""
+    size = rng.choice(_SIZE_WORDS[scene.size])
+    noun = scene.shape if scene.count == 1 else _PLURALS.get(scene.shape, scene.shape + "s")
+    count = rng.choice(_COUNT_WORDS[scene.count])
+    objects = f"{count} {size} {scene.colour} {noun}"
+    if scene.style == "outline":
+        objects = rng.choice((f"{objects} drawn in outline", f"the outline of {objects}", f"{objects}, outline only"))
+    elif scene.style == "sketch":
+        objects = rng.choice((f"a sketch of {objects}", f"{objects} sketched by hand", f"a rough sketch of {objects}"))
+    elif scene.texture != "solid":
+        texture = {"striped": ("striped", "with stripes"), "spotted": ("spotted", "with spots")}[scene.texture]
+        objects = f"{objects} {rng.choice(texture)}"
+    if scene.count == 1 and objects.startswith("a ") and size[0] in "aeiou":
+        objects = "an " + objects[2:]
+    return rng.choice(_TEMPLATES).format(
+        objects=objects, position=_position_phrase(scene, rng), background=_background_phrase(scene, rng)
+    ).strip()
+
+
+def _position_phrase(scene: Scene, rng: random.Random) -> str:
+    if scene.count > 1:
+        return rng.choice(("scattered around", "spread out", "scattered across the image"))
+    if scene.position in _POSITION_PHRASES:
+        return rng.choice(_POSITION_PHRASES[scene.position])
+    return rng.choice((f"in the {scene.position} corner", f"at the {scene.position}"))
+
+
+def _background_phrase(scene: Scene, rng: random.Random) -> str:
+    pattern = rng.choice(_PATTERN_WORDS[scene.pattern])
+    words = " ".join(word for word in (pattern, scene.background, rng.choice(_BACKGROUND_NOUNS)) if word)
+    return f"an {words}" if words[0] in "aeiou" else f"a {words}"
+
+
+def _contrasts(colour: str, background: str) -> bool:
+    """Whether an object of `colour` stays clearly visible on `background`."""
+    fg, bg = COLOURS[colour], BACKGROUNDS[background]
+    return sum(abs(a - b) for a, b in zip(fg, bg)) >= 150
