@@ -16,6 +16,7 @@ import click
 import clipstore
 from clipstore.errors import ClipstoreError
 from clipstore.imaging import DEFAULT_MAX_MEGAPIXELS
+from clipstore.ingest import check_source
 from clipstore.paths import STORE_ENV
 
 
@@ -33,7 +34,6 @@ def _store_options(func: Callable[..., Any]) -> Callable[..., Any]:
         "store_path",
         envvar=STORE_ENV,
         metavar="PATH",
-        type=click.Path(file_okay=False),
         help=f"Store folder (default: ${STORE_ENV}, else the per-user data dir; see `clipstore info`).",
     )(func)
 
@@ -49,6 +49,8 @@ def _friendly_errors(func: Callable[..., Any]) -> Callable[..., Any]:
             return func(*args, **kwargs)
         except ClipstoreError as exc:
             raise click.ClickException(str(exc)) from None
+        except OSError as exc:  # e.g. a store on a read-only disk, a full disk
+            raise click.ClickException(f"{exc.strerror or exc}: {exc.filename or ''}".rstrip(": ")) from None
 
     return wrapper
 
@@ -86,7 +88,7 @@ def main() -> None:
 @click.option("--prune", is_flag=True, help="Remove rows of files under FOLDER that no longer exist.")
 @click.option(
     "--max-megapixels",
-    type=float,
+    type=click.FloatRange(min=0, min_open=True),
     default=DEFAULT_MAX_MEGAPIXELS,
     show_default=True,
     help="Reject images larger than this (decompression-bomb guard).",
@@ -101,11 +103,21 @@ def ingest(folder, store_path, model, prune, max_megapixels, batch_size, quiet, 
     Re-running skips unchanged files; changed files are re-embedded; files that cannot be read are reported
     and skipped. The store is created on first use.
     """
+    check_source(folder, prune=prune)  # a mistyped folder must not create an empty store
     store = clipstore.connect(store_path, model=model)
     show_bar = not quiet and sys.stderr.isatty()
+
+    def tell_waiting() -> None:
+        click.echo(f"Another clipstore process is writing to {store.path}; waiting for it to finish…", err=True)
+
     with _ProgressBar(enabled=show_bar) as bar:
         report = store.ingest(
-            folder, prune=prune, max_megapixels=max_megapixels, batch_size=batch_size, progress=bar.update
+            folder,
+            prune=prune,
+            max_megapixels=max_megapixels,
+            batch_size=batch_size,
+            progress=bar.update,
+            on_lock_wait=tell_waiting,
         )
     if as_json:
         _print_json(report.to_dict())
@@ -178,6 +190,57 @@ def migrate(store_path, model, list_only, as_json) -> None:
     for status in statuses:
         state = f"applied {status.applied_at}" if status.applied else "pending"
         click.echo(f"{status.name}  {state}  {status.description}")
+
+
+@main.group()
+def world() -> None:
+    """The render world: procedural images drawn exactly as their prompts say."""
+
+
+@world.command("render")
+@click.argument("out", type=click.Path(file_okay=False))
+@click.option("--n", "n", type=click.IntRange(1), default=100, show_default=True, help="Number of images.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Same seed, same bytes.")
+@click.option("--split", type=click.Choice(["train", "heldout"]), default="train", show_default=True,
+              help="heldout: only shape/colour combinations never drawn in train.")
+@click.option("--size", type=click.IntRange(16, 2048), default=128, show_default=True, help="Image side in pixels.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+@_json_option
+@_friendly_errors
+def world_render(out, n, seed, split, size, quiet, as_json) -> None:
+    """Render N images into OUT/<shape>/ with OUT/manifest.jsonl (path, prompt, labels).
+
+    Each PNG also carries its prompt in a `parameters` text chunk, as Stable Diffusion front ends write it.
+    """
+    from clipstore.world import render_folder
+
+    with _ProgressBar(enabled=not quiet and sys.stderr.isatty()) as bar:
+        manifest = render_folder(out, n, seed=seed, split=split, size=size, progress=bar.update)
+    if as_json:
+        _print_json(manifest.to_dict())
+    else:
+        click.echo(f"rendered {manifest.count} images into {manifest.folder} (manifest: {manifest.manifest})")
+
+
+@main.command()
+@click.argument("out", type=click.Path(file_okay=False), default="clipstore-demo")
+@click.option("--n", "n", type=click.IntRange(10), default=300, show_default=True, help="Images to render.")
+@click.option("-k", "k", type=click.IntRange(1), default=3, show_default=True, help="Hits per search.")
+@_json_option
+@_friendly_errors
+def demo(out, n, k, as_json) -> None:
+    """Try clipstore offline: render N images into OUT, ingest them with clipstore-mini, search them.
+
+    Everything is written under OUT (default ./clipstore-demo): OUT/images and OUT/demo.clipstore.
+    """
+    from clipstore.demo import demo_summary, run_demo
+
+    result = run_demo(out, n=n, k=k)
+    if as_json:
+        _print_json(result.to_dict())
+        return
+    for line in demo_summary(result):
+        click.echo(line)
 
 
 class _ProgressBar:

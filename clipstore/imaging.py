@@ -222,7 +222,7 @@ def load_image(
 
 
 def _read_file(source: str | os.PathLike[str]) -> bytes:
-    path = os.fspath(source)
+    path = os.path.expanduser(os.fspath(source))
     try:
         with open(path, "rb") as handle:
             return handle.read()

@@ -84,8 +84,6 @@ class FolderIngest:
         options: IngestOptions = IngestOptions(),
         progress: ProgressCallback | None = None,
     ):
-        if not os.path.exists(root):
-            raise SourceNotFoundError(f"Cannot ingest {root}: no such file or folder. Check the path.")
         self.root = root
         self.exclude = exclude
         self.options = options
@@ -106,6 +104,7 @@ class FolderIngest:
         return self._encoder
 
     def run(self, *, prune: bool = False) -> IngestReport:
+        check_source(self.root, prune=prune)
         known_files = {
             row["path"]: row for row in tables.read_columns(self.files, ["path", "size", "mtime_ns", "image_id"]).to_pylist()
         }
@@ -114,22 +113,28 @@ class FolderIngest:
         self._known_files = known_files
 
         candidates: list[FoundFile] = []
-        for item in walk_images(self.root, exclude=self.exclude):
-            if isinstance(item, FileFailure):
-                self.counts.failed.append(item)
-            else:
+        stale_paths: list[str] = []  # rows that no longer describe what is on disk
+        unreadable_folders: list[str] = []
+        walk = walk_images(self.root, exclude=self.exclude) if os.path.exists(self.root) else iter(())
+        for item in walk:
+            if isinstance(item, FoundFile):
                 candidates.append(item)
+                continue
+            self.counts.failed.append(item)
+            if item.path in known_files:
+                stale_paths.append(item.path)  # e.g. a symlink whose target was deleted
+            elif item.reason.startswith("cannot read folder"):
+                unreadable_folders.append(item.path)
         changed = [found for found in candidates if not self._unchanged(found)]
         done = len(candidates) - len(changed)
         self.counts.skipped_unchanged += done
         self.progress(done, len(candidates))
 
-        stale_paths: list[str] = []
         for found, result in self._read_all(changed):
             if isinstance(result, FileFailure):
                 self.counts.failed.append(result)
                 if found.path in known_files:
-                    stale_paths.append(found.path)  # the old row no longer describes what is on disk
+                    stale_paths.append(found.path)
             else:
                 self._accept(result)
             if len(self._pending_images) + len(self._pending_files) >= self.options.commit_every:
@@ -139,8 +144,15 @@ class FolderIngest:
         self._commit()
 
         if prune:
-            seen = {found.path for found in candidates}
-            gone = [path for path in known_files if _is_under(path, self.root) and path not in seen and not os.path.lexists(path)]
+            seen = {found.path for found in candidates} | set(stale_paths)
+            gone = [
+                path
+                for path in known_files
+                if _is_under(path, self.root)
+                and path not in seen
+                and not any(_is_under(path, folder) for folder in unreadable_folders)  # may come back
+                and not os.path.exists(path)
+            ]
             stale_paths.extend(gone)
             self.counts.pruned = len(gone)
         if stale_paths:
@@ -155,7 +167,8 @@ class FolderIngest:
     def _read_all(self, changed: list[FoundFile]) -> Iterator[tuple[FoundFile, "_Read | FileFailure"]]:
         """Read, hash and (when needed) decode files in worker threads, yielding results in order."""
         window = max(2 * self.options.batch_size, 8)
-        with ThreadPoolExecutor(max_workers=self.options.workers, thread_name_prefix="clipstore-read") as pool:
+        pool = ThreadPoolExecutor(max_workers=self.options.workers, thread_name_prefix="clipstore-read")
+        try:
             queue: deque[tuple[FoundFile, Future]] = deque()
             for found in changed:
                 queue.append((found, pool.submit(self._read_one, found)))
@@ -165,13 +178,19 @@ class FolderIngest:
             while queue:
                 head, future = queue.popleft()
                 yield head, future.result()
+        finally:
+            # On Ctrl-C or an error, drop queued reads instead of decoding them first.
+            pool.shutdown(wait=True, cancel_futures=True)
 
     def _read_one(self, found: FoundFile) -> "_Read | FileFailure":
         try:
             with open(found.path, "rb") as handle:
                 data = handle.read()
+                info = os.fstat(handle.fileno())
         except OSError as exc:
             return FileFailure(found.path, f"cannot read file: {exc.strerror or exc}")
+        # Record the size and mtime of the bytes actually read (the file may have changed since the walk).
+        found = FoundFile(found.path, info.st_size, info.st_mtime_ns)
         image_id = hashlib.sha256(data).hexdigest()
         if image_id in self._stored_ids:
             return _Read(found, image_id)  # content already embedded: no need to decode
@@ -188,14 +207,12 @@ class FolderIngest:
         if is_new_content:
             self._pending_images.append(read)
             self._stored_ids.add(read.image_id)
-            if previous is None:
-                self.counts.added += 1
-            else:
-                self.counts.updated += 1
-        elif previous is not None and previous["image_id"] == read.image_id:
+        if previous is not None and previous["image_id"] == read.image_id:
             self.counts.skipped_unchanged += 1  # touched, same bytes: only size/mtime are refreshed
-        elif read.image_id not in self._referenced_ids:
-            self.counts.added += 1  # embedded by an earlier run that stopped before linking its file
+        elif previous is not None:
+            self.counts.updated += 1  # new content for a known path (embedded now, or already stored)
+        elif is_new_content or read.image_id not in self._referenced_ids:
+            self.counts.added += 1  # new content, or embedded by an earlier run that stopped before linking it
         else:
             self.counts.duplicates += 1
         self._referenced_ids.add(read.image_id)
@@ -252,6 +269,21 @@ class FolderIngest:
         orphans = stored - referenced
         if orphans:
             tables.delete_where_in(self.images, "id", orphans)
+
+
+def prune_only_allowed_missing(root: str, prune: bool) -> bool:
+    """A root must exist, except when pruning (a deleted folder's rows can then be removed)."""
+    return prune or os.path.exists(root)
+
+
+def check_source(folder: str | os.PathLike[str], *, prune: bool = False) -> str:
+    """Absolute path of an ingest source; SourceNotFoundError when it does not exist (and we are not pruning)."""
+    from .paths import expand
+
+    root = expand(folder)
+    if not prune_only_allowed_missing(root, prune):
+        raise SourceNotFoundError(f"Cannot ingest {root}: no such file or folder. Check the path.")
+    return root
 
 
 def _is_under(path: str, root: str) -> bool:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import time
 from contextlib import contextmanager
-from typing import Iterator
+from typing import Callable, Iterator
 
 from .errors import ClipstoreError
 
@@ -18,12 +18,20 @@ LOCK_FILE = ".clipstore-write.lock"
 
 
 @contextmanager
-def write_lock(store_path: str, timeout: float | None = None) -> Iterator[None]:
-    """Hold the store's write lock for the duration of the block; wait for it (forever by default)."""
+def write_lock(
+    store_path: str, timeout: float | None = None, on_wait: Callable[[], None] | None = None
+) -> Iterator[None]:
+    """Hold the store's write lock for the duration of the block; wait for it (forever by default).
+
+    `on_wait` is called once if the lock is held by another process, before waiting (e.g. to tell the user).
+    """
     os.makedirs(store_path, exist_ok=True)
     handle = open(os.path.join(store_path, LOCK_FILE), "a+b")
     try:
-        _acquire(handle, timeout, store_path)
+        if not _try_lock(handle):
+            if on_wait is not None:
+                on_wait()
+            _acquire(handle, timeout, store_path)
         try:
             yield
         finally:

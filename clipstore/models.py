@@ -15,6 +15,7 @@ import hashlib
 import json
 import os
 from dataclasses import asdict, dataclass
+from functools import lru_cache
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,13 @@ MINI_ARCHITECTURE = "clipstore-mini"
 
 RANDOM_WEIGHTS = "random"
 """Pretrained tag meaning 'seeded random initialisation': deterministic, meaningless vectors."""
+
+MINI_WEIGHTS_TAG = "world-v1"
+"""Pretrained tag of the clipstore-mini weights bundled in the package (trained on the render world)."""
+
+MINI_WEIGHTS_FILE = "clipstore-mini.safetensors"
+MINI_WEIGHTS_SHA256 = "c8fc45e10568057a2b1dc1430d5ae5e25195f35ebce3cff4dff3c5c5a8e06e6c"
+"""SHA-256 of the bundled weights file; checked on load (scripts/train_clipstore_mini.py prints it)."""
 
 RANDOM_SEED = 0
 
@@ -63,15 +71,20 @@ class ModelIdentity:
     @property
     def spec(self) -> str:
         """The `--model` value that reproduces this identity."""
-        weights = self.checkpoint_path if self.checkpoint_sha256 else self.pretrained
-        return f"{self.architecture}:{weights}"
+        return f"{self.architecture}:{self.checkpoint_path or self.pretrained}"
+
+    @property
+    def decode_min_side(self) -> int:
+        """Shorter side (pixels) an image must keep when decoded at reduced scale: twice the model's input
+        size, so the model's own antialiased resize still does the final downscale."""
+        return 2 * self.image_size
 
     @property
     def weights_label(self) -> str:
-        """Human label of the weights: the tag, or `sha256:<first 12 hex>` of a checkpoint."""
-        if self.checkpoint_sha256:
-            return f"sha256:{self.checkpoint_sha256[:12]}"
-        return str(self.pretrained)
+        """Human label of the weights: the tag, or `sha256:<first 12 hex>` of a checkpoint file."""
+        if self.pretrained:
+            return self.pretrained
+        return f"sha256:{(self.checkpoint_sha256 or '')[:12]}"
 
     def same_vectors_as(self, other: "ModelIdentity") -> bool:
         """True when both identities produce interchangeable vectors (paths of checkpoints may differ)."""
@@ -129,6 +142,11 @@ def resolve_model(spec: str | None) -> ModelIdentity:
 
     register_builtin_architectures()
     spec = (spec or DEFAULT_MODEL).strip()
+    if spec.startswith(("hf-hub:", "local-dir:")):
+        raise ModelSpecError(
+            f"--model {spec!r}: Hugging Face hub and local-dir model names are not supported yet. Download the "
+            "open_clip checkpoint and pass ARCH:/path/to/checkpoint, or use ARCH:TAG (e.g. " + DEFAULT_MODEL + ")."
+        )
     architecture, _, weights = spec.partition(":")
     architecture, weights = architecture.strip(), weights.strip()
     if architecture not in open_clip.list_models():
@@ -155,6 +173,8 @@ def resolve_model(spec: str | None) -> ModelIdentity:
         checkpoint_sha256 = file_sha256(path)
     elif weights == RANDOM_WEIGHTS:
         pretrained = RANDOM_WEIGHTS
+    elif architecture == MINI_ARCHITECTURE and weights == MINI_WEIGHTS_TAG:
+        pretrained, checkpoint_sha256 = MINI_WEIGHTS_TAG, MINI_WEIGHTS_SHA256
     else:
         tags = open_clip.list_pretrained_tags_by_model(architecture)
         if weights not in tags:
@@ -185,21 +205,37 @@ def resolve_model(spec: str | None) -> ModelIdentity:
 
 def _default_weights(architecture: str) -> str:
     if architecture == MINI_ARCHITECTURE:
-        # Trained clipstore-mini weights are not shipped yet; until they are, the bare name means the seeded
-        # random initialisation so that everything runs offline.
-        return RANDOM_WEIGHTS
+        return MINI_WEIGHTS_TAG
     raise ModelSpecError(
         f"--model {architecture!r} does not say which weights to use. Use {architecture}:TAG with a "
         f"pretrained tag (for ViT-B-32, e.g. {DEFAULT_MODEL}), or {architecture}:/path/to/checkpoint."
     )
 
 
+def bundled_mini_weights() -> Path:
+    """Path of the clipstore-mini weights shipped inside the package."""
+    return Path(str(resources.files("clipstore") / "weights" / MINI_WEIGHTS_FILE))
+
+
 def _looks_like_path(weights: str) -> bool:
-    return os.sep in weights or weights.startswith("~") or weights.lower().endswith(_CHECKPOINT_SUFFIXES)
+    separators = {os.sep, os.altsep or os.sep, "/"}
+    drive = len(weights) > 1 and weights[1] == ":" and weights[0].isalpha()
+    return (
+        any(sep in weights for sep in separators)
+        or drive
+        or weights.startswith("~")
+        or weights.lower().endswith(_CHECKPOINT_SUFFIXES)
+    )
 
 
 def file_sha256(path: str | os.PathLike[str]) -> str:
-    """Hex SHA-256 of a file's bytes, read in 1 MiB blocks."""
+    """Hex SHA-256 of a file's bytes, read in 1 MiB blocks (cached per path, size and mtime)."""
+    info = os.stat(path)
+    return _file_sha256(os.path.realpath(path), info.st_size, info.st_mtime_ns)
+
+
+@lru_cache(maxsize=64)
+def _file_sha256(path: str, size: int, mtime_ns: int) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):

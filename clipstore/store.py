@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import os
 from datetime import timedelta
-from typing import TYPE_CHECKING, Union
+from typing import TYPE_CHECKING, Callable, Union
 
 from . import migrate, tables
 from .errors import ModelMismatchError, StoreNotFoundError
 from .imaging import DEFAULT_MAX_MEGAPIXELS, load_image
-from .ingest import FolderIngest, IngestOptions, ProgressCallback
+from .ingest import FolderIngest, IngestOptions, ProgressCallback, check_source
 from .models import DEFAULT_MODEL, ModelIdentity, resolve_model
 from .paths import default_store_path, expand
 from .results import IngestReport, MigrationStatus, SearchHit, StoreInfo
@@ -57,6 +57,7 @@ class Store:
         max_megapixels: float = DEFAULT_MAX_MEGAPIXELS,
         batch_size: int = 32,
         progress: ProgressCallback | None = None,
+        on_lock_wait: Callable[[], None] | None = None,
     ) -> IngestReport:
         """Embed every new or changed image under `folder` (recursively; a single file works too).
 
@@ -64,13 +65,14 @@ class Store:
         several paths are embedded once. Files that cannot be ingested are listed in `report.failed` and never
         stop the run. With `prune=True`, rows of files under `folder` that no longer exist are removed.
         `max_megapixels` rejects larger images (decompression-bomb guard). `progress(done, total)` is called
-        as files are processed.
+        as files are processed. Only one process writes to a store at a time: when another one is writing,
+        `on_lock_wait()` is called once and the ingest waits for it.
         """
         from .locking import write_lock
 
-        root = expand(folder)
+        root = check_source(folder, prune=prune)
         options = IngestOptions(max_megapixels=max_megapixels, batch_size=batch_size)
-        with write_lock(self.path):
+        with write_lock(self.path, on_wait=on_lock_wait):
             run = FolderIngest(
                 self.db, lambda: self.encoder, root, exclude=(self.path,), options=options, progress=progress
             )
@@ -88,7 +90,8 @@ class Store:
 
         An image searched by itself ranks first with a score of about 1.0.
         """
-        decoded = load_image(image, max_megapixels=max_megapixels, min_side=self.encoder.decode_min_side)
+        # Decode first: a bad path or image fails fast, before the model is loaded.
+        decoded = load_image(image, max_megapixels=max_megapixels, min_side=self.model.decode_min_side)
         vector = self.encoder.encode_images([decoded.image])[0]
         return self.search_vector(vector, k, path_prefix=path_prefix)
 
@@ -143,23 +146,24 @@ def connect(
                 f"No clipstore store at {store_path}. Create it with `clipstore ingest FOLDER --store {store_path}` "
                 "(or clipstore.connect(path) in Python), or pass --store with the path of an existing store."
             )
-        if os.path.isdir(store_path) and os.listdir(store_path):
+        if os.path.isdir(store_path) and not _only_clipstore_entries(store_path):
             raise StoreNotFoundError(
                 f"{store_path} is a folder that is not empty and not a clipstore store. Choose a new or empty "
                 "folder for the store (e.g. --store ~/photos.clipstore)."
             )
         if os.path.exists(store_path) and not os.path.isdir(store_path):
             raise StoreNotFoundError(f"{store_path} is a file, not a store folder. Choose another --store path.")
+    requested = resolve_model(model) if model else None  # a bad spec fails before anything is written
     db = lancedb.connect(store_path, read_consistency_interval=timedelta(0))
     migrate.check_not_newer(db, store_path)
-    identity = _store_model(db, store_path, model)
+    identity = _store_model(db, store_path, requested)
     if apply_migrations and any(not status.applied for status in migrate.migration_status(db)):
         from .locking import write_lock
 
         with write_lock(store_path):
             migrate.apply_pending(migrate.MigrationContext(db, store_path, identity))
             # Another process may have created the store first, with its model: check against that one.
-            identity = _store_model(db, store_path, model)
+            identity = _store_model(db, store_path, requested)
     return Store(store_path, db, identity, device=device, precision=precision)
 
 
@@ -167,15 +171,24 @@ def _is_store(path: str) -> bool:
     return os.path.isdir(os.path.join(path, f"{tables.MIGRATIONS}.lance"))
 
 
-def _store_model(db: "lancedb.DBConnection", store_path: str, requested_spec: str | None) -> ModelIdentity:
+def _only_clipstore_entries(path: str) -> bool:
+    """True for an empty folder, or one holding only what a store creation that stopped midway leaves."""
+    from .locking import LOCK_FILE
+
+    ours = {LOCK_FILE} | {f"{name}.lance" for name in (tables.IMAGES, tables.FILES, tables.MIGRATIONS)}
+    return set(os.listdir(path)) <= ours
+
+
+def _store_model(db: "lancedb.DBConnection", store_path: str, requested: ModelIdentity | None) -> ModelIdentity:
     """The model identity of the store; checks a requested model against it."""
     stored = tables.stored_model(db.open_table(tables.IMAGES)) if tables.table_exists(db, tables.IMAGES) else None
     if stored is None:
-        return resolve_model(requested_spec or DEFAULT_MODEL)
-    if requested_spec is None:
+        return requested or resolve_model(DEFAULT_MODEL)
+    if requested is None:
         return stored
-    requested = resolve_model(requested_spec)
     if not requested.same_vectors_as(stored):
+        if _holds_no_vectors(db):
+            return _switch_empty_store_model(db, store_path, requested)
         raise ModelMismatchError(
             f"The store at {store_path} holds vectors made by {stored.spec} ({stored.embed_dim}-d, weights "
             f"{stored.weights_label}), but --model asks for {requested.spec} ({requested.embed_dim}-d, weights "
@@ -183,3 +196,18 @@ def _store_model(db: "lancedb.DBConnection", store_path: str, requested_spec: st
             "the store's own model, or use another --store path for the other model."
         )
     return requested  # same vectors; keeps a checkpoint's new location if it moved
+
+
+def _holds_no_vectors(db: "lancedb.DBConnection") -> bool:
+    return db.open_table(tables.IMAGES).count_rows() == 0 and db.open_table(tables.FILES).count_rows() == 0
+
+
+def _switch_empty_store_model(db: "lancedb.DBConnection", store_path: str, model: ModelIdentity) -> ModelIdentity:
+    """A store without vectors has nothing to mix: re-create its images table for the requested model."""
+    from .locking import write_lock
+
+    with write_lock(store_path):
+        if _holds_no_vectors(db):
+            db.drop_table(tables.IMAGES)
+            db.create_table(tables.IMAGES, schema=tables.images_schema(model))
+    return _store_model(db, store_path, model)

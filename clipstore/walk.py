@@ -47,7 +47,7 @@ def walk_images(root: str | os.PathLike[str], *, exclude: tuple[str, ...] = ()) 
         try:
             info = os.stat(folder)
         except OSError as exc:
-            yield FileFailure(folder, f"cannot read folder: {exc.strerror or exc}")
+            yield FileFailure(printable_path(folder), f"cannot read folder: {exc.strerror or exc}")
             continue
         key = (info.st_dev, info.st_ino)
         if key in visited or os.path.realpath(folder) in excluded:
@@ -57,7 +57,7 @@ def walk_images(root: str | os.PathLike[str], *, exclude: tuple[str, ...] = ()) 
             with os.scandir(folder) as entries:
                 children = sorted(entries, key=lambda entry: entry.name)
         except OSError as exc:
-            yield FileFailure(folder, f"cannot read folder: {exc.strerror or exc}")
+            yield FileFailure(printable_path(folder), f"cannot read folder: {exc.strerror or exc}")
             continue
         subfolders = []
         for entry in children:
@@ -74,7 +74,17 @@ def walk_images(root: str | os.PathLike[str], *, exclude: tuple[str, ...] = ()) 
         stack.extend(reversed(subfolders))
 
 
+def printable_path(path: str) -> str:
+    """`path` as valid Unicode: bytes that are not UTF-8 (surrogate-escaped by Python) become \\xNN."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
 def _candidate(path: str, *, explicit: bool) -> Iterator[FoundFile | FileFailure]:
+    if printable_path(path) != path:
+        # The tables store paths as UTF-8 strings; a name in another encoding cannot be recorded faithfully.
+        if explicit or Path(path).suffix.lower() in IMAGE_EXTENSIONS:
+            yield FileFailure(printable_path(path), "file name is not valid UTF-8: rename the file to ingest it")
+        return
     try:
         info = os.stat(path)
     except OSError as exc:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -105,17 +106,75 @@ def test_model_mismatch_from_the_cli(run, photo_folder):
     assert result.exit_code == 1 and "cannot be mixed" in result.output and "Traceback" not in result.output
 
 
-def test_every_command_has_help_text():
+def _leaf_commands(group, prefix=()):
+    import click
+
+    for name, command in group.commands.items():
+        if isinstance(command, click.Group):
+            assert command.help, f"command group {name} has no help text"
+            yield from _leaf_commands(command, (*prefix, name))
+        else:
+            yield (*prefix, name), command
+
+
+def test_every_command_has_help_text_and_json_output():
     runner = CliRunner()
-    for name, command in main.commands.items():
-        assert command.help, f"command {name} has no help text"
-        result = runner.invoke(main, [name, "--help"])
-        assert result.exit_code == 0 and "--store" in result.output
+    leaves = list(_leaf_commands(main))
+    assert len(leaves) >= 7
+    for words, command in leaves:
+        assert command.help, f"command {' '.join(words)} has no help text"
+        result = runner.invoke(main, [*words, "--help"])
+        assert result.exit_code == 0 and "--json" in result.output, words
 
 
 def test_every_command_is_documented_in_the_readme():
     from pathlib import Path
 
     readme = (Path(__file__).parent.parent / "README.md").read_text(encoding="utf-8")
-    for name in main.commands:
-        assert f"clipstore {name}" in readme, f"README does not document `clipstore {name}`"
+    for words, _ in _leaf_commands(main):
+        assert f"clipstore {' '.join(words)}" in readme, f"README does not document `clipstore {' '.join(words)}`"
+
+
+def test_world_render_writes_pngs_and_manifest(tmp_path):
+    from clipstore.world.samples import read_manifest
+
+    runner = CliRunner()
+    result = runner.invoke(main, ["world", "render", str(tmp_path / "w"), "--n", "8", "--seed", "3", "--size", "64", "--json"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert (summary["count"], summary["seed"], summary["split"], summary["size"]) == (8, 3, "train", 64)
+    records = read_manifest(summary["manifest"])
+    assert len(records) == 8 and all(Path(r["path"]).is_file() for r in records)
+    again = runner.invoke(main, ["world", "render", str(tmp_path / "w2"), "--n", "8", "--seed", "3", "--size", "64"])
+    assert again.exit_code == 0 and "rendered 8 images" in again.stdout
+    assert [Path(r["path"]).read_bytes() for r in read_manifest(tmp_path / "w2" / "manifest.jsonl")] == [
+        Path(r["path"]).read_bytes() for r in records
+    ]
+
+
+def test_demo_renders_ingests_and_searches(tmp_path):
+    result = CliRunner().invoke(main, ["demo", str(tmp_path / "demo"), "--n", "40", "--json"])
+    assert result.exit_code == 0, result.output
+    demo = json.loads(result.stdout)
+    assert demo["rendered"] == 40 and demo["report"]["added"] == 40 and demo["report"]["failed"] == []
+    store = clipstore.connect(demo["store"], create=False)
+    assert store.count_images() == 40 and store.model.architecture == "clipstore-mini"
+    image_searches = [s for s in demo["searches"] if s["kind"] == "image"]
+    assert image_searches and all(s["hits"][0]["path"] == s["query"] for s in image_searches)
+    assert all(len(s["hits"]) == 3 and len(s["prompts"]) == 3 for s in demo["searches"])
+
+    text = CliRunner().invoke(main, ["demo", str(tmp_path / "demo2"), "--n", "20"])
+    assert text.exit_code == 0 and 'text "a large red circle' in text.stdout and "<- " in text.stdout
+
+
+def test_mistyped_folder_creates_no_store(run, store_path, tmp_path):
+    result = run("ingest", str(tmp_path / "phtos"), "--model", "clipstore-mini")
+    assert result.exit_code == 1 and "no such file or folder" in result.output
+    assert not store_path.exists()
+
+
+def test_store_path_that_is_a_file_is_one_clear_line(tmp_path):
+    (tmp_path / "afile").write_text("x")
+    result = CliRunner().invoke(main, ["info", "--store", str(tmp_path / "afile")])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert len(result.output.strip().splitlines()) == 1

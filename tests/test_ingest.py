@@ -229,3 +229,70 @@ def _ingest_small_commits(store, folder):
     with write_lock(store.path):
         run = FolderIngest(store.db, lambda: store.encoder, str(folder), options=IngestOptions(batch_size=4, commit_every=8))
         return run.run()
+
+
+def test_non_utf8_file_name_is_reported_and_the_rest_ingested(store, photo_folder):
+    import json
+
+    weird = os.fsdecode(b"caf\xe9.png")  # Latin-1 name: not valid UTF-8
+    write_image(photo_folder / weird, pattern_image(77))
+    report = store.ingest(photo_folder)
+    assert report.added == 6
+    (failure,) = report.failed
+    assert failure.path.endswith("caf\\xe9.png") and "UTF-8" in failure.reason
+    json.dumps(report.to_dict())  # printable as JSON
+
+
+def test_symlink_whose_target_vanished_loses_its_row(store, tmp_path):
+    folder = tmp_path / "linked"
+    target = write_image(tmp_path / "elsewhere" / "t.png", pattern_image(8))
+    write_image(folder / "real.png", pattern_image(9))
+    (folder / "link.png").symlink_to(target)
+    store.ingest(folder)
+    assert str(folder / "link.png") in _file_rows(store)
+    target.unlink()
+    report = store.ingest(folder)
+    assert [f.path for f in report.failed] == [str(folder / "link.png")]
+    assert str(folder / "link.png") not in _file_rows(store)
+    assert store.count_images() == 1
+
+
+def test_changed_file_whose_new_bytes_are_already_stored_counts_as_updated(store, photo_folder):
+    store.ingest(photo_folder)
+    target = photo_folder / "a" / "img1.png"
+    target.write_bytes((photo_folder / "b" / "img0.png").read_bytes())
+    os.utime(target, ns=(time.time_ns(), time.time_ns() + 10**9))
+    report = store.ingest(photo_folder)
+    assert (report.updated, report.added, report.duplicates) == (1, 0, 0)
+    assert store.count_images() == 5
+
+
+def test_prune_of_a_deleted_folder_removes_its_rows(store, tmp_path):
+    keep, gone = tmp_path / "keep", tmp_path / "gone"
+    write_image(keep / "k.png", pattern_image(1))
+    write_image(gone / "g.png", pattern_image(2))
+    store.ingest(keep)
+    store.ingest(gone)
+    shutil.rmtree(gone)
+    with pytest.raises(clipstore.SourceNotFoundError):
+        store.ingest(gone)
+    report = store.ingest(gone, prune=True)
+    assert report.pruned == 1 and set(_file_rows(store)) == {str(keep / "k.png")}
+    assert store.count_images() == 1
+
+
+def test_prune_keeps_rows_under_a_folder_that_is_only_unreadable(store, photo_folder, monkeypatch):
+    store.ingest(photo_folder)
+    locked = photo_folder / "a"
+    real_scandir, real_exists = os.scandir, os.path.exists
+
+    def scandir(path):
+        if os.fspath(path) == str(locked):
+            raise PermissionError(13, "Permission denied", os.fspath(path))
+        return real_scandir(path)
+
+    monkeypatch.setattr("clipstore.walk.os.scandir", scandir)
+    monkeypatch.setattr("clipstore.ingest.os.path.exists", lambda p: False if str(p).startswith(str(locked)) else real_exists(p))
+    report = store.ingest(photo_folder, prune=True)
+    assert report.pruned == 0
+    assert len(_file_rows(store)) == 6

@@ -82,3 +82,8 @@ def test_bad_image_query_is_a_clear_error(filled, tmp_path):
         filled.search_image(tmp_path / "bad.png")
     with pytest.raises(clipstore.InvalidImageError, match="missing.png"):
         filled.search_image(tmp_path / "missing.png")
+
+
+def test_image_query_path_may_use_tilde(filled, photo_folder, monkeypatch):
+    monkeypatch.setenv("HOME", str(photo_folder))
+    assert filled.search_image("~/a/img3.png", k=1)[0].path == str(photo_folder / "a" / "img3.png")

@@ -8,6 +8,7 @@ import pytest
 
 import clipstore
 from clipstore import migrate, tables
+from clipstore.models import MINI_WEIGHTS_SHA256
 from clipstore.store import connect
 
 
@@ -15,7 +16,8 @@ def test_new_store_records_model_identity_with_the_images_table(store, store_pat
     table = lancedb.connect(store_path).open_table("images")
     identity = tables.stored_model(table)
     assert identity is not None
-    assert (identity.architecture, identity.pretrained, identity.embed_dim) == ("clipstore-mini", "random", 256)
+    assert (identity.architecture, identity.pretrained, identity.embed_dim) == ("clipstore-mini", "world-v1", 256)
+    assert identity.checkpoint_sha256 == MINI_WEIGHTS_SHA256
     assert identity.image_size == 64 and len(identity.mean) == 3
     assert table.schema.field("embedding").type.list_size == 256
 
@@ -25,11 +27,12 @@ def test_reopening_uses_the_stored_model_without_naming_it(store, store_path):
     assert reopened.model.same_vectors_as(store.model)
 
 
-def test_other_model_is_refused_with_instructions(store, store_path):
+def test_other_model_is_refused_with_instructions(store, store_path, photo_folder):
+    store.ingest(photo_folder)
     with pytest.raises(clipstore.ModelMismatchError) as excinfo:
         clipstore.connect(store_path, model="ViT-B-32:openai")
     message = str(excinfo.value)
-    assert "clipstore-mini:random" in message and "ViT-B-32:openai" in message
+    assert "clipstore-mini:world-v1" in message and "ViT-B-32:openai" in message
     assert "leave out --model" in message
 
 
@@ -86,7 +89,7 @@ def test_info_reports_counts_model_and_migrations(store, photo_folder):
     info = store.info().to_dict()
     assert info["path"] == store.path
     assert (info["images"], info["files"]) == (6, 7)
-    assert info["model"]["spec"] == "clipstore-mini:random"
+    assert info["model"]["spec"] == "clipstore-mini:world-v1"
     assert info["migrations"][0]["name"] == "0001_create_tables"
 
 
@@ -116,3 +119,26 @@ def test_import_clipstore_stays_light():
     code = "import sys, clipstore; heavy = [m for m in ('torch', 'open_clip', 'lancedb', 'sentence_transformers', 'pyarrow') if m in sys.modules]; print(heavy)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert out == "[]"
+
+
+def test_a_store_whose_creation_stopped_midway_can_be_opened(tmp_path):
+    path = tmp_path / "half.clipstore"
+    path.mkdir()
+    (path / ".clipstore-write.lock").write_bytes(b"")
+    store = clipstore.connect(path, model="clipstore-mini")
+    assert all(status.applied for status in store.migrations())
+
+
+def test_an_empty_store_takes_the_model_asked_for(tmp_path):
+    path = tmp_path / "empty.clipstore"
+    clipstore.connect(path, model="ViT-B-32:openai")
+    store = clipstore.connect(path, model="clipstore-mini")
+    assert store.model.architecture == "clipstore-mini"
+    assert clipstore.connect(path).model.architecture == "clipstore-mini"
+    assert lancedb.connect(path).open_table("images").schema.field("embedding").type.list_size == 256
+
+
+def test_hf_hub_names_get_a_clear_message(tmp_path):
+    with pytest.raises(clipstore.ModelSpecError, match="not supported yet"):
+        clipstore.connect(tmp_path / "s", model="hf-hub:timm/ViT-B-16-SigLIP")
+    assert not (tmp_path / "s").exists()

@@ -16,7 +16,17 @@ from typing import TYPE_CHECKING, Iterator, Sequence
 import numpy as np
 
 from ..errors import ModelMismatchError, ModelUnavailableError
-from ..models import RANDOM_SEED, RANDOM_WEIGHTS, ModelIdentity, file_sha256, register_builtin_architectures
+from ..models import (
+    MINI_ARCHITECTURE,
+    MINI_WEIGHTS_SHA256,
+    MINI_WEIGHTS_TAG,
+    RANDOM_SEED,
+    RANDOM_WEIGHTS,
+    ModelIdentity,
+    bundled_mini_weights,
+    file_sha256,
+    register_builtin_architectures,
+)
 
 if TYPE_CHECKING:
     import torch
@@ -81,9 +91,8 @@ class ClipEncoder:
 
     @property
     def decode_min_side(self) -> int:
-        """Shorter side (pixels) an image must keep when decoded at reduced scale: twice the model's input
-        size, so the model's own antialiased resize still does the final downscale."""
-        return 2 * self.identity.image_size
+        """See ModelIdentity.decode_min_side."""
+        return self.identity.decode_min_side
 
     def preprocess(self, image: "Image.Image") -> "torch.Tensor":
         """One RGB PIL image -> float32 tensor (3, H, W), resized, cropped and normalised for this model."""
@@ -146,6 +155,8 @@ def _create_model(identity: ModelIdentity) -> "torch.nn.Module":
         with torch.random.fork_rng(devices=[]), _quiet_random_init_warning():
             torch.manual_seed(RANDOM_SEED)
             return open_clip.create_model(identity.architecture, pretrained=None)
+    if identity.architecture == MINI_ARCHITECTURE and identity.pretrained == MINI_WEIGHTS_TAG:
+        return _load_bundled_mini(identity)
     if identity.checkpoint_sha256:
         path = identity.checkpoint_path or ""
         try:
@@ -176,6 +187,29 @@ def _create_model(identity: ModelIdentity) -> "torch.nn.Module":
             f"with --model {identity.architecture}:/path/to/weights, or use --model clipstore-mini "
             "(bundled, offline, render-world only)."
         ) from exc
+
+
+def _load_bundled_mini(identity: ModelIdentity) -> "torch.nn.Module":
+    import open_clip
+    from safetensors.torch import load_file
+
+    if identity.checkpoint_sha256 != MINI_WEIGHTS_SHA256:
+        raise ModelMismatchError(
+            f"This store's vectors were made by other clipstore-mini weights (SHA-256 "
+            f"{(identity.checkpoint_sha256 or '')[:12]}…) than the ones this clipstore bundles "
+            f"({MINI_WEIGHTS_SHA256[:12]}…). Re-ingest into a new store (--store NEW_PATH) to use them."
+        )
+    path = bundled_mini_weights()
+    if not path.is_file() or file_sha256(path) != MINI_WEIGHTS_SHA256:
+        raise ModelUnavailableError(
+            f"The bundled clipstore-mini weights at {path} are missing or damaged (SHA-256 does not match). "
+            "Reinstall clipstore (pip install --force-reinstall clipstore), or rebuild them with "
+            "scripts/train_clipstore_mini.py."
+        )
+    with _quiet_random_init_warning():
+        model = open_clip.create_model(MINI_ARCHITECTURE, pretrained=None)
+    model.load_state_dict(load_file(str(path)))  # float16 on disk; copied into the float32 parameters
+    return model
 
 
 @contextmanager

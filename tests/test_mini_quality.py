@@ -1,0 +1,62 @@
+"""The bundled clipstore-mini weights know the render world: text finds the right image, images their prompts."""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pytest
+
+import clipstore
+from clipstore.encoders.clip import load_clip_encoder
+from clipstore.models import MINI_WEIGHTS_SHA256, bundled_mini_weights, file_sha256, resolve_model
+from clipstore.world import Scene, generate, render_scene
+
+
+def test_bundled_weights_are_small_and_match_their_recorded_hash():
+    path = bundled_mini_weights()
+    assert path.stat().st_size <= 25 * 1024 * 1024
+    assert file_sha256(path) == MINI_WEIGHTS_SHA256
+
+
+def test_damaged_bundled_weights_are_refused(monkeypatch, tmp_path):
+    from clipstore.encoders.clip import ClipEncoder
+
+    damaged = tmp_path / "clipstore-mini.safetensors"
+    damaged.write_bytes(bundled_mini_weights().read_bytes()[:-4] + b"oops")
+    monkeypatch.setattr("clipstore.encoders.clip.bundled_mini_weights", lambda: damaged)
+    with pytest.raises(clipstore.ModelUnavailableError, match="missing or damaged"):
+        ClipEncoder(resolve_model("clipstore-mini"), device="cpu")
+
+
+SCENES = {
+    "a large red circle in the center on a plain white background": Scene("circle", "red", "large", 1, "center", "white", "plain", "filled", "solid"),
+    "a large blue square in the center on a plain white background": Scene("square", "blue", "large", 1, "center", "white", "plain", "filled", "solid"),
+    "a large green triangle in the center on a plain white background": Scene("triangle", "green", "large", 1, "center", "white", "plain", "filled", "solid"),
+    "a large yellow star in the center on a plain black background": Scene("star", "yellow", "large", 1, "center", "black", "plain", "filled", "solid"),
+    "two small purple crosses scattered around on a plain beige background": Scene("cross", "purple", "small", 2, "scattered", "beige", "plain", "filled", "solid"),
+    "a large orange hexagon in the center on a plain navy background": Scene("hexagon", "orange", "large", 1, "center", "navy", "plain", "filled", "solid"),
+}
+
+
+def test_text_finds_the_image_drawn_from_it(store, tmp_path):
+    folder = tmp_path / "scenes"
+    folder.mkdir()
+    paths = {}
+    for index, (prompt, scene) in enumerate(SCENES.items()):
+        paths[prompt] = folder / f"{index}.png"
+        render_scene(scene, 128, random.Random(index)).save(paths[prompt])
+    store.ingest(folder)
+    assert store.search_text("a red circle", k=1)[0].path == str(paths[next(iter(SCENES))])
+    for prompt, path in paths.items():
+        assert store.search_text(prompt, k=1)[0].path == str(path), prompt
+
+
+def test_an_image_ranks_its_own_prompt_among_the_top_texts():
+    encoder = load_clip_encoder(resolve_model("clipstore-mini"))
+    samples = list(generate(100, seed=4242, size=128))
+    images = encoder.encode_images([s.image for s in samples])
+    texts = encoder.encode_texts([s.prompt for s in samples])
+    ranks = ((images @ texts.T) > np.sum(images * texts, axis=1, keepdims=True)).sum(axis=1)
+    assert np.mean(ranks < 5) >= 0.8  # own prompt in the top 5 of 100 for most images
+    assert np.mean(ranks == 0) >= 0.5
