@@ -66,12 +66,13 @@ def test_checkpoint_file_identity_is_its_sha256_and_loads_the_same_weights(mini_
     assert float(from_file[0] @ seeded[0]) == pytest.approx(1.0, abs=1e-6)
 
 
-def test_store_made_from_a_checkpoint_refuses_a_changed_file(mini_checkpoint, tmp_path):
+def test_store_made_from_a_checkpoint_refuses_a_changed_file(mini_checkpoint, tmp_path, photo_folder):
     import shutil
 
     checkpoint = tmp_path / "model.safetensors"
     shutil.copyfile(mini_checkpoint, checkpoint)
     store = clipstore.connect(tmp_path / "s.clipstore", model=f"clipstore-mini:{checkpoint}")
+    store.ingest(photo_folder)
     checkpoint.write_bytes(checkpoint.read_bytes()[:-8] + b"\0" * 8)
     with pytest.raises(clipstore.ModelMismatchError, match="Point --model at the original checkpoint"):
         ClipEncoder(store.model, device="cpu")
