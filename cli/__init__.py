@@ -94,10 +94,12 @@ def main() -> None:
     help="Reject images larger than this (decompression-bomb guard).",
 )
 @click.option("--batch-size", type=click.IntRange(1), default=32, show_default=True, help="Images per model pass.")
+@click.option("--manifest", type=click.Path(dir_okay=False), help="CSV/TSV/JSONL with `path` and `prompt` columns: "
+              "the prompts the images were generated from (relative paths are relative to the manifest).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 @_json_option
 @_friendly_errors
-def ingest(folder, store_path, model, prune, max_megapixels, batch_size, quiet, as_json) -> None:
+def ingest(folder, store_path, model, prune, max_megapixels, batch_size, manifest, quiet, as_json) -> None:
     """Embed the images under FOLDER (recursively) into the store.
 
     Re-running skips unchanged files; changed files are re-embedded; files that cannot be read are reported
@@ -118,6 +120,7 @@ def ingest(folder, store_path, model, prune, max_megapixels, batch_size, quiet, 
             batch_size=batch_size,
             progress=bar.update,
             on_lock_wait=tell_waiting,
+            manifest=manifest,
         )
     if as_json:
         _print_json(report.to_dict())
@@ -127,6 +130,11 @@ def ingest(folder, store_path, model, prune, max_megapixels, batch_size, quiet, 
         f"unchanged {report.skipped_unchanged}, pruned {report.pruned}, failed {len(report.failed)} "
         f"(store: {store.path})"
     )
+    if report.prompts_found:
+        click.echo(
+            f"Prompts: {report.prompts_found} found with new images, {report.prompts_inserted} kept in the prompt "
+            f"bank, {report.prompts_found - report.prompts_inserted} near-duplicates not added"
+        )
     for failure in report.failed:
         click.echo(f"  failed: {failure.path}: {failure.reason}")
 
@@ -171,6 +179,8 @@ def info(store_path, model, as_json) -> None:
     click.echo(f"images:     {details.images}")
     click.echo(f"files:      {details.files}")
     click.echo(f"model:      {details.model['spec']} ({details.model['embed_dim']}-d)")
+    threshold = details.prompt_dedup_threshold
+    click.echo(f"prompts:    {details.prompts}" + (f" (near-duplicates >= {threshold:g} rejected)" if threshold else ""))
     applied = [m.name for m in details.migrations if m.applied]
     click.echo(f"migrations: {', '.join(applied) or 'none'}")
 
@@ -190,6 +200,83 @@ def migrate(store_path, model, list_only, as_json) -> None:
     for status in statuses:
         state = f"applied {status.applied_at}" if status.applied else "pending"
         click.echo(f"{status.name}  {state}  {status.description}")
+
+
+@main.group()
+def prompts() -> None:
+    """The prompt bank: a de-duplicated corpus of prompts (cosine >= 0.85 near-duplicates are rejected)."""
+
+
+@prompts.command("add")
+@click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@_store_options
+@click.option("--column", help="Column (CSV/TSV/Parquet) or key (JSONL) holding the prompt [default: prompt].")
+@click.option("--source", help="Label stored with each prompt [default: the file name].")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+@_json_option
+@_friendly_errors
+def prompts_add(files, store_path, model, column, source, quiet, as_json) -> None:
+    """Add the prompts of FILES to the bank: .txt (one per line), .csv/.tsv, .jsonl, .parquet.
+
+    Prompts are considered in file order; one whose MiniLM cosine with an already kept prompt is >= 0.85 is
+    rejected and listed with the prompt it duplicates.
+    """
+    store = clipstore.connect(store_path, model=model)
+    with _ProgressBar(enabled=not quiet and sys.stderr.isatty()) as bar:
+        report = store.add_prompt_files(files, column=column, source=source, progress=bar.update)
+    if as_json:
+        _print_json(report.to_dict())
+        return
+    click.echo(f"Kept {report.inserted} prompts; rejected {len(report.duplicates)} near-duplicates.")
+    for duplicate in report.duplicates[:20]:
+        click.echo(f"  {duplicate.similarity:.3f}  {duplicate.text!r} duplicates {duplicate.kept_text!r}")
+    if len(report.duplicates) > 20:
+        click.echo(f"  … and {len(report.duplicates) - 20} more (use --json for all)")
+
+
+@prompts.command("count")
+@_store_options
+@_json_option
+@_friendly_errors
+def prompts_count(store_path, model, as_json) -> None:
+    """Print how many prompts the bank holds."""
+    count = clipstore.connect(store_path, model=model, create=False).count_prompts()
+    if as_json:
+        _print_json({"prompts": count})
+    else:
+        click.echo(count)
+
+
+@prompts.command("list")
+@_store_options
+@click.option("--limit", type=click.IntRange(0), default=20, show_default=True)
+@click.option("--offset", type=click.IntRange(0), default=0, show_default=True)
+@_json_option
+@_friendly_errors
+def prompts_list(store_path, model, limit, offset, as_json) -> None:
+    """List bank prompts in insertion order."""
+    rows = clipstore.connect(store_path, model=model, create=False).list_prompts(limit=limit, offset=offset)
+    if as_json:
+        _print_json({"prompts": [row.to_dict() for row in rows]})
+        return
+    for row in rows:
+        click.echo(f"{row.id[:12]}  {row.text}")
+
+
+@prompts.command("search")
+@click.argument("text")
+@_store_options
+@click.option("-k", "k", type=click.IntRange(1), default=10, show_default=True, help="Number of results.")
+@_json_option
+@_friendly_errors
+def prompts_search(text, store_path, model, k, as_json) -> None:
+    """Find the bank prompts closest in meaning to TEXT (all-MiniLM-L6-v2 cosine)."""
+    hits = clipstore.connect(store_path, model=model, create=False).search_prompts(text, k=k)
+    if as_json:
+        _print_json({"hits": [hit.to_dict() for hit in hits]})
+        return
+    for hit in hits:
+        click.echo(f"{hit.score:.4f}  {hit.text}")
 
 
 @main.group()

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from . import tables
 from .errors import InvalidImageError, SourceNotFoundError
+from .image_prompts import ImagePrompt, prompt_from_image_bytes, prompt_from_sidecar
 from .imaging import DEFAULT_MAX_MEGAPIXELS, decode_image
 from .results import FileFailure, IngestReport
 from .walk import FoundFile, walk_images
@@ -29,6 +30,7 @@ if TYPE_CHECKING:
     import torch
 
     from .encoders.clip import ClipEncoder
+    from .prompts import PromptBank
 
 ProgressCallback = Callable[[int, int], None]
 """Called as progress(done, total) while ingesting; total counts every candidate file found."""
@@ -54,6 +56,7 @@ class _Read:
     height: int = 0
     format: str = ""
     pixels: "torch.Tensor | None" = None
+    prompt: ImagePrompt | None = None
 
 
 @dataclass
@@ -64,10 +67,19 @@ class _Counts:
     updated: int = 0
     pruned: int = 0
     failed: list[FileFailure] = field(default_factory=list)
+    prompts_found: int = 0
+    prompts_inserted: int = 0
 
     def report(self) -> IngestReport:
         return IngestReport(
-            self.added, self.skipped_unchanged, self.duplicates, self.updated, self.pruned, tuple(self.failed)
+            self.added,
+            self.skipped_unchanged,
+            self.duplicates,
+            self.updated,
+            self.pruned,
+            tuple(self.failed),
+            self.prompts_found,
+            self.prompts_inserted,
         )
 
 
@@ -83,6 +95,8 @@ class FolderIngest:
         exclude: tuple[str, ...] = (),
         options: IngestOptions = IngestOptions(),
         progress: ProgressCallback | None = None,
+        manifest_prompts: dict[str, str] | None = None,
+        prompt_bank: "PromptBank | None" = None,
     ):
         self.root = root
         self.exclude = exclude
@@ -91,6 +105,9 @@ class FolderIngest:
         self.images = db.open_table(tables.IMAGES)
         self.files = db.open_table(tables.FILES)
         self._encoder_factory = encoder_factory
+        self._manifest_prompts = manifest_prompts or {}
+        self._prompt_bank = prompt_bank
+        self._found_prompts: list[ImagePrompt] = []
         self._encoder: ClipEncoder | None = None
         self.counts = _Counts()
         self._pending_images: list[_Read] = []
@@ -142,6 +159,7 @@ class FolderIngest:
             done += 1
             self.progress(done, len(candidates))
         self._commit()
+        self._offer_prompts_to_bank()
 
         if prune:
             seen = {found.path for found in candidates} | set(stale_paths)
@@ -199,7 +217,13 @@ class FolderIngest:
         except InvalidImageError as exc:
             return FileFailure(found.path, str(exc))
         pixels = self.encoder.preprocess(decoded.image)
-        return _Read(found, image_id, decoded.width, decoded.height, decoded.format, pixels)
+        return _Read(found, image_id, decoded.width, decoded.height, decoded.format, pixels, self._prompt_for(found.path, data))
+
+    def _prompt_for(self, path: str, data: bytes) -> ImagePrompt | None:
+        """An explicit manifest entry first, then what the file itself says, then a sidecar caption."""
+        if path in self._manifest_prompts:
+            return ImagePrompt(self._manifest_prompts[path], "manifest")
+        return prompt_from_image_bytes(data) or prompt_from_sidecar(path)
 
     def _accept(self, read: _Read) -> None:
         previous = self._known_files.get(read.found.path)
@@ -207,6 +231,9 @@ class FolderIngest:
         if is_new_content:
             self._pending_images.append(read)
             self._stored_ids.add(read.image_id)
+            if read.prompt is not None:
+                self.counts.prompts_found += 1
+                self._found_prompts.append(read.prompt)
         if previous is not None and previous["image_id"] == read.image_id:
             self.counts.skipped_unchanged += 1  # touched, same bytes: only size/mtime are refreshed
         elif previous is not None:
@@ -245,6 +272,8 @@ class FolderIngest:
                     "format": read.format,
                     "embedding": vector,
                     "added_at": now,
+                    "prompt": read.prompt.text if read.prompt else None,
+                    "prompt_source": read.prompt.source if read.prompt else None,
                 }
             )
 
@@ -262,6 +291,15 @@ class FolderIngest:
             self.files.merge_insert("path").when_matched_update_all().when_not_matched_insert_all().execute(rows)
             self._pending_files = []
 
+    def _offer_prompts_to_bank(self) -> None:
+        """Offer the prompts found in new images to the prompt bank, through its dedup gate."""
+        if self._prompt_bank is None or not self._found_prompts:
+            return
+        report = self._prompt_bank.add(
+            [prompt.text for prompt in self._found_prompts], [f"image:{prompt.source}" for prompt in self._found_prompts]
+        )
+        self.counts.prompts_inserted = report.inserted
+
     def _drop_unreferenced_images(self) -> None:
         """Delete image rows no file points at any more (content that changed, pruned files, crashed runs)."""
         referenced = set(tables.read_columns(self.files, ["image_id"]).column("image_id").to_pylist())
@@ -269,6 +307,31 @@ class FolderIngest:
         orphans = stored - referenced
         if orphans:
             tables.delete_where_in(self.images, "id", orphans)
+
+
+def read_prompt_manifest(path: str | os.PathLike[str]) -> dict[str, str]:
+    """{absolute image path: prompt} from a CSV/TSV (columns path and prompt) or JSONL manifest.
+
+    Relative paths are relative to the manifest's folder (a render-world manifest.jsonl works as it is).
+    """
+    import csv
+    import json
+
+    manifest = os.path.abspath(os.path.expanduser(os.fspath(path)))
+    if not os.path.isfile(manifest):
+        raise SourceNotFoundError(f"Cannot read manifest {manifest}: no such file.")
+    base = os.path.dirname(manifest)
+    with open(manifest, encoding="utf-8", errors="replace", newline="") as handle:
+        if manifest.lower().endswith((".jsonl", ".ndjson")):
+            records = [json.loads(line) for line in handle if line.strip()]
+        else:
+            records = list(csv.DictReader(handle, delimiter="\t" if manifest.lower().endswith(".tsv") else ","))
+    prompts = {}
+    for record in records:
+        if isinstance(record, dict) and isinstance(record.get("path"), str) and isinstance(record.get("prompt"), str):
+            if record["prompt"].strip():
+                prompts[os.path.normpath(os.path.join(base, os.path.expanduser(record["path"])))] = record["prompt"].strip()
+    return prompts
 
 
 def prune_only_allowed_missing(root: str, prune: bool) -> bool:

@@ -40,6 +40,8 @@ class IngestReport(_AsDict):
     updated: files whose content changed since the last ingest and were re-embedded.
     pruned: file rows removed because the file disappeared (only with `prune=True`).
     failed: files that could not be ingested, with the reason.
+    prompts_found: newly embedded images that carried a prompt (metadata, sidecar caption or manifest).
+    prompts_inserted: of those prompts, how many the prompt bank kept (the rest were near-duplicates).
     """
 
     added: int = 0
@@ -48,6 +50,8 @@ class IngestReport(_AsDict):
     updated: int = 0
     pruned: int = 0
     failed: tuple[FileFailure, ...] = field(default_factory=tuple)
+    prompts_found: int = 0
+    prompts_inserted: int = 0
 
 
 @dataclass(frozen=True)
@@ -79,3 +83,5 @@ class StoreInfo(_AsDict):
     files: int
     model: dict[str, Any]
     migrations: tuple[MigrationStatus, ...]
+    prompts: int = 0
+    prompt_dedup_threshold: float | None = None

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import os
 from datetime import timedelta
-from typing import TYPE_CHECKING, Callable, Union
+from typing import TYPE_CHECKING, Callable, Iterable, Union
 
 from . import migrate, tables
 from .errors import ModelMismatchError, StoreNotFoundError
 from .imaging import DEFAULT_MAX_MEGAPIXELS, load_image
-from .ingest import FolderIngest, IngestOptions, ProgressCallback, check_source
+from .ingest import FolderIngest, IngestOptions, ProgressCallback, check_source, read_prompt_manifest
+from .prompt_files import read_prompt_file
+from .prompts import PromptBank, PromptHit, PromptInsertReport, StoredPrompt, dedup_threshold
 from .models import DEFAULT_MODEL, ModelIdentity, resolve_model
 from .paths import default_store_path, expand
 from .results import IngestReport, MigrationStatus, SearchHit, StoreInfo
@@ -20,6 +22,7 @@ if TYPE_CHECKING:
     from PIL import Image
 
     from .encoders.clip import ClipEncoder
+    from .encoders.minilm import MiniLMEncoder
 
 ImageQuery = Union[str, "os.PathLike[str]", bytes, bytearray, memoryview, "Image.Image"]
 
@@ -58,6 +61,7 @@ class Store:
         batch_size: int = 32,
         progress: ProgressCallback | None = None,
         on_lock_wait: Callable[[], None] | None = None,
+        manifest: str | os.PathLike[str] | None = None,
     ) -> IngestReport:
         """Embed every new or changed image under `folder` (recursively; a single file works too).
 
@@ -67,16 +71,100 @@ class Store:
         `max_megapixels` rejects larger images (decompression-bomb guard). `progress(done, total)` is called
         as files are processed. Only one process writes to a store at a time: when another one is writing,
         `on_lock_wait()` is called once and the ingest waits for it.
+
+        Prompts: a newly embedded image's prompt is read from `manifest` (CSV/TSV/JSONL with `path` and
+        `prompt`), else from its metadata (Stable Diffusion `parameters` PNG chunk, ComfyUI workflow, EXIF
+        description/comment), else from a `name.txt` caption beside it. It is stored on the image row
+        (`prompt`, `prompt_source`) and offered to the prompt bank through its dedup gate.
         """
         from .locking import write_lock
 
         root = check_source(folder, prune=prune)
+        manifest_prompts = read_prompt_manifest(manifest) if manifest is not None else None
         options = IngestOptions(max_megapixels=max_megapixels, batch_size=batch_size)
         with write_lock(self.path, on_wait=on_lock_wait):
             run = FolderIngest(
-                self.db, lambda: self.encoder, root, exclude=(self.path,), options=options, progress=progress
+                self.db,
+                lambda: self.encoder,
+                root,
+                exclude=(self.path,),
+                options=options,
+                progress=progress,
+                manifest_prompts=manifest_prompts,
+                prompt_bank=self._prompt_bank,
             )
             return run.run(prune=prune)
+
+    # --- the prompt bank ------------------------------------------------------------------------------------
+
+    @property
+    def minilm(self) -> "MiniLMEncoder":
+        """The all-MiniLM-L6-v2 sentence encoder (loaded on first use, shared in this process)."""
+        from .encoders.minilm import load_minilm_encoder
+
+        return load_minilm_encoder(device=self._device if self._device and self._device != "auto" else None)
+
+    @property
+    def _prompt_bank(self) -> PromptBank:
+        return PromptBank(self.db, lambda: self.encoder, lambda: self.minilm)
+
+    def add_prompts(
+        self,
+        texts_or_path: "Iterable[str] | str | os.PathLike[str]",
+        *,
+        source: str | None = None,
+        column: str | None = None,
+        progress: ProgressCallback | None = None,
+    ) -> PromptInsertReport:
+        """Add prompts to the bank: an iterable of texts, or the path of a prompt file.
+
+        Files: one prompt per line (.txt), CSV/TSV and JSONL (`column`, default the first of prompt, text,
+        caption), Parquet (e.g. DiffusionDB metadata). Prompts are kept in the order given unless a kept
+        prompt is a near-duplicate (MiniLM cosine >= the store's threshold, 0.85): those are reported in
+        `duplicates` with the prompt they duplicate. `source` labels the rows (default: the file name).
+        """
+        if isinstance(texts_or_path, (str, os.PathLike)):
+            return self.add_prompt_files([texts_or_path], source=source, column=column, progress=progress)
+        return self._add_prompt_texts(list(texts_or_path), source, progress)
+
+    def add_prompt_files(
+        self,
+        paths: "Iterable[str | os.PathLike[str]]",
+        *,
+        source: str | None = None,
+        column: str | None = None,
+        progress: ProgressCallback | None = None,
+    ) -> PromptInsertReport:
+        """Add the prompts of several files (in order, dedup across all of them); see `add_prompts`."""
+        texts: list[str] = []
+        sources: list[str | None] = []
+        for path in paths:
+            found = list(read_prompt_file(path, column))
+            texts += found
+            sources += [source or os.path.basename(os.fspath(path))] * len(found)
+        return self._add_prompt_texts(texts, sources, progress)
+
+    def _add_prompt_texts(self, texts: list[str], source, progress) -> PromptInsertReport:
+        from .locking import write_lock
+
+        with write_lock(self.path):
+            return self._prompt_bank.add(texts, source, progress=progress)
+
+    def count_prompts(self) -> int:
+        """Number of prompts kept in the bank."""
+        return self._prompt_bank.count()
+
+    def list_prompts(self, limit: int = 20, offset: int = 0) -> list[StoredPrompt]:
+        """Kept prompts in insertion order, `limit` of them from `offset`."""
+        return self._prompt_bank.list(limit, offset)
+
+    def search_prompts(self, text: str, k: int = 10) -> list[PromptHit]:
+        """The k bank prompts closest in meaning to `text` (all-MiniLM-L6-v2 cosine), best first."""
+        return self._prompt_bank.search(text, k)
+
+    def prompt_dedup_threshold(self) -> float | None:
+        """The near-duplicate threshold every prompt insert enforces (None before the dedup migration)."""
+        return dedup_threshold(self.db)
 
     def search_text(self, text: str, k: int = 10, *, path_prefix: str | None = None) -> list[SearchHit]:
         """The k images best matching a text query, best first, scored by cosine similarity."""
@@ -114,7 +202,16 @@ class Store:
 
     def info(self) -> StoreInfo:
         """Where the store is, how many images and files it holds, its model and its migrations."""
-        return StoreInfo(self.path, self.count_images(), self.count_files(), self.model.to_dict(), self.migrations())
+        has_bank = tables.table_exists(self.db, tables.PROMPTS)
+        return StoreInfo(
+            self.path,
+            self.count_images(),
+            self.count_files(),
+            self.model.to_dict(),
+            self.migrations(),
+            self.count_prompts() if has_bank else 0,
+            self.prompt_dedup_threshold(),
+        )
 
 
 def connect(

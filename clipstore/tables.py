@@ -18,25 +18,82 @@ if TYPE_CHECKING:
 
 IMAGES = "images"
 FILES = "files"
+PROMPTS = "prompts"
+SETTINGS = "_clipstore_settings"
 MIGRATIONS = "_clipstore_migrations"
 MODEL_METADATA_KEY = b"clipstore.model"
+MINILM_DIM = 384
+
+
+def images_base_fields(model: ModelIdentity) -> list["pa.Field"]:
+    """The columns of `images` as migration 0001 created them."""
+    import pyarrow as pa
+
+    return [
+        pa.field("id", pa.string(), nullable=False),
+        pa.field("width", pa.int32()),
+        pa.field("height", pa.int32()),
+        pa.field("format", pa.string()),
+        pa.field("embedding", pa.list_(pa.float32(), model.embed_dim)),
+        pa.field("added_at", pa.timestamp("us", tz="UTC")),
+    ]
+
+
+def image_prompt_fields() -> list["pa.Field"]:
+    """The prompt an image was generated from (when it says so) and where it was read (migration 0002)."""
+    import pyarrow as pa
+
+    return [pa.field("prompt", pa.string()), pa.field("prompt_source", pa.string())]
 
 
 def images_schema(model: ModelIdentity) -> "pa.Schema":
-    """One row per distinct image content; `id` is the SHA-256 (hex) of the file bytes."""
+    """The current `images` schema: one row per distinct image content; `id` is the SHA-256 of the bytes."""
+    import pyarrow as pa
+
+    return pa.schema(
+        images_base_fields(model) + image_prompt_fields(), metadata={MODEL_METADATA_KEY: model.to_json().encode()}
+    )
+
+
+def prompts_schema(model: ModelIdentity) -> "pa.Schema":
+    """The prompt bank: one row per kept prompt, in insertion order (`seq`), with both embeddings."""
     import pyarrow as pa
 
     return pa.schema(
         [
             pa.field("id", pa.string(), nullable=False),
-            pa.field("width", pa.int32()),
-            pa.field("height", pa.int32()),
-            pa.field("format", pa.string()),
-            pa.field("embedding", pa.list_(pa.float32(), model.embed_dim)),
+            pa.field("seq", pa.int64()),
+            pa.field("text", pa.string()),
+            pa.field("clip_embedding", pa.list_(pa.float32(), model.embed_dim)),
+            pa.field("minilm_embedding", pa.list_(pa.float32(), MINILM_DIM)),
+            pa.field("source", pa.string()),
             pa.field("added_at", pa.timestamp("us", tz="UTC")),
         ],
         metadata={MODEL_METADATA_KEY: model.to_json().encode()},
     )
+
+
+def settings_schema() -> "pa.Schema":
+    import pyarrow as pa
+
+    return pa.schema([pa.field("key", pa.string(), nullable=False), pa.field("value", pa.string())])
+
+
+def read_setting(db: "lancedb.DBConnection", key: str) -> str | None:
+    """A store setting (JSON text), or None when unset."""
+    if not table_exists(db, SETTINGS):
+        return None
+    table = db.open_table(SETTINGS)
+    rows = table.search().where(sql_in("key", [key])).select(["value"]).limit(None).to_arrow().to_pylist()
+    return rows[0]["value"] if rows else None
+
+
+def write_setting(db: "lancedb.DBConnection", key: str, value: str) -> None:
+    import pyarrow as pa
+
+    table = db.create_table(SETTINGS, schema=settings_schema(), exist_ok=True)
+    row = pa.table({"key": [key], "value": [value]}, schema=settings_schema())
+    table.merge_insert("key").when_matched_update_all().when_not_matched_insert_all().execute(row)
 
 
 def files_schema() -> "pa.Schema":
