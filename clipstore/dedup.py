@@ -72,14 +72,18 @@ def deduplicate(
 
 def reference_deduplicate(new: np.ndarray, bank: np.ndarray | None = None, threshold: float = DEFAULT_THRESHOLD) -> np.ndarray:
     """The definition, computed one item at a time in float64 (slow; for tests). Returns the accepted mask."""
-    kept = [] if bank is None else [row.astype(np.float64) for row in bank]
+    m = 0 if bank is None else len(bank)
+    kept = np.zeros((m + len(new), new.shape[1]), dtype=np.float64)
+    if m:
+        kept[:m] = bank
+    count = m
     accepted = np.zeros(len(new), dtype=bool)
-    matrix = np.array(kept).reshape(len(kept), new.shape[1]) if kept else np.zeros((0, new.shape[1]))
     for i, row in enumerate(np.asarray(new, dtype=np.float64)):
-        if len(matrix) and float(np.max(matrix @ row)) >= threshold:
+        if count and float(np.max(kept[:count] @ row)) >= threshold:
             continue
         accepted[i] = True
-        matrix = np.vstack([matrix, row])
+        kept[count] = row
+        count += 1
     return accepted
 
 
