@@ -33,12 +33,14 @@ _EMBED_CHUNK = 4096
 
 @dataclass(frozen=True)
 class DuplicatePrompt(_AsDict):
-    """A rejected prompt: its text, the id and text of the kept prompt it duplicates, and their cosine."""
+    """A rejected prompt: its text, the id and text of the kept prompt it duplicates, their cosine, and its
+    position in the prompts given to the insert (0-based)."""
 
     text: str
     duplicate_of: str
     kept_text: str
     similarity: float
+    index: int
 
 
 @dataclass(frozen=True)
@@ -164,7 +166,7 @@ class PromptBank:
         for i in np.flatnonzero(~accepted):
             j = int(twin[i])
             kept_id, kept_text = (bank_ids[j], bank_texts[j]) if j < m else (prompt_id(texts[j - m]), texts[j - m])
-            duplicates.append(DuplicatePrompt(texts[i], kept_id, kept_text, round(float(similarity[i]), 6)))
+            duplicates.append(DuplicatePrompt(texts[i], kept_id, kept_text, round(float(similarity[i]), 6), keep[i]))
 
         kept_texts = [texts[i] for i in kept]
         if not kept_texts:
