@@ -178,3 +178,29 @@ def test_store_path_that_is_a_file_is_one_clear_line(tmp_path):
     result = CliRunner().invoke(main, ["info", "--store", str(tmp_path / "afile")])
     assert result.exit_code == 1 and "Traceback" not in result.output
     assert len(result.output.strip().splitlines()) == 1
+
+
+def test_prompts_commands(run, store_path, tmp_path):
+    (tmp_path / "p.txt").write_text(
+        "a large red circle on a plain white background\na big red circle on a plain white backdrop\nan old lighthouse at dusk\n",
+        encoding="utf-8",
+    )
+    added = run("prompts", "add", str(tmp_path / "p.txt"), "--model", "clipstore-mini", "--json")
+    assert added.exit_code == 0, added.output
+    report = json.loads(added.stdout)
+    assert report["inserted"] == 2
+    assert [(d["text"], d["index"]) for d in report["duplicates"]] == [("a big red circle on a plain white backdrop", 1)]
+    assert clipstore.connect(store_path).count_prompts() == 2
+
+    assert json.loads(run("prompts", "count", "--json").stdout) == {"prompts": 2}
+    listed = json.loads(run("prompts", "list", "--json").stdout)["prompts"]
+    assert [p["text"] for p in listed] == ["a large red circle on a plain white background", "an old lighthouse at dusk"]
+    hits = json.loads(run("prompts", "search", "lighthouse", "-k", "1", "--json").stdout)["hits"]
+    assert hits[0]["text"] == "an old lighthouse at dusk"
+    human = run("prompts", "add", str(tmp_path / "p.txt"))
+    assert "Kept 0 prompts; rejected 3 near-duplicates." in human.stdout
+    info = json.loads(run("info", "--json").stdout)
+    assert (info["prompts"], info["prompt_dedup_threshold"]) == (2, 0.85)
+
+    missing = run("prompts", "add", str(tmp_path / "nope.txt"))
+    assert missing.exit_code == 1 and "no such file" in missing.output and "Traceback" not in missing.output
