@@ -35,7 +35,7 @@ MINI_WEIGHTS_TAG = "world-v1"
 """Pretrained tag of the clipstore-mini weights bundled in the package (trained on the render world)."""
 
 MINI_WEIGHTS_FILE = "clipstore-mini.safetensors"
-MINI_WEIGHTS_SHA256 = "c8fc45e10568057a2b1dc1430d5ae5e25195f35ebce3cff4dff3c5c5a8e06e6c"
+MINI_WEIGHTS_SHA256 = "a2f929a440f3d3b962afd83b35ed1b84d0791fa771ef093ad888460b6285619f"
 """SHA-256 of the bundled weights file; checked on load (scripts/train_clipstore_mini.py prints it)."""
 
 RANDOM_SEED = 0
