@@ -8,22 +8,22 @@ from pathlib import Path
 from .results import IngestReport, SearchHit, _AsDict
 from .world.samples import WorldManifest, read_manifest, render_folder
 
-DEMO_QUERIES = (
-    "a large red circle in the center on a plain white background",
-    "three small blue squares scattered around on a striped grey backdrop",
-    "the outline of a big yellow star on a black background",
-    "a sketch of a green triangle on a beige background",
-)
+TEXT_QUERIES = 4
 
 
 @dataclass(frozen=True)
 class DemoSearch(_AsDict):
-    """One demo query (a text, or the path of a query image) and its hits with the prompts they were drawn from."""
+    """One demo query (a text, or the path of a query image) and its hits with the prompts they were drawn from.
+
+    `target` is the image a text query was written for (a new paraphrase of that image's scene, not its own
+    prompt): a good model ranks it first.
+    """
 
     query: str
     kind: str
     hits: tuple[SearchHit, ...]
     prompts: tuple[str, ...]
+    target: str | None = None
 
 
 @dataclass(frozen=True)
@@ -38,10 +38,14 @@ class DemoResult(_AsDict):
 def run_demo(out: str | os.PathLike[str], *, n: int = 300, seed: int = 0, k: int = 3, model: str = "clipstore-mini") -> DemoResult:
     """Render `n` render-world images under `out/images`, ingest them into `out/demo.clipstore`, and search.
 
-    Returns the ingest report and, for each demo text query and two image queries, the top-k hits with the
-    prompt each hit image was rendered from (so the reader can judge the results).
+    Text queries are fresh paraphrases of a few rendered scenes (so the image each was written for should
+    come first); image queries are rendered images themselves. Each hit comes with the prompt its image was
+    rendered from, so the reader can judge the results.
     """
+    import random
+
     from .store import connect
+    from .world.grammar import Scene, describe
 
     root = Path(out).expanduser().resolve()
     manifest: WorldManifest = render_folder(root / "images", n, seed=seed)
@@ -50,10 +54,15 @@ def run_demo(out: str | os.PathLike[str], *, n: int = 300, seed: int = 0, k: int
     records = read_manifest(manifest.manifest)
     prompt_of = {record["path"]: record["prompt"] for record in records}
 
-    def explained(query: str, kind: str, hits: list[SearchHit]) -> DemoSearch:
-        return DemoSearch(query, kind, tuple(hits), tuple(prompt_of.get(hit.path, "") for hit in hits))
+    def explained(query: str, kind: str, hits: list[SearchHit], target: str | None = None) -> DemoSearch:
+        return DemoSearch(query, kind, tuple(hits), tuple(prompt_of.get(hit.path, "") for hit in hits), target)
 
-    searches = [explained(text, "text", store.search_text(text, k=k)) for text in DEMO_QUERIES]
+    rng = random.Random(seed)
+    searches = []
+    for record in rng.sample(records, min(TEXT_QUERIES, len(records))):
+        scene = Scene(**{name: record["labels"][name] for name in Scene.__dataclass_fields__})
+        text = describe(scene, rng)
+        searches.append(explained(text, "text", store.search_text(text, k=k), record["path"]))
     for record in records[:2]:
         searches.append(explained(record["path"], "image", store.search_image(record["path"], k=k)))
     return DemoResult(manifest.folder, store.path, manifest.count, report, tuple(searches))
@@ -69,6 +78,10 @@ def demo_summary(result: DemoResult) -> list[str]:
         label = f'text "{search.query}"' if search.kind == "text" else f"image {search.query}"
         lines.append("")
         lines.append(label)
+        if search.target:
+            found = [hit.path for hit in search.hits].index(search.target) + 1 if search.target in [h.path for h in search.hits] else None
+            where = f"ranked {found}" if found else f"not in the top {len(search.hits)}"
+            lines.append(f"  (written for {os.path.relpath(search.target, result.folder)}: {where})")
         for hit, prompt in zip(search.hits, search.prompts):
             lines.append(f"  {hit.score:.3f}  {os.path.relpath(hit.path, result.folder)}  <- {prompt}")
     return lines

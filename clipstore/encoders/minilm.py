@@ -40,7 +40,9 @@ class MiniLMEncoder:
         location = minilm_location()
         try:
             from sentence_transformers import SentenceTransformer
+            from transformers.utils import logging as transformers_logging
 
+            transformers_logging.disable_progress_bar()  # a library must not draw bars on the user's terminal
             self.model: SentenceTransformer = SentenceTransformer(location, device=device or "cpu")
         except Exception as exc:  # hub, file and import errors all mean "cannot have the model"
             raise ModelUnavailableError(
