@@ -137,6 +137,8 @@ def ingest(folder, store_path, model, prune, max_megapixels, batch_size, manifes
         )
     for failure in report.failed:
         click.echo(f"  failed: {failure.path}: {failure.reason}")
+    for warning in report.warnings:
+        click.echo(f"Warning: {warning}", err=True)
 
 
 @main.command()

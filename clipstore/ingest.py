@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from . import tables
-from .errors import InvalidImageError, SourceNotFoundError
+from .errors import ClipstoreError, InvalidImageError, SourceNotFoundError
 from .image_prompts import ImagePrompt, prompt_from_image_bytes, prompt_from_sidecar
 from .imaging import DEFAULT_MAX_MEGAPIXELS, decode_image
 from .results import FileFailure, IngestReport
@@ -69,6 +69,7 @@ class _Counts:
     failed: list[FileFailure] = field(default_factory=list)
     prompts_found: int = 0
     prompts_inserted: int = 0
+    warnings: list[str] = field(default_factory=list)
 
     def report(self) -> IngestReport:
         return IngestReport(
@@ -80,6 +81,7 @@ class _Counts:
             tuple(self.failed),
             self.prompts_found,
             self.prompts_inserted,
+            tuple(self.warnings),
         )
 
 
@@ -295,9 +297,17 @@ class FolderIngest:
         """Offer the prompts found in new images to the prompt bank, through its dedup gate."""
         if self._prompt_bank is None or not self._found_prompts:
             return
-        report = self._prompt_bank.add(
-            [prompt.text for prompt in self._found_prompts], [f"image:{prompt.source}" for prompt in self._found_prompts]
-        )
+        try:
+            report = self._prompt_bank.add(
+                [prompt.text for prompt in self._found_prompts],
+                [f"image:{prompt.source}" for prompt in self._found_prompts],
+            )
+        except ClipstoreError as exc:
+            # The images and their prompts are stored; only the bank missed them. Say so, lose nothing.
+            self.counts.warnings.append(
+                f"{len(self._found_prompts)} prompts found in images were not added to the prompt bank: {exc}"
+            )
+            return
         self.counts.prompts_inserted = report.inserted
 
     def _drop_unreferenced_images(self) -> None:

@@ -42,6 +42,7 @@ class IngestReport(_AsDict):
     failed: files that could not be ingested, with the reason.
     prompts_found: newly embedded images that carried a prompt (metadata, sidecar caption or manifest).
     prompts_inserted: of those prompts, how many the prompt bank kept (the rest were near-duplicates).
+    warnings: problems that cost no image but skipped a step (e.g. the prompt bank could not be updated).
     """
 
     added: int = 0
@@ -52,6 +53,7 @@ class IngestReport(_AsDict):
     failed: tuple[FileFailure, ...] = field(default_factory=tuple)
     prompts_found: int = 0
     prompts_inserted: int = 0
+    warnings: tuple[str, ...] = field(default_factory=tuple)
 
 
 @dataclass(frozen=True)

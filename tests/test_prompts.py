@@ -217,3 +217,19 @@ def test_two_writers_cannot_let_near_duplicates_in(store, store_path):
     twins = bank.minilm.encode([kept[kept_id] for _, kept_id in rejected])
     assert np.all(np.sum(rejected_vectors * twins, axis=1) >= 0.85 - 1e-4)
     assert set(kept.values()) | {text for text, _ in rejected} >= set(corpus)
+
+
+def test_ingest_keeps_images_and_warns_when_the_bank_cannot_be_updated(store, tmp_path, monkeypatch):
+    folder = tmp_path / "gen"
+    folder.mkdir()
+    _png_with_text(folder / "sd.png", "parameters", f"{RED}\nSteps: 20, Sampler: Euler, Seed: 3")
+
+    def unavailable(*args, **kwargs):
+        raise clipstore.ModelUnavailableError("all-MiniLM-L6-v2 cannot be loaded (offline)")
+
+    monkeypatch.setattr("clipstore.encoders.minilm.load_minilm_encoder", unavailable)
+    report = store.ingest(folder)
+    assert report.added == 1 and report.prompts_found == 1 and report.prompts_inserted == 0
+    assert len(report.warnings) == 1 and "not added to the prompt bank" in report.warnings[0]
+    assert store.db.open_table(tables.IMAGES).to_arrow().to_pylist()[0]["prompt"] == RED
+    assert store.count_prompts() == 0
