@@ -85,7 +85,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         store = clipstore.connect(Path(tmp) / "bench.clipstore", model="clipstore-mini")
         store.encoder.encode_texts(["warm-up"])
-        for label, texts, vectors in (("empty bank", first, first_vectors), (f"bank of {args.n:,}", second, second_vectors)):
+        for label, texts, vectors in (("empty bank", first, first_vectors), ("the bank the first insert left", second, second_vectors)):
             bank_size = store.count_prompts()
             bank = np.zeros((0, 384), np.float32)
             if bank_size:
