@@ -151,10 +151,15 @@ class PromptBank:
         bank_ids, bank_texts, bank_vectors = load_bank(self.db)
         threshold = dedup_threshold(self.db)
         if threshold is None:  # before the dedup migration only exact repeats are refused
-            known = set(bank_ids)
-            new_ids = [prompt_id(text) for text in texts]
-            accepted = np.array([i == new_ids.index(pid) and pid not in known for i, pid in enumerate(new_ids)])
-            twin = np.array([-1 if ok else _exact_twin(pid, bank_ids, new_ids) for ok, pid in zip(accepted, new_ids)])
+            first_seen = {pid: i for i, pid in enumerate(bank_ids)}
+            twin = np.full(len(texts), -1, dtype=np.int64)
+            for i, text in enumerate(texts):
+                pid = prompt_id(text)
+                if pid in first_seen:
+                    twin[i] = first_seen[pid]
+                else:
+                    first_seen[pid] = len(bank_ids) + i
+            accepted = twin < 0
             similarity = np.where(accepted, 0.0, 1.0)
         else:
             result = deduplicate(minilm_embeddings, bank_vectors, threshold)
@@ -227,10 +232,6 @@ class PromptBank:
             chunks.append(np.asarray(encode(list(texts[start : start + _EMBED_CHUNK])), dtype=np.float32))
             report(offset + min(start + _EMBED_CHUNK, len(texts)), total)
         return np.concatenate(chunks) if chunks else np.zeros((0, 0), np.float32)
-
-
-def _exact_twin(pid: str, bank_ids: list[str], new_ids: list[str]) -> int:
-    return bank_ids.index(pid) if pid in bank_ids else len(bank_ids) + new_ids.index(pid)
 
 
 def _vector_column(vectors: np.ndarray):

@@ -233,3 +233,11 @@ def test_ingest_keeps_images_and_warns_when_the_bank_cannot_be_updated(store, tm
     assert len(report.warnings) == 1 and "not added to the prompt bank" in report.warnings[0]
     assert store.db.open_table(tables.IMAGES).to_arrow().to_pylist()[0]["prompt"] == RED
     assert store.count_prompts() == 0
+
+
+def test_before_the_dedup_migration_only_exact_repeats_are_refused(store):
+    store.db.open_table(tables.SETTINGS).delete("key = 'prompt_dedup_threshold'")
+    report = store.add_prompts([RED, RED_PARAPHRASE, RED, BLUE, BLUE])
+    assert report.inserted == 3
+    assert [(d.text, d.index, d.duplicate_of) for d in report.duplicates] == [(RED, 2, prompt_id(RED)), (BLUE, 4, prompt_id(BLUE))]
+    assert store.add_prompts([BLUE]).duplicates[0].duplicate_of == prompt_id(BLUE)
