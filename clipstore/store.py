@@ -30,8 +30,9 @@ ImageQuery = Union[str, "os.PathLike[str]", bytes, bytearray, memoryview, "Image
 class Store:
     """A clipstore store. Create or open one with `clipstore.connect(path)`.
 
-    The store's tables are plain LanceDB tables under `path` (`images`, `files`, `_clipstore_migrations`);
-    its vectors were made by `store.model`, which is loaded lazily the first time something needs embedding.
+    The store's tables are plain LanceDB tables under `path` (`images`, `files`, `prompts`, and the
+    bookkeeping tables `_clipstore_settings` and `_clipstore_migrations`); its vectors were made by
+    `store.model`, which is loaded lazily the first time something needs embedding.
     """
 
     def __init__(self, path: str, db: "lancedb.DBConnection", model: ModelIdentity, *, device: str | None, precision: str):
@@ -296,7 +297,9 @@ def _store_model(db: "lancedb.DBConnection", store_path: str, requested: ModelId
 
 
 def _holds_no_vectors(db: "lancedb.DBConnection") -> bool:
-    return db.open_table(tables.IMAGES).count_rows() == 0 and db.open_table(tables.FILES).count_rows() == 0
+    """No image, file or prompt rows: nothing made by the store's model yet."""
+    names = tables.table_names(db)
+    return all(db.open_table(name).count_rows() == 0 for name in (tables.IMAGES, tables.FILES, tables.PROMPTS) if name in names)
 
 
 def _switch_empty_store_model(db: "lancedb.DBConnection", store_path: str, model: ModelIdentity) -> ModelIdentity:
@@ -307,4 +310,7 @@ def _switch_empty_store_model(db: "lancedb.DBConnection", store_path: str, model
         if _holds_no_vectors(db):
             db.drop_table(tables.IMAGES)
             db.create_table(tables.IMAGES, schema=tables.images_schema(model))
+            if tables.table_exists(db, tables.PROMPTS):
+                db.drop_table(tables.PROMPTS)
+                db.create_table(tables.PROMPTS, schema=tables.prompts_schema(model))
     return _store_model(db, store_path, model)

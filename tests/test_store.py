@@ -142,3 +142,10 @@ def test_hf_hub_names_get_a_clear_message(tmp_path):
     with pytest.raises(clipstore.ModelSpecError, match="not supported yet"):
         clipstore.connect(tmp_path / "s", model="hf-hub:timm/ViT-B-16-SigLIP")
     assert not (tmp_path / "s").exists()
+
+
+def test_a_store_with_prompts_keeps_its_model(tmp_path):
+    path = tmp_path / "p.clipstore"
+    clipstore.connect(path, model="clipstore-mini").add_prompts(["a large red circle"])
+    with pytest.raises(clipstore.ModelMismatchError):
+        clipstore.connect(path, model="ViT-B-32:openai")
