@@ -1,9 +1,10 @@
 """A generated prompt corpus in the style of text-to-image prompts, with many near-duplicates.
 
-Used to test and benchmark the prompt bank at scale without downloading a corpus: each prompt fills five
-slots (subject, setting, style, lighting, medium/detail) from word lists; about a third of the prompts are
-variants of an earlier one (one slot swapped, words reordered, a synonym), which puts many pairs near the
-0.85 near-duplicate threshold on both sides. Render-world prompts are mixed in.
+Used to test and benchmark the prompt bank at scale without downloading a corpus: each fresh prompt names a
+subject (an adjective, a material and an object: ~300,000 combinations, or one of a list of scenes) in a
+setting, a style, a lighting and a detail or two; about a third of the prompts are variants of a recent one
+(one slot swapped, words reordered, a synonym), which puts many pairs near the 0.85 near-duplicate threshold
+on both sides. A few render-world prompts are mixed in.
 """
 
 from __future__ import annotations
@@ -22,6 +23,28 @@ _SUBJECTS = (
     "a treehouse village", "a knight in silver armor", "a mechanical spider", "a lavender farm",
     "an underwater city", "a gothic cathedral", "a racing car", "a chess grandmaster", "a bonsai tree",
     "a coral reef", "a thunderstorm over the plains", "a violin maker", "a lantern festival", "a glass teapot",
+)
+_ADJECTIVES = (
+    "ancient", "tiny", "giant", "rusty", "glowing", "broken", "floating", "frozen", "burning", "haunted",
+    "golden", "shattered", "mechanical", "overgrown", "translucent", "wooden", "colossal", "miniature",
+    "forgotten", "enchanted", "crumbling", "polished", "hollow", "striped", "velvet", "smoky", "electric",
+    "melting", "woven", "luminous", "weathered", "ornate", "sleek", "twisted", "sunken", "winged",
+    "armored", "patchwork", "crystalline", "fuzzy",
+)
+_MATERIALS = (
+    "brass", "porcelain", "marble", "copper", "paper", "glass", "jade", "obsidian", "silk", "clay", "ivory",
+    "bamboo", "steel", "amber", "wool", "ceramic", "bronze", "driftwood", "leather", "coral", "chrome",
+    "granite", "felt", "sandstone", "pewter",
+)
+_OBJECTS = (
+    "teapot", "lantern", "clock tower", "violin", "submarine", "bicycle", "chess set", "lighthouse", "harp",
+    "typewriter", "telescope", "carousel", "windmill", "gramophone", "hourglass", "compass", "throne",
+    "birdcage", "music box", "chandelier", "pocket watch", "rocking horse", "kite", "canoe", "totem",
+    "mask", "crown", "robot", "owl", "fox", "whale", "tortoise", "stag", "octopus", "hummingbird", "tiger",
+    "jellyfish", "peacock", "elephant", "dragonfly", "mushroom", "cactus", "orchid", "bonsai", "sunflower",
+    "pagoda", "cathedral", "bridge", "staircase", "fountain", "greenhouse", "observatory", "airship",
+    "locomotive", "tram", "motorcycle", "sailboat", "astronaut", "samurai", "knight", "witch", "monk",
+    "dancer", "violinist", "blacksmith", "gardener", "fisherman", "beekeeper", "cartographer", "alchemist",
 )
 _SETTINGS = (
     "at sunset", "in the rain", "on a foggy morning", "under the northern lights", "in a dense forest",
@@ -53,7 +76,7 @@ _SYNONYMS = {
 }
 
 
-def prompt_corpus(n: int, seed: int = 0, world_share: float = 0.1) -> list[str]:
+def prompt_corpus(n: int, seed: int = 0, world_share: float = 0.03) -> list[str]:
     """n prompts (deterministic per seed), about a third of them near-duplicate variants of earlier ones."""
     rng = random.Random(f"clipstore-corpus:{seed}")
     prompts: list[str] = []
@@ -69,10 +92,12 @@ def prompt_corpus(n: int, seed: int = 0, world_share: float = 0.1) -> list[str]:
 
 
 def _fresh(rng: random.Random) -> str:
-    details = rng.sample(_DETAILS, rng.randint(1, 3))
-    return ", ".join(
-        [f"{rng.choice(_SUBJECTS)} {rng.choice(_SETTINGS)}", rng.choice(_STYLES), rng.choice(_LIGHTING), *details]
-    )
+    if rng.random() < 0.2:
+        subject = rng.choice(_SUBJECTS)
+    else:
+        subject = f"{rng.choice(('a', 'the', 'an old', 'one'))} {rng.choice(_ADJECTIVES)} {rng.choice(_MATERIALS)} {rng.choice(_OBJECTS)}"
+    details = rng.sample(_DETAILS, rng.randint(1, 2))
+    return ", ".join([f"{subject} {rng.choice(_SETTINGS)}", rng.choice(_STYLES), rng.choice(_LIGHTING), *details])
 
 
 def _variant(prompt: str, rng: random.Random) -> str:
