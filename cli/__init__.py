@@ -79,6 +79,9 @@ def main() -> None:
     clipstore search "a dog on a beach"    text -> image search
     clipstore similar ~/photos/dog.jpg     image -> image search
     clipstore info                         where the store is, counts, model, migrations
+    clipstore train                        train Model A on images that carry prompts
+    clipstore describe IMAGE               the prompts that best explain an image
+    clipstore eval                         Avg-Cos of zero-shot, Model A, Model B, ensemble
     """
 
 
@@ -330,6 +333,176 @@ def demo(out, n, k, as_json) -> None:
         return
     for line in demo_summary(result):
         click.echo(line)
+
+
+@main.command()
+@_store_options
+@click.option("--epochs", type=click.IntRange(1), default=20, show_default=True)
+@click.option("--batch-size", type=click.IntRange(1), default=32, show_default=True)
+@click.option("--lr-vision", type=click.FloatRange(min=0), default=1e-5, show_default=True, help="Learning rate of the CLIP vision tower.")
+@click.option("--lr-fc", type=click.FloatRange(min=0, min_open=True), default=1e-3, show_default=True, help="Learning rate of FC1/Norm1/FC2/Norm2.")
+@click.option("--weight-decay", type=click.FloatRange(min=0), default=0.05, show_default=True)
+@click.option("--warmup", "warmup_fraction", type=click.FloatRange(0, 1), default=0.1, show_default=True, help="Warm-up share of the steps.")
+@click.option("--patience", type=click.IntRange(1), default=4, show_default=True, help="Early stopping: epochs without improvement.")
+@click.option("--freeze-vision", is_flag=True, help="Train the head only, on CLIP embeddings of augmented views (fast on CPU).")
+@click.option("--mix", type=click.FloatRange(0, 1), default=0.5, show_default=True, help="Eq. 3: weight of Norm1_Out against Norm2_Out.")
+@click.option("--no-augment", is_flag=True, help="No image rotations, crops and flips.")
+@click.option("--views", type=click.IntRange(0), default=4, show_default=True, help="Augmented views per image (with --freeze-vision).")
+@click.option("--text-augment", type=click.IntRange(0), default=0, show_default=True, help="Prompt variants per pair (synonyms, phrase shuffle).")
+@click.option("--dedup-threshold", type=click.FloatRange(0, 1), default=0.85, show_default=True, help="Filter training prompts at this cosine.")
+@click.option("--no-filter", is_flag=True, help="Train on every pair (no dedup of training prompts).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+@_json_option
+@_friendly_errors
+def train(store_path, model, epochs, batch_size, lr_vision, lr_fc, weight_decay, warmup_fraction, patience, freeze_vision,
+          mix, no_augment, views, text_augment, dedup_threshold, no_filter, seed, quiet, as_json) -> None:
+    """Train Model A on the store's (image, prompt) pairs and tune Model B and the ensemble.
+
+    The head is saved in the store with its validation scores; `clipstore describe` uses the newest one. An
+    interrupted run resumes from its last epoch when started again with the same options.
+    """
+    from clipstore.training import TrainOptions
+
+    options = TrainOptions(
+        epochs=epochs, batch_size=batch_size, lr_vision=lr_vision, lr_fc=lr_fc, weight_decay=weight_decay,
+        warmup_fraction=warmup_fraction, patience=patience, freeze_vision=freeze_vision, mix=mix,
+        augment=not no_augment, views=views, text_augment=text_augment,
+        dedup_threshold=None if no_filter else dedup_threshold, seed=seed,
+    )
+    store = clipstore.connect(store_path, model=model, create=False)
+    with _StageBar(enabled=not quiet and sys.stderr.isatty()) as bar:
+        report = store.train(options, progress=bar.update)
+    if as_json:
+        _print_json(report.to_dict())
+        return
+    click.echo(f"Trained Model A head {report.head_id} ({'vision tower + head' if report.vision_tuned else 'head only'})")
+    click.echo(f"  pairs: {report.train_pairs} train ({report.filtered_out} filtered as near-duplicates), {report.validation_pairs} validation")
+    click.echo(f"  epochs: {report.epochs_run} (best {report.best_epoch}{', stopped early' if report.stopped_early else ''})")
+    for name, value in report.validation.items():
+        click.echo(f"  validation Avg-Cos {name:10s} {value:.4f}")
+    click.echo(f"  ensemble alpha {report.ensemble_alpha:g}; Model B K={report.knn['k']} Distance_Dim={report.knn['distance_dim']:g}")
+    for note in report.notes:
+        click.echo(f"Note: {note}", err=True)
+
+
+@main.command()
+@_store_options
+@_json_option
+@_friendly_errors
+def heads(store_path, model, as_json) -> None:
+    """List the trained Model A heads, newest first."""
+    infos = clipstore.connect(store_path, model=model, create=False).heads()
+    if as_json:
+        _print_json({"heads": [info.to_dict() for info in infos]})
+        return
+    if not infos:
+        click.echo("No trained Model A heads. Train one with: clipstore train")
+    for info in infos:
+        flag = "  STALE (trained on another encoder)" if info.stale else ""
+        click.echo(f"{info.id}  {info.created_at}  val Avg-Cos {info.validation_avg_cos:.4f}  alpha {info.ensemble_alpha:g}"
+                   f"  {'tower+head' if info.vision_tuned else 'head only'}{flag}")
+
+
+@main.command()
+@click.argument("image", type=click.Path())
+@_store_options
+@click.option("-k", "k", type=click.IntRange(1), help="Model B neighbours [default: the head's tuned K, else 20].")
+@click.option("--alpha", type=click.FloatRange(0, 1), help="Eq. 6 weight of Model A [default: the head's tuned alpha].")
+@click.option("--top", type=click.IntRange(1), default=5, show_default=True, help="Prompts to show.")
+@click.option("--head", help="Model A head id (prefix) or folder [default: the newest].")
+@click.option("--with-images", is_flag=True, help="Model B also uses the prompts of the most similar stored images.")
+@click.option("--out", type=click.Path(dir_okay=False), help="For a folder: write one JSON line per image to this file.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+@_json_option
+@_friendly_errors
+def describe(image, store_path, model, k, alpha, top, head, with_images, out, quiet, as_json) -> None:
+    """The prompts that best explain IMAGE; for a folder, every image under it (with --out FILE)."""
+    import os
+
+    store = clipstore.connect(store_path, model=model, create=False)
+    if os.path.isdir(os.path.expanduser(image)):
+        if not out:
+            raise click.UsageError("IMAGE is a folder: give --out FILE for the JSON lines of its descriptions.")
+        described = failed = 0
+        with open(out, "w", encoding="utf-8") as lines, _ProgressBar(enabled=not quiet and sys.stderr.isatty()) as bar:
+            for item in store.describe_folder(image, k=k, alpha=alpha, top=top, head=head, use_images=with_images, progress=bar.update):
+                if isinstance(item, clipstore.FileFailure):
+                    failed += 1
+                    record = {"path": item.path, "error": item.reason}
+                else:
+                    described += 1
+                    record = {"path": item.path, **item.description.to_dict()}
+                lines.write(json.dumps(record, ensure_ascii=False) + "\n")
+        if as_json:
+            _print_json({"described": described, "failed": failed, "out": os.path.abspath(out)})
+        else:
+            click.echo(f"Described {described} images, {failed} failed; wrote {out}")
+        return
+    description = store.describe(image, k=k, alpha=alpha, top=top, head=head, use_images=with_images)
+    if as_json:
+        _print_json(description.to_dict())
+        return
+    if not description.prompts:
+        click.echo("(the prompt bank is empty: no prompt text to show; see --json for the embedding)")
+    for hit in description.prompts:
+        click.echo(f"{hit.score:.4f}  {hit.text}")
+    click.echo(f"({description.method}, alpha {description.alpha:g}, K {description.knn.k})", err=True)
+    for note in description.notes:
+        click.echo(f"Note: {note}", err=True)
+
+
+@main.command("eval")
+@_store_options
+@click.option("--pairs", type=click.Path(dir_okay=False), help="Held-out (path, prompt) manifest (CSV/TSV/JSONL) [default: the store's test split].")
+@click.option("--head", help="Model A head id (prefix) or folder [default: the newest].")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+@_json_option
+@_friendly_errors
+def eval_(store_path, model, pairs, head, quiet, as_json) -> None:
+    """Avg-Cos (eq. 8) of zero-shot CLIP, the data-filter ablation, Model A, Model B and the ensemble."""
+    store = clipstore.connect(store_path, model=model, create=False)
+    with _StageBar(enabled=not quiet and sys.stderr.isatty()) as bar:
+        report = store.evaluate(pairs=pairs, head=head, progress=bar.update)
+    if as_json:
+        _print_json(report.to_dict())
+        return
+    click.echo(f"Avg-Cos on {report.rows[0].n if report.rows else 0} held-out pairs ({report.pairs}):")
+    width = max((len(row.name) for row in report.rows), default=10)
+    for row in report.rows:
+        click.echo(f"  {row.name:{width}s}  {row.avg_cos:.4f}")
+    for note in report.notes:
+        click.echo(f"Note: {note}", err=True)
+
+
+class _StageBar:
+    """A tqdm bar for progress(stage, done, total) callbacks: a new bar for each stage."""
+
+    def __init__(self, enabled: bool):
+        self.enabled = enabled
+        self._bar = None
+        self._stage = None
+
+    def __enter__(self) -> "_StageBar":
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        if self._bar is not None:
+            self._bar.close()
+
+    def update(self, stage: str, done: int, total: int) -> None:
+        if not self.enabled:
+            return
+        from tqdm import tqdm
+
+        if self._bar is None or stage != self._stage:
+            if self._bar is not None:
+                self._bar.close()
+            self._bar = tqdm(total=total, desc=stage, file=sys.stderr, dynamic_ncols=True)
+            self._stage = stage
+        self._bar.total = total
+        self._bar.n = done
+        self._bar.refresh()
 
 
 class _ProgressBar:

@@ -14,6 +14,9 @@ from typing import TYPE_CHECKING, Any
 
 from .errors import (
     ClipstoreError,
+    HeadNotFoundError,
+    NothingToDescribeWithError,
+    TrainingDataError,
     InvalidImageError,
     ModelMismatchError,
     ModelSpecError,
@@ -33,6 +36,9 @@ __version__ = "0.1.0"
 __all__ = [
     "ClipstoreError",
     "FileFailure",
+    "HeadNotFoundError",
+    "NothingToDescribeWithError",
+    "TrainingDataError",
     "IngestReport",
     "InvalidImageError",
     "MigrationStatus",

@@ -38,3 +38,15 @@ class SourceNotFoundError(ClipstoreError):
 
 class InvalidImageError(ClipstoreError):
     """Bytes that should be an image are not a decodable, acceptable image."""
+
+
+class HeadNotFoundError(ClipstoreError):
+    """A named Model A head does not exist in the store (or a head folder is incomplete)."""
+
+
+class TrainingDataError(ClipstoreError):
+    """The store does not hold enough (image, prompt) pairs to train or evaluate on."""
+
+
+class NothingToDescribeWithError(ClipstoreError):
+    """The store has neither prompts in its bank nor a trained Model A."""

@@ -18,8 +18,16 @@ from .results import IngestReport, MigrationStatus, SearchHit, StoreInfo
 from .search import ImageSearcher, normalise_prefix
 
 if TYPE_CHECKING:
+    from typing import Iterator
+
     import lancedb
     from PIL import Image
+
+    from .describe import DescribedFile, Describer, Description
+    from .evaluation import EvalReport
+    from .heads import HeadInfo
+    from .results import FileFailure
+    from .training import TrainOptions, TrainReport
 
     from .encoders.clip import ClipEncoder
     from .encoders.minilm import MiniLMEncoder
@@ -166,6 +174,95 @@ class Store:
     def prompt_dedup_threshold(self) -> float | None:
         """The near-duplicate threshold every prompt insert enforces (None before the dedup migration)."""
         return dedup_threshold(self.db)
+
+    # --- describing images: Model A, Model B and their ensemble -------------------------------------------------
+
+    def train(self, options: "TrainOptions | None" = None, *, progress=None, **overrides) -> "TrainReport":
+        """Train Model A on the store's (image, prompt) pairs, tune Model B and the ensemble alpha on the
+        validation split, and save the head in the store (see `clipstore.training`).
+
+        Pass a `TrainOptions` or its fields as keywords (e.g. `store.train(epochs=5, freeze_vision=True)`).
+        `progress(stage, done, total)` follows the work. Holds the store's write lock while saving.
+        """
+        from dataclasses import replace
+
+        from .locking import write_lock
+        from .training import TrainOptions, train_head
+
+        options = replace(options or TrainOptions(), **overrides)
+        with write_lock(self.path):
+            return train_head(self, options, progress)
+
+    def heads(self) -> "list[HeadInfo]":
+        """The trained Model A heads, newest first (`stale` ones were trained on another encoder)."""
+        from .heads import list_heads
+
+        return list_heads(self.db, self.path, self.model)
+
+    def describer(self, *, head: "str | os.PathLike[str] | None" = None, use_images: bool = False) -> "Describer":
+        """A reusable describer (loads the head once); `describe` makes one per call."""
+        from .describe import Describer
+
+        return Describer(self, head=head, use_images=use_images)
+
+    def describe(
+        self,
+        image: ImageQuery,
+        *,
+        k: int | None = None,
+        alpha: float | None = None,
+        top: int = 5,
+        head: "str | os.PathLike[str] | None" = None,
+        use_images: bool = False,
+        max_megapixels: float = DEFAULT_MAX_MEGAPIXELS,
+    ) -> "Description":
+        """The prompt that best explains `image` (a path, bytes or PIL image).
+
+        Model B (weighted KNN over the bank, k neighbours) blended with the newest trained Model A head by
+        eq. 6 with its tuned alpha (or `alpha`); `description.prompts` are the `top` bank prompts nearest the
+        blended MiniLM embedding. Without a trained head Model B is used alone, and `notes` says so.
+        `head`: a head id (prefix) or folder; one trained on another encoder raises ModelMismatchError.
+        `use_images`: Model B also fuses the prompts of the most similar stored images.
+        """
+        decoded = load_image(image, max_megapixels=max_megapixels, min_side=self.model.decode_min_side)
+        return self.describer(head=head, use_images=use_images).describe_decoded(decoded.image, k=k, alpha=alpha, top=top)
+
+    def describe_folder(
+        self,
+        folder: "str | os.PathLike[str]",
+        *,
+        k: int | None = None,
+        alpha: float | None = None,
+        top: int = 5,
+        head: "str | os.PathLike[str] | None" = None,
+        use_images: bool = False,
+        progress: ProgressCallback | None = None,
+    ) -> "Iterator[DescribedFile | FileFailure]":
+        """Describe every image under `folder` (or one file), yielding a DescribedFile or a FileFailure each."""
+        from .describe import describe_paths
+
+        root = check_source(folder)
+        describer = self.describer(head=head, use_images=use_images)
+        return describe_paths(describer, root, k=k, alpha=alpha, top=top, progress=progress)
+
+    def evaluate(
+        self,
+        *,
+        pairs: "str | os.PathLike[str] | None" = None,
+        head: "str | os.PathLike[str] | None" = None,
+        ablation: "tuple[float | None, ...] | None" = None,
+        progress=None,
+    ) -> "EvalReport":
+        """Avg-Cos (eq. 8) of the zero-shot baseline, the data-filter ablation, Model A, Model B and the
+        ensemble on held-out pairs: the store's test split, or `pairs` (a CSV/TSV/JSONL manifest with path and
+        prompt, like ingest's --manifest). See `clipstore.evaluation`."""
+        from .evaluation import DEFAULT_ABLATION, evaluate, external_pairs
+
+        held_out = None
+        if pairs is not None:
+            records = sorted(read_prompt_manifest(pairs).items())
+            held_out = external_pairs(self, records, progress)
+        return evaluate(self, pairs=held_out, head=head, ablation=DEFAULT_ABLATION if ablation is None else ablation, progress=progress)
 
     def search_text(self, text: str, k: int = 10, *, path_prefix: str | None = None) -> list[SearchHit]:
         """The k images best matching a text query, best first, scored by cosine similarity."""

@@ -1,0 +1,286 @@
+"""`store.describe(image)`: the prompt that best explains an image, by the seed's ensemble (001 eq. 6).
+
+    B   = Model B: weighted KNN fusion of the bank prompts nearest the image in CLIP space (`clipstore.knn`)
+    A   = Model A: the newest trained head (`clipstore train`), when there is one for the store's encoder
+    Ens = alpha * A + (1 - alpha) * B          (A and B L2-normalised; Ens too)
+
+All three live in all-MiniLM-L6-v2's 384-d space. The readable description is the bank prompts nearest to Ens
+(MiniLM cosine). Without a usable Model A, describe uses Model B alone and says so in `notes`.
+With `use_images=True` Model B also fuses the prompts of the stored images nearest to the query image
+(image->image CLIP distance, same eq. 4-5), averaged with the bank's fusion.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Iterator
+
+import numpy as np
+
+from . import tables
+from .errors import ClipstoreError, NothingToDescribeWithError
+from .heads import check_base, list_heads, read_config, resolve_head
+from .knn import KnnParams, bank_neighbours, euclidean, predict
+from .prompts import PromptHit, prompt_id
+from .results import FileFailure
+
+if TYPE_CHECKING:
+    from .store import Store
+
+
+@dataclass(frozen=True)
+class Description:
+    """An image's description.
+
+    embedding: (384,) the ensemble's prediction in all-MiniLM-L6-v2 space (unit length).
+    prompts: the bank prompts nearest that embedding, best first, scored by MiniLM cosine.
+    alpha: the weight of Model A in eq. 6 (0 when Model B was used alone).
+    parts: {"a": (384,) or None, "b": (384,) or None}, each unit length.
+    method: "ensemble", "model_b" or "model_a" (which parts made the embedding).
+    head: the id of the Model A head used, or None.
+    knn: Model B's parameters. notes: anything the caller should know (e.g. "no trained Model A").
+    """
+
+    embedding: np.ndarray
+    prompts: tuple[PromptHit, ...]
+    alpha: float
+    parts: dict[str, np.ndarray | None]
+    method: str
+    head: str | None
+    knn: KnnParams
+    notes: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def text(self) -> str | None:
+        """The best prompt, or None when the bank is empty."""
+        return self.prompts[0].text if self.prompts else None
+
+    def to_dict(self, *, parts: bool = False) -> dict[str, Any]:
+        """JSON-ready: prompts [{text, score, id}], alpha, embedding, method, head, knn, notes (+ parts)."""
+        data: dict[str, Any] = {
+            "prompts": [{"text": hit.text, "score": round(hit.score, 6), "id": hit.id} for hit in self.prompts],
+            "alpha": self.alpha,
+            "embedding": [round(float(x), 6) for x in self.embedding],
+            "method": self.method,
+            "head": self.head,
+            "knn": self.knn.to_dict(),
+            "notes": list(self.notes),
+        }
+        if parts:
+            data["parts"] = {k: None if v is None else [round(float(x), 6) for x in v] for k, v in self.parts.items()}
+        return data
+
+
+@dataclass(frozen=True)
+class DescribedFile:
+    """One image of a batch describe: its path and description."""
+
+    path: str
+    description: Description
+
+
+class Describer:
+    """Describes images with one store's bank, head and parameters (reuse it for many images)."""
+
+    def __init__(self, store: "Store", *, head: str | os.PathLike[str] | None = None, use_images: bool = False):
+        self.store = store
+        self.use_images = use_images
+        self.notes: list[str] = []
+        self.head_id: str | None = None
+        self._config = None
+        self._folder: str | None = None
+        self._model = None
+        if head is not None:
+            folder = resolve_head(store.db, store.path, store.model, head)
+            config = read_config(folder)
+            check_base(config, store.model, folder)
+            self._config, self._folder, self.head_id = config, folder, config.id
+        else:
+            infos = list_heads(store.db, store.path, store.model)
+            usable = [info for info in infos if not info.stale]
+            if infos and infos[0].stale:
+                self.notes.append(
+                    f"The newest Model A head ({infos[0].id}) was trained on another encoder than the store's "
+                    f"({infos[0].base_model.get('spec', '?')}); it is stale. "
+                    + ("Using the newest head trained on the current encoder. " if usable else "Describing with Model B alone. ")
+                    + "Retrain with `clipstore train`."
+                )
+            if usable:
+                self._folder = usable[0].folder
+                self._config = read_config(self._folder)
+                self.head_id = self._config.id
+            elif not infos:
+                self.notes.append("No trained Model A in this store: describing with Model B alone (train one with `clipstore train`).")
+        self.knn = self._config.knn if self._config else KnnParams()
+        self.alpha = self._config.ensemble_alpha if self._config else 0.0
+        self._bank_size = store.db.open_table(tables.PROMPTS).count_rows() if tables.table_exists(store.db, tables.PROMPTS) else 0
+        if self._bank_size == 0 and self._config is None:
+            raise NothingToDescribeWithError(
+                "The prompt bank is empty and no Model A is trained, so there is nothing to describe with. Add "
+                "prompts (`clipstore prompts add FILE`), or ingest images that carry prompts and run `clipstore train`."
+            )
+        self._image_prompts = None
+
+    # --- models ---------------------------------------------------------------------------------------------
+
+    @property
+    def model_a(self):
+        if self._model is None and self._config is not None:
+            from .model_a import load_model_a
+
+            visual = None
+            if self._config.vision_tuned:
+                from .encoders.clip import _create_model
+
+                visual = _create_model(self.store.model).visual.float()
+            self._model = load_model_a(self._folder, self._config, visual)
+            if visual is not None and self.store.encoder.precision == "bf16":
+                import torch
+
+                self._model.visual.to(torch.bfloat16)
+        return self._model
+
+    def _predict_a(self, image_embedding: np.ndarray, pixels) -> np.ndarray:
+        from .model_a import predict_from_embeddings, predict_from_pixels
+
+        if self._config.vision_tuned:
+            return predict_from_pixels(self.model_a, pixels[None])[0]
+        return predict_from_embeddings(self.model_a, image_embedding[None])[0]
+
+    def _predict_b(self, image_embedding: np.ndarray, k: int, exclude_image: str | None) -> np.ndarray | None:
+        params = self.knn.with_k(k)
+        parts = []
+        if self._bank_size:
+            found = bank_neighbours(self.store.db, image_embedding, params.k)
+            if len(found.ids):
+                parts.append(predict(found.distances, found.minilm, params))
+        if self.use_images:
+            image_part = self._image_neighbours(image_embedding, params, exclude_image)
+            if image_part is not None:
+                parts.append(image_part)
+        if not parts:
+            return None
+        mixed = np.sum(parts, axis=0)
+        return (mixed / max(np.linalg.norm(mixed), 1e-12)).astype(np.float32)
+
+    def _image_neighbours(self, image_embedding: np.ndarray, params: KnnParams, exclude_image: str | None) -> np.ndarray | None:
+        from .pairs import load_pairs
+
+        if self._image_prompts is None:
+            pairs = load_pairs(self.store.db)
+            vectors = _minilm_for(self.store, list(pairs.prompts))
+            self._image_prompts = (pairs, vectors)
+        pairs, vectors = self._image_prompts
+        keep = np.array([i != exclude_image for i in pairs.ids], bool)
+        if not keep.any():
+            return None
+        scores = pairs.embeddings[keep] @ image_embedding
+        k = min(params.k, int(keep.sum()))
+        top = np.argsort(-scores, kind="stable")[:k]
+        return predict(euclidean(scores[top]), vectors[keep][top], params).astype(np.float32)
+
+    # --- describing -----------------------------------------------------------------------------------------
+
+    def describe_decoded(
+        self, image, *, k: int | None = None, alpha: float | None = None, top: int = 5, exclude_image: str | None = None
+    ) -> Description:
+        """Describe a decoded RGB PIL image."""
+        encoder = self.store.encoder
+        pixels = encoder.preprocess(image)
+        embedding = encoder.encode_pixels(pixels[None])[0]
+        return self.describe_embedding(embedding, pixels, k=k, alpha=alpha, top=top, exclude_image=exclude_image)
+
+    def describe_embedding(
+        self, embedding: np.ndarray, pixels=None, *, k: int | None = None, alpha: float | None = None,
+        top: int = 5, exclude_image: str | None = None,
+    ) -> Description:
+        """Describe from a CLIP image embedding (and the preprocessed pixels, needed by a tuned-tower head)."""
+        if alpha is not None and not 0.0 <= alpha <= 1.0:
+            raise ValueError(f"alpha must be within [0, 1], not {alpha}")
+        embedding = np.asarray(embedding, np.float32)
+        embedding = embedding / max(float(np.linalg.norm(embedding)), 1e-12)
+        notes = list(self.notes)
+        b = self._predict_b(embedding, k or self.knn.k, exclude_image)
+        a = None
+        if self._config is not None:
+            if pixels is None and self._config.vision_tuned:
+                raise ValueError("this head fine-tuned the vision tower: describe needs the image, not only its embedding")
+            a = self._predict_a(embedding, pixels)
+        if a is not None and b is not None:
+            weight = self.alpha if alpha is None else float(alpha)
+            mixed = weight * a + (1.0 - weight) * b
+            method = "ensemble" if 0.0 < weight < 1.0 else ("model_a" if weight == 1.0 else "model_b")
+        elif a is not None:
+            weight, mixed, method = 1.0, a, "model_a"
+            notes.append("The prompt bank is empty: Model A alone, and no prompt texts to show.")
+        else:
+            weight, mixed, method = 0.0, b, "model_b"
+        mixed = (mixed / max(float(np.linalg.norm(mixed)), 1e-12)).astype(np.float32)
+        return Description(
+            mixed,
+            tuple(self.nearest_prompts(mixed, top)),
+            float(weight),
+            {"a": a, "b": b},
+            method,
+            self.head_id,
+            self.knn.with_k(k),
+            tuple(notes),
+        )
+
+    def nearest_prompts(self, minilm_vector: np.ndarray, n: int) -> list[PromptHit]:
+        """The n bank prompts nearest a MiniLM-space vector (cosine), via LanceDB."""
+        if not self._bank_size or n <= 0:
+            return []
+        rows = (
+            self.store.db.open_table(tables.PROMPTS)
+            .search(np.asarray(minilm_vector, np.float32), vector_column_name="minilm_embedding")
+            .distance_type("cosine")
+            .select(["id", "text"])
+            .limit(n)
+            .to_arrow()
+            .to_pylist()
+        )
+        return [PromptHit(row["id"], row["text"], round(1.0 - float(row["_distance"]), 6)) for row in rows]
+
+
+def describe_paths(describer: Describer, root: str, *, k=None, alpha=None, top: int = 5, progress=None) -> Iterator[DescribedFile | FileFailure]:
+    """Describe every image under `root` (a folder, recursively, or one file); failures are yielded, not raised."""
+    from .imaging import load_image
+    from .walk import walk_images
+
+    found = list(walk_images(root))
+    report = progress or (lambda done, total: None)
+    for done, item in enumerate(found, start=1):
+        if isinstance(item, FileFailure):
+            yield item
+        else:
+            try:
+                image = load_image(item.path, min_side=describer.store.model.decode_min_side).image
+                yield DescribedFile(item.path, describer.describe_decoded(image, k=k, alpha=alpha, top=top))
+            except ClipstoreError as exc:
+                yield FileFailure(item.path, str(exc))
+            except OSError as exc:
+                yield FileFailure(item.path, f"cannot read the file ({exc.strerror or exc})")
+        report(done, len(found))
+
+
+def _minilm_for(store: "Store", texts: list[str]) -> np.ndarray:
+    """MiniLM embeddings of texts: the bank's stored ones where the text is in the bank, else computed."""
+    vectors = np.zeros((len(texts), tables.MINILM_DIM), np.float32)
+    if not texts:
+        return vectors
+    from .prompts import load_bank
+
+    ids, _, bank = load_bank(store.db)
+    position = {pid: i for i, pid in enumerate(ids)}
+    missing = []
+    for row, text in enumerate(texts):
+        found = position.get(prompt_id(text))
+        if found is None:
+            missing.append(row)
+        else:
+            vectors[row] = bank[found]
+    if missing:
+        vectors[missing] = store.minilm.encode([texts[i] for i in missing])
+    return vectors

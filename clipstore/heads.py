@@ -1,0 +1,205 @@
+"""Trained Model A heads saved in a store: files on disk plus one record each in `_clipstore_heads`.
+
+A head lives in `<store>/heads/<id>/` as `model_a.safetensors` (the FC/Norm layers, and the fine-tuned CLIP
+vision tower unless it was trained with --freeze-vision) and `config.json` (the base CLIP identity, the
+architecture, the training hyper-parameters, the Model B parameters and ensemble alpha chosen on the
+validation split, and the validation metrics). The record in `_clipstore_heads` (written last, so a crash
+mid-save leaves no record) makes it visible; `describe` uses the newest one unless told otherwise.
+
+A head only makes sense on top of the CLIP encoder it was trained with: loading one whose base identity differs
+from the store's model raises ModelMismatchError.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from . import tables
+from .errors import HeadNotFoundError, ModelMismatchError
+from .knn import KnnParams
+from .models import ModelIdentity
+from .results import _AsDict
+
+if TYPE_CHECKING:
+    import lancedb
+
+HEADS_TABLE = "_clipstore_heads"
+HEADS_FOLDER = "heads"
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model_a.safetensors"
+FORMAT_VERSION = 1
+
+
+def heads_schema():
+    import pyarrow as pa
+
+    return pa.schema(
+        [
+            pa.field("id", pa.string(), nullable=False),
+            pa.field("created_at", pa.timestamp("us", tz="UTC")),
+            pa.field("folder", pa.string()),
+            pa.field("base_model", pa.string()),
+            pa.field("validation_avg_cos", pa.float64()),
+            pa.field("ensemble_alpha", pa.float64()),
+            pa.field("config", pa.string()),
+        ]
+    )
+
+
+@dataclass(frozen=True)
+class HeadInfo(_AsDict):
+    """A saved Model A head: id, when it was made, its base CLIP model, its validation Avg-Cos (eq. 8) and the
+    ensemble alpha (eq. 6) chosen for it; `stale` is true when the store's model is no longer its base."""
+
+    id: str
+    created_at: str
+    folder: str
+    base_model: dict[str, Any]
+    validation_avg_cos: float
+    ensemble_alpha: float
+    knn: dict[str, Any]
+    vision_tuned: bool
+    stale: bool
+
+
+@dataclass(frozen=True)
+class HeadConfig:
+    """Everything needed to rebuild a head and use it (the content of config.json)."""
+
+    id: str
+    base_model: ModelIdentity
+    in_dim: int
+    out_dim: int
+    mix: float
+    vision_tuned: bool
+    ensemble_alpha: float
+    knn: KnnParams
+    hyper_parameters: dict[str, Any]
+    validation: dict[str, Any]
+    created_at: str
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {
+                "format": FORMAT_VERSION,
+                "id": self.id,
+                "base_model": self.base_model.to_dict(),
+                "architecture": {"in_dim": self.in_dim, "out_dim": self.out_dim, "mix": self.mix},
+                "vision_tuned": self.vision_tuned,
+                "ensemble_alpha": self.ensemble_alpha,
+                "knn": self.knn.to_dict(),
+                "hyper_parameters": self.hyper_parameters,
+                "validation": self.validation,
+                "created_at": self.created_at,
+            },
+            indent=2,
+            sort_keys=True,
+        )
+
+    @classmethod
+    def from_json(cls, text: str) -> "HeadConfig":
+        data = json.loads(text)
+        arch = data["architecture"]
+        return cls(
+            data["id"],
+            ModelIdentity.from_dict(data["base_model"]),
+            int(arch["in_dim"]),
+            int(arch["out_dim"]),
+            float(arch["mix"]),
+            bool(data["vision_tuned"]),
+            float(data["ensemble_alpha"]),
+            KnnParams.from_dict(data["knn"]),
+            dict(data.get("hyper_parameters", {})),
+            dict(data.get("validation", {})),
+            str(data.get("created_at", "")),
+        )
+
+
+def heads_folder(store_path: str) -> str:
+    return os.path.join(store_path, HEADS_FOLDER)
+
+
+def list_heads(db: "lancedb.DBConnection", store_path: str, store_model: ModelIdentity) -> list[HeadInfo]:
+    """Every recorded head, newest first."""
+    if not tables.table_exists(db, HEADS_TABLE):
+        return []
+    rows = tables.read_columns(db.open_table(HEADS_TABLE), heads_schema().names).to_pylist()
+    rows.sort(key=lambda row: (row["created_at"], row["id"]), reverse=True)
+    infos = []
+    for row in rows:
+        config = HeadConfig.from_json(row["config"])
+        infos.append(
+            HeadInfo(
+                row["id"],
+                row["created_at"].isoformat(),
+                os.path.join(store_path, row["folder"]),
+                config.base_model.to_dict(),
+                float(row["validation_avg_cos"]),
+                float(row["ensemble_alpha"]),
+                config.knn.to_dict(),
+                config.vision_tuned,
+                not config.base_model.same_vectors_as(store_model),
+            )
+        )
+    return infos
+
+
+def record_head(db: "lancedb.DBConnection", store_path: str, config: HeadConfig, folder: str) -> None:
+    """Make a saved head folder visible (the last step of saving a head)."""
+    import pyarrow as pa
+    from datetime import datetime
+
+    table = db.create_table(HEADS_TABLE, schema=heads_schema(), exist_ok=True)
+    row = {
+        "id": config.id,
+        "created_at": datetime.fromisoformat(config.created_at),
+        "folder": os.path.relpath(folder, store_path),
+        "base_model": config.base_model.to_json(),
+        "validation_avg_cos": float(config.validation.get("model_a", float("nan"))),
+        "ensemble_alpha": config.ensemble_alpha,
+        "config": config.to_json(),
+    }
+    table.add(pa.Table.from_pylist([row], schema=heads_schema()))
+
+
+def resolve_head(
+    db: "lancedb.DBConnection", store_path: str, store_model: ModelIdentity, head: str | os.PathLike[str]
+) -> str:
+    """The folder of a head given by id (or id prefix) in this store, or by the path of a head folder."""
+    candidate = os.path.expanduser(os.fspath(head))
+    if os.path.isdir(candidate):
+        return os.path.abspath(candidate)
+    matches = [info for info in list_heads(db, store_path, store_model) if info.id.startswith(str(head))]
+    if len(matches) == 1:
+        return matches[0].folder
+    if not matches:
+        raise HeadNotFoundError(
+            f"No Model A head {str(head)!r} in the store at {store_path}. List the heads with `clipstore heads`, "
+            "or pass the path of a head folder."
+        )
+    raise HeadNotFoundError(f"{str(head)!r} matches {len(matches)} heads; give more of the id.")
+
+
+def read_config(folder: str) -> HeadConfig:
+    path = os.path.join(folder, CONFIG_FILE)
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return HeadConfig.from_json(handle.read())
+    except FileNotFoundError as exc:
+        raise HeadNotFoundError(f"{folder} is not a Model A head folder (no {CONFIG_FILE}).") from exc
+    except (ValueError, KeyError, TypeError) as exc:
+        raise HeadNotFoundError(f"The head config {path} cannot be read ({exc}). Retrain with `clipstore train`.") from exc
+
+
+def check_base(config: HeadConfig, store_model: ModelIdentity, folder: str) -> None:
+    """Refuse a head trained on another CLIP encoder than the store's."""
+    if not config.base_model.same_vectors_as(store_model):
+        raise ModelMismatchError(
+            f"The Model A head {config.id} ({folder}) was trained on {config.base_model.spec} (weights "
+            f"{config.base_model.weights_label}), but this store's images are embedded with {store_model.spec} "
+            f"(weights {store_model.weights_label}). A head only works on its own base encoder: retrain it on "
+            "this store with `clipstore train`."
+        )

@@ -1,0 +1,160 @@
+"""Model B: weighted KNN fusion over the prompt bank (seed 001 eq. 4-5, seed 002's online stage).
+
+For a query image's CLIP embedding, the K bank prompts with the nearest CLIP text embeddings are retrieved;
+each neighbour i gets the weight of eq. 4,
+
+    Weight(i) = Coef / Distance(i) ** (Distance_Dim + delta)
+
+where Distance(i) is the Euclidean distance between the L2-normalised image and text embeddings
+(sqrt(2 - 2 cos)); the prediction is eq. 5, the weighted mean of the neighbours' all-MiniLM-L6-v2 embeddings,
+
+    Text_Emb = 1/K * sum_i Weight(i) * KNN_Text_Emb(i).
+
+Eq. 5's scale carries no meaning for a cosine metric; `predict` returns it L2-normalised so that it can be
+blended with Model A by eq. 6. A distance of exactly 0 is clamped to `MIN_DISTANCE` (the image *is* that text).
+Defaults were chosen on the render world's validation split (benchmarks/describe_eval.py, BENCHMARKS.md).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from . import tables
+from .results import _AsDict
+
+if TYPE_CHECKING:
+    import lancedb
+
+MIN_DISTANCE = 1e-6
+
+
+@dataclass(frozen=True)
+class KnnParams(_AsDict):
+    """Model B's parameters: K neighbours, Distance_Dim and delta (the exponent of eq. 4), Coef (its scale)."""
+
+    k: int = 20
+    distance_dim: float = 8.0
+    delta: float = 1e-3
+    coef: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.k < 1:
+            raise ValueError(f"k must be at least 1, not {self.k}")
+        if self.coef <= 0:
+            raise ValueError(f"coef must be positive, not {self.coef}")
+
+    def with_k(self, k: int | None) -> "KnnParams":
+        return self if k is None else replace(self, k=int(k))
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "KnnParams":
+        return cls(int(data["k"]), float(data["distance_dim"]), float(data["delta"]), float(data["coef"]))
+
+
+def knn_weights(distances: np.ndarray, params: KnnParams) -> np.ndarray:
+    """Eq. 4 for each distance (any shape): Coef / Distance ** (Distance_Dim + delta)."""
+    distances = np.maximum(np.asarray(distances, dtype=np.float64), MIN_DISTANCE)
+    return params.coef / distances ** (params.distance_dim + params.delta)
+
+
+def fuse(distances: np.ndarray, neighbour_embeddings: np.ndarray, params: KnnParams) -> np.ndarray:
+    """Eq. 5: (1/K) * sum_i Weight(i) * embedding_i, for distances (K,) and embeddings (K, D); not normalised.
+
+    Batched: distances (n, K) and embeddings (n, K, D) give (n, D).
+    """
+    distances = np.asarray(distances, dtype=np.float64)
+    embeddings = np.asarray(neighbour_embeddings, dtype=np.float64)
+    k = distances.shape[-1]
+    if k == 0:
+        return np.zeros(embeddings.shape[:-2] + embeddings.shape[-1:], dtype=np.float64)
+    return (knn_weights(distances, params)[..., None] * embeddings).sum(axis=-2) / k
+
+
+def predict(distances: np.ndarray, neighbour_embeddings: np.ndarray, params: KnnParams) -> np.ndarray:
+    """Model B's prediction: eq. 5, L2-normalised (rows, when batched).
+
+    Computed with weights relative to the nearest neighbour's, which gives eq. 5's direction exactly without
+    overflowing at large exponents (the job eq. 4's Coef does in the seed).
+    """
+    distances = np.asarray(distances, dtype=np.float64)
+    embeddings = np.asarray(neighbour_embeddings, dtype=np.float64)
+    nearest = np.maximum(distances.min(axis=-1, keepdims=True), MIN_DISTANCE) if distances.shape[-1] else 1.0
+    relative = (nearest / np.maximum(distances, MIN_DISTANCE)) ** (params.distance_dim + params.delta)
+    return _unit((relative[..., None] * embeddings).sum(axis=-2))
+
+
+def euclidean(cosines: np.ndarray) -> np.ndarray:
+    """Euclidean distance between unit vectors from their cosine: sqrt(2 - 2 cos)."""
+    return np.sqrt(np.maximum(2.0 - 2.0 * np.asarray(cosines, dtype=np.float64), 0.0))
+
+
+@dataclass(frozen=True)
+class Neighbours:
+    """The K retrieved bank prompts: ids, texts, Euclidean distances (K,) and MiniLM embeddings (K, 384)."""
+
+    ids: tuple[str, ...]
+    texts: tuple[str, ...]
+    distances: np.ndarray
+    minilm: np.ndarray
+
+
+def bank_neighbours(db: "lancedb.DBConnection", image_embedding: np.ndarray, k: int) -> Neighbours:
+    """The k bank prompts whose CLIP text embeddings are nearest the (unit) image embedding, via LanceDB.
+
+    The search is LanceDB's exact (flat) L2 search on `clip_embedding`, or its ANN index when one was built;
+    the distances used for eq. 4 are recomputed exactly from the returned embeddings.
+    """
+    table = db.open_table(tables.PROMPTS)
+    query = _unit(np.asarray(image_embedding, dtype=np.float32).reshape(-1)).astype(np.float32)
+    rows = (
+        table.search(query, vector_column_name="clip_embedding")
+        .distance_type("l2")
+        .select(["id", "text", "clip_embedding", "minilm_embedding"])
+        .limit(k)
+        .to_arrow()
+    )
+    if rows.num_rows == 0:
+        return Neighbours((), (), np.zeros(0), np.zeros((0, tables.MINILM_DIM), np.float32))
+    clip = _matrix(rows.column("clip_embedding"))
+    minilm = _matrix(rows.column("minilm_embedding"))
+    distances = euclidean(_unit(clip) @ query)
+    order = np.argsort(distances, kind="stable")
+    return Neighbours(
+        tuple(rows.column("id").to_pylist()[i] for i in order),
+        tuple(rows.column("text").to_pylist()[i] for i in order),
+        distances[order],
+        minilm[order],
+    )
+
+
+def matrix_neighbours(queries: np.ndarray, keys: np.ndarray, k: int, exclude: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Exact top-k by Euclidean distance of unit vectors, in memory: (indices (n, k), distances (n, k)).
+
+    Used by training and evaluation to retrieve for many images at once; `exclude` (len(keys),) bool masks
+    keys out (e.g. the held-out prompts, so evaluation never finds the answer in the bank).
+    """
+    scores = _unit(np.asarray(queries, np.float32)) @ _unit(np.asarray(keys, np.float32)).T
+    if exclude is not None and exclude.any():
+        scores[:, exclude] = -np.inf
+    k = min(k, int(len(keys) - (exclude.sum() if exclude is not None else 0)))
+    if k <= 0:
+        return np.zeros((len(queries), 0), np.int64), np.zeros((len(queries), 0))
+    top = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+    top_scores = np.take_along_axis(scores, top, axis=1)
+    order = np.argsort(-top_scores, axis=1, kind="stable")
+    top = np.take_along_axis(top, order, axis=1)
+    return top, euclidean(np.take_along_axis(scores, top, axis=1))
+
+
+def _matrix(column) -> np.ndarray:
+    flat = column.combine_chunks().flatten().to_numpy(zero_copy_only=False)
+    return np.asarray(flat, dtype=np.float32).reshape(len(column), -1)
+
+
+def _unit(vectors: np.ndarray) -> np.ndarray:
+    vectors = np.asarray(vectors)
+    norms = np.linalg.norm(vectors, axis=-1, keepdims=True)
+    return vectors / np.maximum(norms, 1e-12)

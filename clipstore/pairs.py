@@ -1,0 +1,102 @@
+"""The store's (image, prompt) pairs and their fixed train / validation / held-out split.
+
+Images that carry a prompt (read at ingest from generator metadata, a sidecar caption or a manifest) are the
+training data of Model A and the evaluation data of `clipstore eval`. Each image's split is a pure function of
+its id (the SHA-256 of its bytes), so it never changes as the store grows and a held-out image never leaks
+into training: about 80% train, 10% validation, 10% held-out (test).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from . import tables
+
+if TYPE_CHECKING:
+    import lancedb
+
+SPLITS = ("train", "validation", "test")
+_SPLIT_EDGES = (0.8, 0.9)
+
+
+@dataclass(frozen=True)
+class Pairs:
+    """(image, prompt) pairs: image ids, prompts, one readable path per image (None if none is readable),
+    the stored CLIP image embeddings (n, d), and each pair's split name."""
+
+    ids: tuple[str, ...]
+    prompts: tuple[str, ...]
+    paths: tuple[str | None, ...]
+    embeddings: np.ndarray
+    splits: tuple[str, ...]
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def subset(self, indices) -> "Pairs":
+        indices = [int(i) for i in indices]
+        return Pairs(
+            tuple(self.ids[i] for i in indices),
+            tuple(self.prompts[i] for i in indices),
+            tuple(self.paths[i] for i in indices),
+            self.embeddings[indices] if len(indices) else self.embeddings[:0],
+            tuple(self.splits[i] for i in indices),
+        )
+
+    def split(self, name: str) -> "Pairs":
+        """The pairs of one split ("train", "validation" or "test")."""
+        if name not in SPLITS:
+            raise ValueError(f"split must be one of {SPLITS}, not {name!r}")
+        return self.subset([i for i, s in enumerate(self.splits) if s == name])
+
+
+def split_of(image_id: str) -> str:
+    """The split of an image, from its id alone (stable across runs, machines and store growth)."""
+    digest = hashlib.sha256(b"clipstore-split:" + image_id.encode("ascii", "replace")).digest()
+    position = int.from_bytes(digest[:8], "big") / 2.0**64
+    if position < _SPLIT_EDGES[0]:
+        return "train"
+    return "validation" if position < _SPLIT_EDGES[1] else "test"
+
+
+def load_pairs(db: "lancedb.DBConnection") -> Pairs:
+    """Every stored image that carries a prompt, ordered by image id (deterministic)."""
+    images = db.open_table(tables.IMAGES)
+    if "prompt" not in images.schema.names:
+        return _empty(images)
+    data = images.search().where("prompt IS NOT NULL").select(["id", "prompt", "embedding"]).limit(None).to_arrow()
+    rows = [(i, p, n) for n, (i, p) in enumerate(zip(data.column("id").to_pylist(), data.column("prompt").to_pylist())) if p and p.strip()]
+    rows.sort()
+    if not rows:
+        return _empty(images)
+    dim = data.schema.field("embedding").type.list_size
+    flat = data.column("embedding").combine_chunks().flatten().to_numpy(zero_copy_only=False)
+    vectors = np.asarray(flat, dtype=np.float32).reshape(data.num_rows, dim)[[n for _, _, n in rows]]
+    paths: dict[str, list[str]] = {}
+    for row in tables.read_columns(db.open_table(tables.FILES), ["path", "image_id"]).to_pylist():
+        paths.setdefault(row["image_id"], []).append(row["path"])
+    ids = tuple(i for i, _, _ in rows)
+    return Pairs(
+        ids,
+        tuple(p.strip() for _, p, _ in rows),
+        tuple(_readable(sorted(paths.get(i, ()))) for i in ids),
+        vectors,
+        tuple(split_of(i) for i in ids),
+    )
+
+
+def _readable(paths: list[str]) -> str | None:
+    for path in paths:
+        if os.path.isfile(path) and os.access(path, os.R_OK):
+            return path
+    return None
+
+
+def _empty(images) -> Pairs:
+    dim = images.schema.field("embedding").type.list_size
+    return Pairs((), (), (), np.zeros((0, dim), np.float32), ())
