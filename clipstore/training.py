@@ -336,7 +336,7 @@ def fit_frozen_head(
             loss.backward()
             loop.optimizer.step()
             loop.scheduler.step()
-            losses.append(float(loss))
+            losses.append(loss.item())
             report("train", epoch * steps + step + 1, options.epochs * steps)
         return float(np.mean(losses))
 
@@ -415,7 +415,7 @@ def fit_tuned_tower(
             loss.backward()
             loop.optimizer.step()
             loop.scheduler.step()
-            losses.append(float(loss))
+            losses.append(loss.item())
             progress("train", epoch * steps + step + 1, options.epochs * steps)
         return float(np.mean(losses))
 
