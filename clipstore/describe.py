@@ -236,7 +236,7 @@ class Describer:
             self.store.db.open_table(tables.PROMPTS)
             .search(np.asarray(minilm_vector, np.float32), vector_column_name="minilm_embedding")
             .distance_type("cosine")
-            .select(["id", "text"])
+            .select(["id", "text", "_distance"])
             .limit(n)
             .to_arrow()
             .to_pylist()

@@ -36,7 +36,7 @@ class KnnParams(_AsDict):
     """Model B's parameters: K neighbours, Distance_Dim and delta (the exponent of eq. 4), Coef (its scale)."""
 
     k: int = 20
-    distance_dim: float = 8.0
+    distance_dim: float = 2.0
     delta: float = 1e-3
     coef: float = 1.0
 
@@ -112,7 +112,7 @@ def bank_neighbours(db: "lancedb.DBConnection", image_embedding: np.ndarray, k: 
     rows = (
         table.search(query, vector_column_name="clip_embedding")
         .distance_type("l2")
-        .select(["id", "text", "clip_embedding", "minilm_embedding"])
+        .select(["id", "text", "clip_embedding", "minilm_embedding", "_distance"])
         .limit(k)
         .to_arrow()
     )

@@ -31,3 +31,10 @@ def test_embedded_app_groups_exact_copies(tmp_path):
     assert "library: 9 photos (9 new, 1 unreadable)" in out
     assert out.count("look-alikes:") >= 2  # the two copies each group with their original
     assert "copy-of-" in out
+
+
+def test_describe_example_trains_and_describes(tmp_path):
+    out = _run(str(EXAMPLES / "describe_images.py"), "ex", "--n", "120", "--epochs", "3", "--show", "2", cwd=tmp_path)
+    assert "ingested 120 images; 120 carried a prompt" in out
+    assert "trained head" in out and "validation Avg-Cos model_a" in out
+    assert out.count("drawn from:") == 2 and out.count("described:") == 4 and ", alpha " in out
