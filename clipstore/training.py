@@ -196,17 +196,20 @@ def augmented_embeddings(store: "Store", pairs: Pairs, views: int, seed: int, pr
 # --- the training loop --------------------------------------------------------------------------------------
 
 
-class _Loop:
+class TrainingLoop:
     """Epochs of AdamW with warm-up + cosine decay, early stopping and per-epoch checkpoints."""
 
-    def __init__(self, model, options: TrainOptions, steps_per_epoch: int, checkpoint: str | None):
+    def __init__(self, model, options, steps_per_epoch: int, checkpoint: str | None, groups: list[dict] | None = None):
+        """`options` needs epochs, patience, warmup_fraction and weight_decay; `groups` are AdamW parameter
+        groups (default: Model A's head at lr_fc and its vision tower at lr_vision)."""
         import torch
 
         self.model = model
         self.options = options
-        groups = [{"params": model.head_parameters(), "lr": options.lr_fc}]
-        if model.vision_parameters():
-            groups.append({"params": model.vision_parameters(), "lr": options.lr_vision})
+        if groups is None:
+            groups = [{"params": model.head_parameters(), "lr": options.lr_fc}]
+            if model.vision_parameters():
+                groups.append({"params": model.vision_parameters(), "lr": options.lr_vision})
         self.optimizer = torch.optim.AdamW(groups, weight_decay=options.weight_decay)
         total = max(1, steps_per_epoch * options.epochs)
         warm = max(1, int(total * options.warmup_fraction))
@@ -262,7 +265,7 @@ class _Loop:
 
     def record(self, train_loss: float, validation_avg_cos: float) -> None:
         self.history.append(EpochStats(self.epoch, train_loss, 1.0 - validation_avg_cos, validation_avg_cos))
-        if validation_avg_cos > self.best + 1e-6:
+        if validation_avg_cos > self.best + 1e-6 or self.best_state is None:
             self.best, self.best_epoch, self.bad_epochs = validation_avg_cos, self.epoch, 0
             self.best_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
         else:
@@ -313,7 +316,7 @@ def fit_frozen_head(
     n, views, dim = inputs.shape
     model = ModelA(dim, targets.shape[1], options.mix, options.dropout)
     steps = math.ceil(n / options.batch_size)
-    loop = _Loop(model, options, steps, checkpoint)
+    loop = TrainingLoop(model, options, steps, checkpoint)
     loop.resume()
     x_all = torch.from_numpy(inputs)
     t_all = torch.from_numpy(target_variants if target_variants is not None else targets[:, None, :])
@@ -394,7 +397,7 @@ def fit_tuned_tower(
     targets_all = torch.from_numpy(targets_variants)
     n = len(keep)
     steps = math.ceil(n / options.batch_size)
-    loop = _Loop(model, options, steps, checkpoint)
+    loop = TrainingLoop(model, options, steps, checkpoint)
     loop.resume()
 
     def train_epoch(epoch: int) -> float:

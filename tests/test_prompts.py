@@ -120,7 +120,8 @@ def test_dedup_migration_cleans_an_existing_bank_and_records_the_threshold(store
     reopened = clipstore.connect(store_path)
     assert reopened.prompt_dedup_threshold() == 0.85
     assert [p.text for p in reopened.list_prompts()] == [RED, BLUE, OTHER]
-    assert reopened.migrations()[-1].name == "0003_prompt_dedup" and reopened.migrations()[-1].applied
+    dedup = [m for m in reopened.migrations() if m.name == "0003_prompt_dedup"]
+    assert len(dedup) == 1 and dedup[0].applied
 
 
 def test_positive_prompt_and_comfyui_parsing():
