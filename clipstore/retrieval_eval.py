@@ -1,0 +1,163 @@
+"""`clipstore eval --retrieval`: how well one embedding per image serves both searches (seed 003's benchmarks).
+
+For each encoder compared (the store's current model, and e.g. a fine-tuned one), on the held-out test split of
+the store's labelled images (labels from folders or a manifest, as for `clipstore finetune`):
+
+- image->image mAP@k and R@1: every image queries the others; same-label images are relevant;
+- text->image R@1 / R@10: every image's own prompt queries the held-out images; its image is the answer;
+- zero-shot classification accuracy: the label names rendered as text prompts (`template`, default
+  "a photo of a {label}"), nearest label text wins;
+- k-NN classification accuracy: the majority label of the k nearest *training-split* images.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Callable, Sequence
+
+import numpy as np
+
+from .errors import TrainingDataError
+from .results import _AsDict
+
+if TYPE_CHECKING:
+    from .encoders.clip import ClipEncoder
+    from .finetune import ImageSet
+    from .store import Store
+
+DEFAULT_TEMPLATE = "a photo of a {label}"
+
+
+@dataclass(frozen=True)
+class RetrievalRow(_AsDict):
+    """One encoder's scores (fractions in [0, 1]; NaN where the data does not allow a score)."""
+
+    model: str
+    image_map: float
+    image_r1: float
+    text_r1: float
+    text_r10: float
+    zero_shot_accuracy: float
+    knn_accuracy: float
+
+
+@dataclass(frozen=True)
+class RetrievalReport(_AsDict):
+    rows: tuple[RetrievalRow, ...]
+    k: int
+    images: int
+    queries_with_prompts: int
+    classes: int
+    template: str
+    notes: tuple[str, ...] = field(default_factory=tuple)
+
+
+def image_retrieval(embeddings: np.ndarray, labels: Sequence, k: int) -> tuple[float, float]:
+    """mAP@k and R@1 of every image against all the others (same label = relevant)."""
+    from .finetune import map_at_k
+
+    return map_at_k(np.asarray(embeddings, np.float32), list(labels), k)
+
+
+def text_to_image(image_embeddings: np.ndarray, text_embeddings: np.ndarray, answers: np.ndarray) -> tuple[float, float]:
+    """R@1 and R@10 of text queries whose correct image is `answers[i]`."""
+    if not len(text_embeddings):
+        return float("nan"), float("nan")
+    scores = text_embeddings @ image_embeddings.T
+    rank = (scores > scores[np.arange(len(answers)), answers][:, None]).sum(axis=1)
+    return float(np.mean(rank < 1)), float(np.mean(rank < 10))
+
+
+def zero_shot_accuracy(image_embeddings: np.ndarray, labels: Sequence[str], label_embeddings: np.ndarray, names: Sequence[str]) -> float:
+    predicted = np.argmax(image_embeddings @ label_embeddings.T, axis=1)
+    return float(np.mean([names[p] == label for p, label in zip(predicted, labels)]))
+
+
+def knn_accuracy(query: np.ndarray, query_labels: Sequence[str], gallery: np.ndarray, gallery_labels: Sequence[str], k: int) -> float:
+    """Majority vote of the k nearest gallery images (ties: the nearest of the tied labels)."""
+    if not len(gallery):
+        return float("nan")
+    k = min(k, len(gallery))
+    top = np.argsort(-(query @ gallery.T), axis=1, kind="stable")[:, :k]
+    correct = 0
+    for row, neighbours in enumerate(top):
+        votes = Counter(gallery_labels[j] for j in neighbours)
+        best = max(votes.values())
+        winner = next(gallery_labels[j] for j in neighbours if votes[gallery_labels[j]] == best)
+        correct += winner == query_labels[row]
+    return float(correct / len(top))
+
+
+def evaluate_retrieval(
+    store: "Store",
+    encoders: Sequence[tuple[str, "ClipEncoder"]],
+    images: "ImageSet",
+    *,
+    k: int = 10,
+    template: str = DEFAULT_TEMPLATE,
+    progress: Callable[[str, int, int], None] | None = None,
+) -> RetrievalReport:
+    """Score each (name, encoder) on the held-out labelled images of `images`; see the module docstring."""
+    from .training import _decode
+
+    test = [int(r) for r in images.rows("test") if images.labels[r] is not None]
+    train = [int(r) for r in images.rows("train") if images.labels[r] is not None]
+    if len({images.labels[r] for r in test}) < 2:
+        raise TrainingDataError(
+            "Retrieval evaluation needs labelled held-out images of at least 2 classes (labels from "
+            "--labels-from-folders or --label-manifest; about 10% of the images are held out)."
+        )
+    report = progress or (lambda stage, done, total: None)
+    rows = test + train
+    decoded = []
+    for done, r in enumerate(rows, start=1):
+        decoded.append(_decode(store, images.paths[r], 4096))
+        report("load", done, len(rows))
+    keep = [i for i, image in enumerate(decoded) if image is not None]
+    rows = [rows[i] for i in keep]
+    decoded = [decoded[i] for i in keep]
+    n_test = sum(1 for r in rows if r in set(test))
+    labels = [images.labels[r] for r in rows]
+    names = sorted({label for label in labels})
+    prompted = [i for i in range(n_test) if images.prompts[rows[i]]]
+    results = []
+    for step, (name, encoder) in enumerate(encoders, start=1):
+        vectors = encoder.encode_images(decoded)
+        test_vectors, train_vectors = vectors[:n_test], vectors[n_test:]
+        mean_ap, r1 = image_retrieval(test_vectors, labels[:n_test], k)
+        text_vectors = encoder.encode_texts([images.prompts[rows[i]] for i in prompted]) if prompted else np.zeros((0, vectors.shape[1]))
+        t1, t10 = text_to_image(test_vectors, text_vectors, np.array(prompted, dtype=np.int64))
+        label_vectors = encoder.encode_texts([template.format(label=label) for label in names])
+        zero_shot = zero_shot_accuracy(test_vectors, labels[:n_test], label_vectors, names)
+        knn = knn_accuracy(test_vectors, labels[:n_test], train_vectors, labels[n_test:], k)
+        results.append(RetrievalRow(name, *(round(x, 6) for x in (mean_ap, r1, t1, t10, zero_shot, knn))))
+        report("evaluate", step, len(encoders))
+    return RetrievalReport(tuple(results), k, n_test, len(prompted), len(names), template)
+
+
+def load_encoder(identity, *, device=None, precision="auto") -> "ClipEncoder":
+    from .encoders.clip import load_clip_encoder
+
+    return load_clip_encoder(identity, device=device, precision=precision)
+
+
+def finetuned_models(store_path: str) -> list[dict]:
+    """The fine-tuned models saved in a store (their config.json contents plus `folder`), newest first."""
+    import json
+
+    from .finetune import MODELS_FOLDER
+
+    root = os.path.join(store_path, MODELS_FOLDER)
+    found = []
+    if os.path.isdir(root):
+        for name in sorted(os.listdir(root)):
+            config = os.path.join(root, name, "config.json")
+            if not name.startswith(".") and not name.endswith(".partial") and os.path.isfile(config):
+                with open(config, encoding="utf-8") as handle:
+                    data = json.load(handle)
+                data["folder"] = os.path.join(root, name)
+                found.append(data)
+    found.sort(key=lambda data: data.get("created_at", ""), reverse=True)
+    return found
