@@ -50,6 +50,7 @@ class Store:
         self._device = device
         self._precision = precision
         self._searcher = ImageSearcher(db)
+        self._describers: dict = {}
 
     def __repr__(self) -> str:
         return f"Store({self.path!r}, model={self.model.spec!r})"
@@ -200,10 +201,19 @@ class Store:
         return list_heads(self.db, self.path, self.model)
 
     def describer(self, *, head: "str | os.PathLike[str] | None" = None, use_images: bool = False) -> "Describer":
-        """A reusable describer (loads the head once); `describe` makes one per call."""
+        """A describer for this store's current bank and heads (loads the head once; reused by `describe`
+        until a table changes)."""
         from .describe import Describer
+        from .heads import HEADS_TABLE
 
-        return Describer(self, head=head, use_images=use_images)
+        names = tables.table_names(self.db)
+        versions = tuple(self.db.open_table(n).version if n in names else -1 for n in (HEADS_TABLE, tables.PROMPTS, tables.IMAGES))
+        key = (os.fspath(head) if head is not None else None, use_images, versions, self.model.to_json())
+        cached = self._describers.get(key)
+        if cached is None:
+            cached = Describer(self, head=head, use_images=use_images)
+            self._describers = {key: cached}  # keep one: a new table version makes the old one stale
+        return cached
 
     def describe(
         self,
