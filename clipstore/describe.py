@@ -114,7 +114,7 @@ class Describer:
                 self.notes.append("No trained Model A in this store: describing with Model B alone (train one with `clipstore train`).")
         self.knn = self._config.knn if self._config else KnnParams()
         self.alpha = self._config.ensemble_alpha if self._config else 0.0
-        self._bank_size = store.db.open_table(tables.PROMPTS).count_rows() if tables.table_exists(store.db, tables.PROMPTS) else 0
+        self._bank_size = tables.open_prompts(store.db).count_rows() if tables.has_prompts(store.db) else 0
         if self._bank_size == 0 and self._config is None:
             raise NothingToDescribeWithError(
                 "The prompt bank is empty and no Model A is trained, so there is nothing to describe with. Add "
@@ -233,7 +233,7 @@ class Describer:
         if not self._bank_size or n <= 0:
             return []
         rows = (
-            self.store.db.open_table(tables.PROMPTS)
+            tables.open_prompts(self.store.db)
             .search(np.asarray(minilm_vector, np.float32), vector_column_name="minilm_embedding")
             .distance_type("cosine")
             .select(["id", "text", "_distance"])

@@ -137,7 +137,7 @@ def load_images(store: "Store", options: FinetuneOptions) -> ImageSet:
     """Every stored image with a readable file, its own prompt, its label (if asked for) and split."""
     from .pairs import _readable, split_of
 
-    images = store.db.open_table(tables.IMAGES)
+    images = tables.open_images(store.db)
     columns = ["id", "embedding"] + (["prompt"] if "prompt" in images.schema.names else [])
     data = tables.read_columns(images, columns)
     paths: dict[str, list[str]] = {}

@@ -104,7 +104,7 @@ class FolderIngest:
         self.exclude = exclude
         self.options = options
         self.progress = progress or (lambda done, total: None)
-        self.images = db.open_table(tables.IMAGES)
+        self.images = tables.open_images(db)
         self.files = db.open_table(tables.FILES)
         self._encoder_factory = encoder_factory
         self._manifest_prompts = manifest_prompts or {}

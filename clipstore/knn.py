@@ -107,7 +107,7 @@ def bank_neighbours(db: "lancedb.DBConnection", image_embedding: np.ndarray, k: 
     The search is LanceDB's exact (flat) L2 search on `clip_embedding`, or its ANN index when one was built;
     the distances used for eq. 4 are recomputed exactly from the returned embeddings.
     """
-    table = db.open_table(tables.PROMPTS)
+    table = tables.open_prompts(db)
     query = _unit(np.asarray(image_embedding, dtype=np.float32).reshape(-1)).astype(np.float32)
     rows = (
         table.search(query, vector_column_name="clip_embedding")

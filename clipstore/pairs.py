@@ -66,7 +66,7 @@ def split_of(image_id: str) -> str:
 
 def load_pairs(db: "lancedb.DBConnection") -> Pairs:
     """Every stored image that carries a prompt, ordered by image id (deterministic)."""
-    images = db.open_table(tables.IMAGES)
+    images = tables.open_images(db)
     if "prompt" not in images.schema.names:
         return _empty(images)
     data = images.search().where("prompt IS NOT NULL").select(["id", "prompt", "embedding"]).limit(None).to_arrow()

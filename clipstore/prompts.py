@@ -81,7 +81,7 @@ def dedup_threshold(db: "lancedb.DBConnection") -> float | None:
 
 def load_bank(db: "lancedb.DBConnection") -> tuple[list[str], list[str], np.ndarray]:
     """Ids, texts and MiniLM embeddings (m, 384) of every kept prompt, in insertion order."""
-    data = tables.read_columns(db.open_table(tables.PROMPTS), ["id", "seq", "text", "minilm_embedding"])
+    data = tables.read_columns(tables.open_prompts(db), ["id", "seq", "text", "minilm_embedding"])
     order = np.argsort(data.column("seq").to_numpy(), kind="stable")
     data = data.take(order)
     flat = data.column("minilm_embedding").combine_chunks().flatten().to_numpy(zero_copy_only=False)
@@ -97,7 +97,7 @@ def dedup_existing_prompts(db: "lancedb.DBConnection", threshold: float) -> int:
     result = deduplicate(vectors, None, threshold)
     rejected = [ids[i] for i in np.flatnonzero(~result.accepted)]
     if rejected:
-        tables.delete_where_in(db.open_table(tables.PROMPTS), "id", rejected)
+        tables.delete_where_in(tables.open_prompts(db), "id", rejected)
     return len(rejected)
 
 
@@ -116,7 +116,7 @@ class PromptBank:
 
     @property
     def table(self):
-        return self.db.open_table(tables.PROMPTS)
+        return tables.open_prompts(self.db)
 
     def add(
         self,

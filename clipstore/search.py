@@ -22,13 +22,13 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class Snapshot:
-    """The searchable state at one (images, files) table version pair.
+    """The searchable state at one (images table, its version, files version) triple.
 
     ids (n,) and vectors (n, d): every image row, L2-normalised; paths_by_id: each image's sorted paths;
     linked (n,) bool: whether an image has any path (rows of an interrupted ingest may not yet).
     """
 
-    versions: tuple[int, int]
+    versions: tuple[str, int, int]
     ids: np.ndarray
     vectors: np.ndarray
     paths_by_id: dict[str, list[str]]
@@ -76,9 +76,9 @@ class ImageSearcher:
         return hits
 
     def _current(self) -> Snapshot:
-        images = self._db.open_table(tables.IMAGES)
+        images = tables.open_images(self._db)
         files = self._db.open_table(tables.FILES)
-        versions = (images.version, files.version)
+        versions = (images.name, images.version, files.version)
         if self._snapshot is None or self._snapshot.versions != versions:
             data = tables.read_columns(images, ["id", "embedding"])
             ids = np.asarray(data.column("id").to_pylist(), dtype=object)

@@ -46,11 +46,24 @@ class Store:
     def __init__(self, path: str, db: "lancedb.DBConnection", model: ModelIdentity, *, device: str | None, precision: str):
         self.path = path
         self.db = db
-        self.model = model
+        self._model = model
+        self._model_table = tables.active_tables(db)["images"]
         self._device = device
         self._precision = precision
         self._searcher = ImageSearcher(db)
         self._describers: dict = {}
+
+    @property
+    def model(self) -> ModelIdentity:
+        """The identity of the model that made the store's current vectors (follows a re-embed switch made by
+        this or another process)."""
+        current = tables.active_tables(self.db)["images"]
+        if current != self._model_table:
+            stored = tables.stored_model(self.db.open_table(current))
+            if stored is not None:
+                self._model = stored
+            self._model_table = current
+        return self._model
 
     def __repr__(self) -> str:
         return f"Store({self.path!r}, model={self.model.spec!r})"
@@ -207,7 +220,8 @@ class Store:
         from .heads import HEADS_TABLE
 
         names = tables.table_names(self.db)
-        versions = tuple(self.db.open_table(n).version if n in names else -1 for n in (HEADS_TABLE, tables.PROMPTS, tables.IMAGES))
+        active = tables.active_tables(self.db)
+        versions = tuple(self.db.open_table(n).version if n in names else -1 for n in (HEADS_TABLE, active["prompts"], active["images"]))
         key = (os.fspath(head) if head is not None else None, use_images, versions, self.model.to_json())
         cached = self._describers.get(key)
         if cached is None:
@@ -298,7 +312,7 @@ class Store:
 
     def count_images(self) -> int:
         """Number of distinct images (distinct contents) in the store."""
-        return self.db.open_table(tables.IMAGES).count_rows()
+        return tables.open_images(self.db).count_rows()
 
     def count_files(self) -> int:
         """Number of file paths recorded in the store."""
@@ -310,7 +324,7 @@ class Store:
 
     def info(self) -> StoreInfo:
         """Where the store is, how many images and files it holds, its model and its migrations."""
-        has_bank = tables.table_exists(self.db, tables.PROMPTS)
+        has_bank = tables.has_prompts(self.db)
         return StoreInfo(
             self.path,
             self.count_images(),
@@ -386,7 +400,7 @@ def _only_clipstore_entries(path: str) -> bool:
 
 def _store_model(db: "lancedb.DBConnection", store_path: str, requested: ModelIdentity | None) -> ModelIdentity:
     """The model identity of the store; checks a requested model against it."""
-    stored = tables.stored_model(db.open_table(tables.IMAGES)) if tables.table_exists(db, tables.IMAGES) else None
+    stored = tables.stored_model(tables.open_images(db)) if tables.table_exists(db, tables.active_tables(db)["images"]) else None
     if stored is None:
         return requested or resolve_model(DEFAULT_MODEL)
     if requested is None:
@@ -406,7 +420,8 @@ def _store_model(db: "lancedb.DBConnection", store_path: str, requested: ModelId
 def _holds_no_vectors(db: "lancedb.DBConnection") -> bool:
     """No image, file or prompt rows: nothing made by the store's model yet."""
     names = tables.table_names(db)
-    return all(db.open_table(name).count_rows() == 0 for name in (tables.IMAGES, tables.FILES, tables.PROMPTS) if name in names)
+    active = tables.active_tables(db)
+    return all(db.open_table(name).count_rows() == 0 for name in (active["images"], tables.FILES, active["prompts"]) if name in names)
 
 
 def _switch_empty_store_model(db: "lancedb.DBConnection", store_path: str, model: ModelIdentity) -> ModelIdentity:
@@ -415,9 +430,10 @@ def _switch_empty_store_model(db: "lancedb.DBConnection", store_path: str, model
 
     with write_lock(store_path):
         if _holds_no_vectors(db):
-            db.drop_table(tables.IMAGES)
-            db.create_table(tables.IMAGES, schema=tables.images_schema(model))
-            if tables.table_exists(db, tables.PROMPTS):
-                db.drop_table(tables.PROMPTS)
-                db.create_table(tables.PROMPTS, schema=tables.prompts_schema(model))
+            active = tables.active_tables(db)
+            db.drop_table(active["images"])
+            db.create_table(active["images"], schema=tables.images_schema(model))
+            if tables.table_exists(db, active["prompts"]):
+                db.drop_table(active["prompts"])
+                db.create_table(active["prompts"], schema=tables.prompts_schema(model))
     return _store_model(db, store_path, model)

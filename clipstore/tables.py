@@ -73,6 +73,39 @@ def prompts_schema(model: ModelIdentity) -> "pa.Schema":
     )
 
 
+ACTIVE_SETTING = "active_tables"
+
+
+def active_tables(db: "lancedb.DBConnection") -> dict[str, str]:
+    """The names of the tables that hold the store's current vectors: {"images": ..., "prompts": ...}.
+
+    They are `images` and `prompts` until a re-embed switches the store to another model's tables (see
+    `clipstore.reembed`); the switch is one write of this setting, so readers see either the old tables or
+    the new ones, never a mix.
+    """
+    import json
+
+    value = read_setting(db, ACTIVE_SETTING)
+    names = {"images": IMAGES, "prompts": PROMPTS}
+    if value:
+        names.update(json.loads(value))
+    return names
+
+
+def open_images(db: "lancedb.DBConnection") -> "lancedb.table.Table":
+    """The store's current images table."""
+    return db.open_table(active_tables(db)["images"])
+
+
+def open_prompts(db: "lancedb.DBConnection") -> "lancedb.table.Table":
+    """The store's current prompt bank table."""
+    return db.open_table(active_tables(db)["prompts"])
+
+
+def has_prompts(db: "lancedb.DBConnection") -> bool:
+    return active_tables(db)["prompts"] in table_names(db)
+
+
 def settings_schema() -> "pa.Schema":
     import pyarrow as pa
 

@@ -458,7 +458,7 @@ class BankView:
 
 def bank_view(store: "Store", hide_prompts: list[str]) -> BankView:
     ids, texts, minilm = load_bank(store.db)
-    data = tables.read_columns(store.db.open_table(tables.PROMPTS), ["id", "clip_embedding"])
+    data = tables.read_columns(tables.open_prompts(store.db), ["id", "clip_embedding"])
     position = {pid: i for i, pid in enumerate(data.column("id").to_pylist())}
     flat = data.column("clip_embedding").combine_chunks().flatten().to_numpy(zero_copy_only=False)
     clip_all = np.asarray(flat, np.float32).reshape(data.num_rows, -1) if data.num_rows else np.zeros((0, store.model.embed_dim), np.float32)
