@@ -25,6 +25,8 @@ if TYPE_CHECKING:
 
     from .describe import DescribedFile, Describer, Description
     from .evaluation import EvalReport
+    from .finetune import FinetuneOptions, FinetuneReport
+    from .reembed import ReembedReport, RollbackReport
     from .heads import HeadInfo
     from .results import FileFailure
     from .training import TrainOptions, TrainReport
@@ -287,6 +289,67 @@ class Store:
             records = sorted(read_prompt_manifest(pairs).items())
             held_out = external_pairs(self, records, progress)
         return evaluate(self, pairs=held_out, head=head, ablation=DEFAULT_ABLATION if ablation is None else ablation, progress=progress)
+
+    # --- fine-tuning the encoder and switching the store's vectors ------------------------------------------
+
+    def finetune(self, options: "FinetuneOptions | None" = None, *, apply: bool = False, progress=None, **overrides) -> "FinetuneReport":
+        """Fine-tune the store's CLIP model for image retrieval while keeping it aligned with text (seed 003;
+        `method="mcip"` or `"2sft"`, see `clipstore.finetune`) and save it in the store under `models/<id>/`.
+
+        With `apply=True` the store is then re-embedded with it and switched (see `reembed`).
+        """
+        from dataclasses import replace
+
+        from .finetune import FinetuneOptions, finetune
+        from .locking import write_lock
+
+        options = replace(options or FinetuneOptions(), **overrides)
+        with write_lock(self.path):
+            report = finetune(self, options, progress)
+        if apply:
+            self.reembed(report.folder, progress=progress)
+        return report
+
+    def finetuned_models(self) -> list[dict]:
+        """The fine-tuned models saved in this store (their configs, with `folder`), newest first."""
+        from .retrieval_eval import finetuned_models
+
+        return finetuned_models(self.path)
+
+    def reembed(self, model: str, *, drop_missing: bool = False, batch_size: int = 32, progress=None) -> "ReembedReport":
+        """Re-embed every image with `model` and switch the store to it atomically (see `clipstore.reembed`).
+
+        model: a model spec (`ARCH:TAG`, `ARCH:/path/to/checkpoint`, ...), or a fine-tuned model of this store
+        (its id, id prefix or folder). Searches keep using the current vectors until the switch; an
+        interrupted run resumes. The prompt bank's CLIP text embeddings are kept when the new model's text
+        encoder is the current one's (an MCIP fine-tune) and re-embedded otherwise.
+        """
+        from .locking import write_lock
+        from .reembed import reembed
+
+        target, text_changed = self._resolve_switch_target(model)
+        with write_lock(self.path):
+            return reembed(self, target, text_changed=text_changed, drop_missing=drop_missing, batch_size=batch_size, progress=progress)
+
+    def rollback(self) -> "RollbackReport":
+        """Undo the last model switch: the previous model, its vectors and the file rows as they were then."""
+        from .locking import write_lock
+        from .reembed import rollback
+
+        with write_lock(self.path):
+            return rollback(self)
+
+    def _resolve_switch_target(self, model: str) -> "tuple[ModelIdentity, bool]":
+        from .finetune import finetuned_identity
+
+        for config in self.finetuned_models():
+            folder = config["folder"]
+            if model in (config.get("id"), folder) or (len(model) >= 6 and str(config.get("id", "")).startswith(model)) or os.path.abspath(os.path.expanduser(model)) == folder:
+                parent = ModelIdentity.from_dict(config["parent"])
+                identity = finetuned_identity(parent, os.path.join(folder, "model.safetensors"))
+                keeps_text = not config.get("text_encoder_changed", True) and parent.same_vectors_as(self.model)
+                return identity, not keeps_text
+        return resolve_model(model), True
 
     def search_text(self, text: str, k: int = 10, *, path_prefix: str | None = None) -> list[SearchHit]:
         """The k images best matching a text query, best first, scored by cosine similarity."""
