@@ -82,6 +82,8 @@ def main() -> None:
     clipstore train                        train Model A on images that carry prompts
     clipstore describe IMAGE               the prompts that best explain an image
     clipstore eval                         Avg-Cos of zero-shot, Model A, Model B, ensemble
+    clipstore finetune                     one embedding for image->image and text->image (MCIP)
+    clipstore reembed --model ID           switch the store to another model, atomically
     """
 
 
@@ -456,12 +458,34 @@ def describe(image, store_path, model, k, alpha, top, head, with_images, out, qu
 @_store_options
 @click.option("--pairs", type=click.Path(dir_okay=False), help="Held-out (path, prompt) manifest (CSV/TSV/JSONL) [default: the store's test split].")
 @click.option("--head", help="Model A head id (prefix) or folder [default: the newest].")
+@click.option("--retrieval", is_flag=True, help="Retrieval benchmarks instead: image->image, text->image, zero-shot, k-NN.")
+@click.option("--compare", multiple=True, metavar="SPEC|ID", help="With --retrieval: models to score beside the store's [default: its newest fine-tuned model].")
+@click.option("--labels-from-folders", is_flag=True, help="With --retrieval: class label = folder name.")
+@click.option("--label-manifest", type=click.Path(dir_okay=False), help="With --retrieval: CSV/TSV/JSONL with path and label.")
+@click.option("--label-field", default="label", show_default=True)
+@click.option("--template", help='With --retrieval: zero-shot prompt template [default: "a photo of a {label}"].')
+@click.option("-k", "k", type=click.IntRange(1), default=10, show_default=True, help="With --retrieval: mAP@k and k-NN k.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 @_json_option
 @_friendly_errors
-def eval_(store_path, model, pairs, head, quiet, as_json) -> None:
-    """Avg-Cos (eq. 8) of zero-shot CLIP, the data-filter ablation, Model A, Model B and the ensemble."""
+def eval_(store_path, model, pairs, head, retrieval, compare, labels_from_folders, label_manifest, label_field, template, k, quiet, as_json) -> None:
+    """Avg-Cos (eq. 8) of zero-shot CLIP, the data-filter ablation, Model A, Model B and the ensemble
+    (or, with --retrieval, the retrieval benchmarks of the store's model beside fine-tuned ones)."""
     store = clipstore.connect(store_path, model=model, create=False)
+    if retrieval:
+        with _StageBar(enabled=not quiet and sys.stderr.isatty()) as bar:
+            result = store.evaluate_retrieval(
+                models=list(compare) or None, labels_from_folders=labels_from_folders, label_manifest=label_manifest,
+                label_field=label_field, k=k, template=template, progress=bar.update,
+            )
+        if as_json:
+            _print_json(result.to_dict())
+            return
+        click.echo(f"{result.images} held-out labelled images, {result.classes} classes, {result.queries_with_prompts} text queries")
+        click.echo(f"{'model':48s} mAP@{k:<3d} i2i R@1  t2i R@1  t2i R@10  zero-shot  k-NN")
+        for row in result.rows:
+            click.echo(f"{row.model[:48]:48s} {row.image_map:7.4f} {row.image_r1:8.4f} {row.text_r1:8.4f} {row.text_r10:9.4f} {row.zero_shot_accuracy:10.4f} {row.knn_accuracy:6.4f}")
+        return
     with _StageBar(enabled=not quiet and sys.stderr.isatty()) as bar:
         report = store.evaluate(pairs=pairs, head=head, progress=bar.update)
     if as_json:
@@ -473,6 +497,97 @@ def eval_(store_path, model, pairs, head, quiet, as_json) -> None:
         click.echo(f"  {row.name:{width}s}  {row.avg_cos:.4f}")
     for note in report.notes:
         click.echo(f"Note: {note}", err=True)
+
+
+@main.command()
+@_store_options
+@click.option("--method", type=click.Choice(["mcip", "2sft"]), default="mcip", show_default=True)
+@click.option("--epochs", type=click.IntRange(1), default=10, show_default=True)
+@click.option("--batch-size", type=click.IntRange(2), default=64, show_default=True)
+@click.option("--lr-backbone", type=click.FloatRange(min=0), default=1e-5, show_default=True, help="Vision transformer blocks.")
+@click.option("--lr-head", type=click.FloatRange(min=0), default=1e-4, show_default=True, help="Vision projection and margin centres.")
+@click.option("--lr-text", type=click.FloatRange(min=0), default=1e-5, show_default=True, help="Text encoder (2SFT re-alignment).")
+@click.option("--realign-epochs", type=click.IntRange(1), default=5, show_default=True, help="2SFT stage 2 epochs.")
+@click.option("--captions", type=click.IntRange(0), default=5, show_default=True, help="Pseudo-captions per image from the bank.")
+@click.option("--caption-threshold", type=float, help="Minimum CLIP similarity of a pseudo-caption [default: none].")
+@click.option("--margin", type=click.FloatRange(0, 1), default=0.2, show_default=True, help="ArcMargin angular margin.")
+@click.option("--scale", type=click.FloatRange(min=1), default=30.0, show_default=True, help="ArcMargin logit scale.")
+@click.option("--lambda-captions", type=click.FloatRange(min=0), default=0.5, show_default=True)
+@click.option("--lambda-labels", type=click.FloatRange(min=0), default=0.5, show_default=True)
+@click.option("--labels-from-folders", is_flag=True, help="Class label of an image = the name of its folder.")
+@click.option("--label-manifest", type=click.Path(dir_okay=False), help="CSV/TSV/JSONL with path and a label field.")
+@click.option("--label-field", default="label", show_default=True, help="Label field of the manifest (dotted for nested JSON).")
+@click.option("--no-augment", is_flag=True, help="No image rotations, crops and flips.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--apply", is_flag=True, help="Re-embed the store with the result and switch to it.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+@_json_option
+@_friendly_errors
+def finetune(store_path, model, method, epochs, batch_size, lr_backbone, lr_head, lr_text, realign_epochs, captions,
+             caption_threshold, margin, scale, lambda_captions, lambda_labels, labels_from_folders, label_manifest,
+             label_field, no_augment, seed, apply, quiet, as_json) -> None:
+    """Fine-tune the image encoder for image->image search, keeping text alignment (MCIP or 2SFT).
+
+    The fine-tuned model is saved in the store; `clipstore reembed --model ID` (or --apply) switches to it.
+    """
+    from clipstore.finetune import FinetuneOptions
+
+    options = FinetuneOptions(
+        method=method, epochs=epochs, batch_size=batch_size, lr_backbone=lr_backbone, lr_head=lr_head, lr_text=lr_text,
+        realign_epochs=realign_epochs, captions=captions, caption_threshold=caption_threshold, margin=margin,
+        scale=scale, lambda_captions=lambda_captions, lambda_labels=lambda_labels,
+        labels_from_folders=labels_from_folders, label_manifest=label_manifest, label_field=label_field,
+        augment=not no_augment, seed=seed,
+    )
+    store = clipstore.connect(store_path, model=model, create=False)
+    with _StageBar(enabled=not quiet and sys.stderr.isatty()) as bar:
+        report = store.finetune(options, apply=apply, progress=bar.update)
+    if as_json:
+        _print_json(report.to_dict())
+        return
+    click.echo(f"Fine-tuned model {report.model_id} ({report.method}) saved in {report.folder}")
+    click.echo(f"  images: {report.train_images} train, {report.validation_images} validation; {report.classes} classes; "
+               f"{report.captions_per_image:.1f} pseudo-captions per image")
+    click.echo(f"  {report.validation_metric}: {report.validation_before:.4f} -> {report.validation_after:.4f}")
+    if not apply:
+        click.echo(f"Switch the store to it with: clipstore reembed --model {report.model_id}")
+
+
+@main.command()
+@click.option("--store", "store_path", envvar=STORE_ENV, metavar="PATH", help=f"Store folder (default: ${STORE_ENV}).")
+@click.option("--model", "target", required=True, metavar="SPEC|ID",
+              help="The new model: a fine-tuned model of this store (id or folder) or a model spec (ARCH:TAG, ARCH:/path).")
+@click.option("--drop-missing", is_flag=True, help="Leave out images whose files can no longer be read.")
+@click.option("--batch-size", type=click.IntRange(1), default=32, show_default=True)
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+@_json_option
+@_friendly_errors
+def reembed(store_path, target, drop_missing, batch_size, quiet, as_json) -> None:
+    """Re-embed every image with another model and switch to it atomically (resumable; see rollback)."""
+    store = clipstore.connect(store_path, create=False)
+    with _StageBar(enabled=not quiet and sys.stderr.isatty()) as bar:
+        report = store.reembed(target, drop_missing=drop_missing, batch_size=batch_size, progress=bar.update)
+    if as_json:
+        _print_json(report.to_dict())
+        return
+    click.echo(f"Switched the store from {report.previous_model} to {report.model}: {report.images} images "
+               f"({report.embedded} embedded now, {report.resumed} in an earlier run), {report.prompts_embedded} prompts re-embedded")
+    for failure in report.dropped:
+        click.echo(f"  dropped: {failure.path}: {failure.reason}")
+    click.echo("Undo with: clipstore rollback")
+
+
+@main.command()
+@click.option("--store", "store_path", envvar=STORE_ENV, metavar="PATH", help=f"Store folder (default: ${STORE_ENV}).")
+@_json_option
+@_friendly_errors
+def rollback(store_path, as_json) -> None:
+    """Undo the last model switch (re-embed): the previous model, vectors and file rows come back."""
+    report = clipstore.connect(store_path, create=False).rollback()
+    if as_json:
+        _print_json(report.to_dict())
+    else:
+        click.echo(f"Rolled back from {report.previous_model} to {report.model} (files table version {report.files_version}, tag {report.tag})")
 
 
 class _StageBar:

@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from .evaluation import EvalReport
     from .finetune import FinetuneOptions, FinetuneReport
     from .reembed import ReembedReport, RollbackReport
+    from .retrieval_eval import RetrievalReport
     from .heads import HeadInfo
     from .results import FileFailure
     from .training import TrainOptions, TrainReport
@@ -338,6 +339,35 @@ class Store:
 
         with write_lock(self.path):
             return rollback(self)
+
+    def evaluate_retrieval(
+        self,
+        *,
+        models: "list[str] | None" = None,
+        labels_from_folders: bool = False,
+        label_manifest: "str | None" = None,
+        label_field: str = "label",
+        k: int = 10,
+        template: str | None = None,
+        progress=None,
+    ) -> "RetrievalReport":
+        """Image->image mAP@k / R@1, text->image R@1 / R@10, zero-shot and k-NN classification accuracy on the
+        store's held-out labelled images, for the store's model and each of `models` side by side (default:
+        the newest fine-tuned model of this store, if any). See `clipstore.retrieval_eval`."""
+        from .finetune import FinetuneOptions, load_images
+        from .retrieval_eval import DEFAULT_TEMPLATE, evaluate_retrieval, load_encoder
+
+        options = FinetuneOptions(labels_from_folders=labels_from_folders, label_manifest=label_manifest, label_field=label_field)
+        images = load_images(self, options)
+        encoders = [(f"{self.model.spec} (store)", self.encoder)]
+        if models is None:
+            saved = self.finetuned_models()
+            models = [saved[0]["folder"]] if saved else []
+        for spec in models:
+            identity, _ = self._resolve_switch_target(spec)
+            name = f"fine-tuned {os.path.basename(os.path.dirname(identity.checkpoint_path))}" if identity.checkpoint_path and "/models/" in identity.checkpoint_path else identity.spec
+            encoders.append((name, load_encoder(identity, device=self._device, precision=self._precision)))
+        return evaluate_retrieval(self, encoders, images, k=k, template=template or DEFAULT_TEMPLATE, progress=progress)
 
     def _resolve_switch_target(self, model: str) -> "tuple[ModelIdentity, bool]":
         from .finetune import finetuned_identity

@@ -1,0 +1,200 @@
+"""Fine-tuning building blocks and the safe model switch: staged re-embed, crash + resume, atomic switch,
+rollback, stale heads — on real LanceDB stores with the real clipstore-mini model."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+import clipstore
+from clipstore import tables
+from clipstore.cli import main
+from clipstore.finetune import arc_margin_logits, caption_recall, info_nce_loss, map_at_k, mc_arc_margin_loss
+from clipstore.reembed import ReembedError, staging_names
+from clipstore.retrieval_eval import knn_accuracy, text_to_image
+from clipstore.world import render_folder
+
+MINI = "clipstore-mini"
+RANDOM = "clipstore-mini:random"
+
+
+# --- losses and metrics by hand -------------------------------------------------------------------------------
+
+
+def test_arc_margin_adds_the_angle_to_the_target_only():
+    cosines = torch.tensor([[0.5, 0.2, -0.1]])
+    logits = arc_margin_logits(cosines, torch.tensor([0]), scale=10.0, margin=0.3)
+    assert logits[0, 0].item() == pytest.approx(10 * math.cos(math.acos(0.5) + 0.3), abs=1e-5)
+    assert logits[0, 1:].tolist() == pytest.approx([2.0, -1.0])
+
+
+def test_multi_caption_loss_leaves_the_other_captions_out_of_the_softmax():
+    embeddings = torch.tensor([[1.0, 0.0]])
+    centres = torch.tensor([[1.0, 0.0], [0.9, math.sqrt(1 - 0.81)], [0.0, 1.0]])
+    both = mc_arc_margin_loss(embeddings, centres, torch.tensor([[0, 1]]), scale=10.0, margin=0.0)
+    # Each positive competes only with the negative (index 2): CE over [s*cos(pos), s*cos(neg)].
+    expected = np.mean([math.log(1 + math.exp(10 * (0.0 - c)))  for c in (1.0, 0.9)])
+    assert both.item() == pytest.approx(expected, rel=1e-4)
+    padded = mc_arc_margin_loss(embeddings, centres, torch.tensor([[0, -1]]), scale=10.0, margin=0.0)
+    assert padded.item() == pytest.approx(math.log(math.exp(10) + math.exp(9) + 1) - 10, rel=1e-4)
+
+
+def test_info_nce_is_small_for_matching_pairs():
+    images = torch.eye(3)
+    assert info_nce_loss(images, images, 100.0).item() < 1e-6
+    assert info_nce_loss(images, images.flip(0), 100.0).item() > 10
+
+
+def test_retrieval_metrics_by_hand():
+    vectors = np.array([[1, 0], [0.9, 0.1], [0, 1], [0.1, 0.9]], np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    assert map_at_k(vectors, ["a", "a", "b", "b"], k=3) == (pytest.approx(1.0), pytest.approx(1.0))
+    mean_ap, r1 = map_at_k(vectors, ["a", "b", "a", "b"], k=3)
+    assert r1 == 0.0 and mean_ap == pytest.approx((1 / 3 + 1 / 2 + 1 / 3 + 1 / 2) / 4)  # ranks 3, 2, 3, 2
+    assert text_to_image(vectors, vectors[[2, 0]], np.array([2, 0])) == (1.0, 1.0)
+    assert knn_accuracy(vectors[:1], ["a"], vectors[1:], ["a", "b", "b"], k=1) == 1.0
+    assert caption_recall(vectors[:2], vectors[2:], np.array([[0, -1], [1, -1]])) == 0.5
+
+
+# --- the safe switch --------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def world(tmp_path):
+    render_folder(tmp_path / "world", 40, seed=8)
+    store = clipstore.connect(tmp_path / "s.clipstore", model=MINI)
+    store.ingest(tmp_path / "world")
+    return store, tmp_path
+
+
+def _any_image(root: Path) -> Path:
+    return sorted(root.rglob("*.png"))[0]
+
+
+def test_a_crash_midway_keeps_the_old_vectors_and_a_rerun_resumes(world):
+    store, root = world
+    query = _any_image(root / "world")
+    before = store.search_image(query, k=5)
+    text_before = store.search_text("a red circle", k=3)
+
+    class Crash(Exception):
+        pass
+
+    def crash(stage, done, total):
+        if stage == "re-embed images" and done == 25:
+            raise Crash
+
+    with pytest.raises(Crash):
+        store.reembed(RANDOM, batch_size=8, progress=crash)
+    assert store.model.spec == "clipstore-mini:world-v1"
+    assert store.search_image(query, k=5) == before and store.search_text("a red circle", k=3) == text_before
+    assert clipstore.connect(store.path).model.spec == "clipstore-mini:world-v1"
+    staged = store.db.open_table(staging_names(clipstore.models.resolve_model(RANDOM))["images"]).count_rows()
+    assert staged == 24  # three whole batches of 8 were committed before the crash
+
+    report = store.reembed(RANDOM, batch_size=8)
+    assert report.switched and report.resumed == 24 and report.embedded == 16 and report.images == 40
+    assert report.prompts_embedded == store.count_prompts() > 0  # another text encoder: the bank follows
+    assert store.model.spec == RANDOM and clipstore.connect(store.path).model.spec == RANDOM
+    assert store.search_image(query, k=1)[0].score == pytest.approx(1.0, abs=1e-3)
+    assert store.count_images() == 40
+
+
+def test_rollback_restores_the_previous_model_vectors_and_files(world):
+    store, root = world
+    query = _any_image(root / "world")
+    before = store.search_image(query, k=5)
+    store.reembed(RANDOM)
+    render_folder(root / "later", 3, seed=99)
+    assert store.ingest(root / "later").added == 3  # ingested after the switch, with the new model
+    assert store.count_images() == 43
+
+    report = store.rollback()
+    assert report.model == "clipstore-mini:world-v1" and report.previous_model == RANDOM
+    assert store.model.spec == "clipstore-mini:world-v1" and store.count_images() == 40
+    assert store.search_image(query, k=5) == before
+    assert store.ingest(root / "later").added == 3  # the files rows went back too: they are ingested again
+    with pytest.raises(ReembedError, match="nothing to roll back"):
+        store.rollback()
+
+
+def test_missing_files_stop_the_switch_unless_dropped(world):
+    store, root = world
+    victim = _any_image(root / "world")
+    moved = root / "moved.png"
+    shutil.move(victim, moved)
+    with pytest.raises(ReembedError, match="--drop-missing"):
+        store.reembed(RANDOM)
+    assert store.model.spec == "clipstore-mini:world-v1"
+    report = store.reembed(RANDOM, drop_missing=True)
+    assert len(report.dropped) == 1 and report.dropped[0].path == str(victim) and store.count_images() == 39
+
+
+def test_heads_go_stale_after_a_switch_and_describe_says_so(tmp_path):
+    render_folder(tmp_path / "world", 60, seed=9)
+    store = clipstore.connect(tmp_path / "h.clipstore", model=MINI)
+    store.ingest(tmp_path / "world")
+    store.train(epochs=1, freeze_vision=True, views=0)
+    assert not store.heads()[0].stale
+    store.reembed(RANDOM)
+    assert store.heads()[0].stale
+    description = store.describe(_any_image(tmp_path / "world"))
+    assert description.method == "model_b" and any("stale" in note for note in description.notes)
+    store.rollback()
+    assert not store.heads()[0].stale and store.describe(_any_image(tmp_path / "world")).method in ("ensemble", "model_a", "model_b")
+
+
+def test_mcip_finetune_saves_a_model_that_reembeds_without_touching_the_bank(world):
+    store, root = world
+    bank_before = tables.read_columns(tables.open_prompts(store.db), ["id", "clip_embedding"]).to_pylist()
+    report = store.finetune(epochs=1, batch_size=16, labels_from_folders=True)
+    assert report.method == "mcip" and report.classes >= 2 and report.captions_per_image >= 1
+    assert not report.text_encoder_changed and os.path.isfile(os.path.join(report.folder, "model.safetensors"))
+    config = json.loads(Path(report.folder, "config.json").read_text())
+    assert config["parent"]["architecture"] == MINI and config["method"] == "mcip"
+    assert store.finetuned_models()[0]["id"] == report.model_id
+
+    switched = store.reembed(report.model_id)
+    assert switched.prompts_embedded == 0  # locked text encoder: the bank's CLIP embeddings stay valid
+    assert tables.active_tables(store.db)["prompts"] == tables.PROMPTS
+    assert tables.read_columns(tables.open_prompts(store.db), ["id", "clip_embedding"]).to_pylist() == bank_before
+    assert store.model.checkpoint_path == os.path.join(report.folder, "model.safetensors")
+    assert store.search_text("a red circle", k=1)
+
+
+def test_2sft_needs_labels_and_realigns_the_text_encoder(world):
+    store, _ = world
+    with pytest.raises(clipstore.TrainingDataError, match="labels"):
+        store.finetune(method="2sft", epochs=1)
+    report = store.finetune(method="2sft", epochs=1, realign_epochs=1, batch_size=16, labels_from_folders=True)
+    assert report.text_encoder_changed and any(h.stage.startswith("text") for h in report.history)
+    switched = store.reembed(report.model_id)
+    assert switched.prompts_embedded == store.count_prompts()
+
+
+def test_cli_finetune_reembed_rollback_and_retrieval_eval(world):
+    store, root = world
+    runner = CliRunner()
+    result = runner.invoke(main, ["finetune", "--store", store.path, "--epochs", "1", "--batch-size", "16", "--labels-from-folders", "--json"])
+    assert result.exit_code == 0, result.output
+    model_id = json.loads(result.output)["model_id"]
+    result = runner.invoke(main, ["eval", "--store", store.path, "--retrieval", "--labels-from-folders", "--template", "a {label}", "--json"])
+    assert result.exit_code == 0, result.output
+    rows = json.loads(result.output)["rows"]
+    assert len(rows) == 2 and {"image_map", "image_r1", "text_r1", "text_r10", "zero_shot_accuracy", "knn_accuracy"} <= set(rows[0])
+    result = runner.invoke(main, ["reembed", "--store", store.path, "--model", model_id, "--json"])
+    assert result.exit_code == 0, result.output and json.loads(result.output)["switched"]
+    result = runner.invoke(main, ["rollback", "--store", store.path, "--json"])
+    assert result.exit_code == 0 and json.loads(result.output)["model"] == "clipstore-mini:world-v1"
+    result = runner.invoke(main, ["rollback", "--store", store.path])
+    assert result.exit_code == 1 and "nothing to roll back" in result.output
+    result = runner.invoke(main, ["reembed", "--store", store.path, "--model", "clipstore-mini:world-v1"])
+    assert result.exit_code == 1 and "already" in result.output
