@@ -97,12 +97,16 @@ def evaluate_retrieval(
     *,
     k: int = 10,
     template: str = DEFAULT_TEMPLATE,
+    splits: Sequence[str] = ("test",),
     progress: Callable[[str, int, int], None] | None = None,
 ) -> RetrievalReport:
-    """Score each (name, encoder) on the held-out labelled images of `images`; see the module docstring."""
+    """Score each (name, encoder) on the held-out labelled images of `images` (the `splits`, by default the
+    test split; never "train", which is the k-NN gallery); see the module docstring."""
     from .training import _decode
 
-    test = [int(r) for r in images.rows("test") if images.labels[r] is not None]
+    if "train" in splits:
+        raise ValueError("the train split is the k-NN gallery and what fine-tuning learns from: evaluate on held-out splits")
+    test = [int(r) for split in splits for r in images.rows(split) if images.labels[r] is not None]
     train = [int(r) for r in images.rows("train") if images.labels[r] is not None]
     if len({images.labels[r] for r in test}) < 2:
         raise TrainingDataError(

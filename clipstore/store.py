@@ -349,6 +349,7 @@ class Store:
         label_field: str = "label",
         k: int = 10,
         template: str | None = None,
+        splits: "tuple[str, ...]" = ("test",),
         progress=None,
     ) -> "RetrievalReport":
         """Image->image mAP@k / R@1, text->image R@1 / R@10, zero-shot and k-NN classification accuracy on the
@@ -367,7 +368,7 @@ class Store:
             identity, _ = self._resolve_switch_target(spec)
             name = f"fine-tuned {os.path.basename(os.path.dirname(identity.checkpoint_path))}" if identity.checkpoint_path and "/models/" in identity.checkpoint_path else identity.spec
             encoders.append((name, load_encoder(identity, device=self._device, precision=self._precision)))
-        return evaluate_retrieval(self, encoders, images, k=k, template=template or DEFAULT_TEMPLATE, progress=progress)
+        return evaluate_retrieval(self, encoders, images, k=k, template=template or DEFAULT_TEMPLATE, splits=splits, progress=progress)
 
     def _resolve_switch_target(self, model: str) -> "tuple[ModelIdentity, bool]":
         from .finetune import finetuned_identity

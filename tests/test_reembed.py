@@ -198,3 +198,20 @@ def test_cli_finetune_reembed_rollback_and_retrieval_eval(world):
     assert result.exit_code == 1 and "nothing to roll back" in result.output
     result = runner.invoke(main, ["reembed", "--store", store.path, "--model", "clipstore-mini:world-v1"])
     assert result.exit_code == 1 and "already" in result.output
+
+
+def test_a_short_mcip_run_improves_image_to_image_and_keeps_text_to_image(tmp_path):
+    """Seed 003's claim in miniature: labels = the rendered object colour (a structured attribute)."""
+    world_dir = tmp_path / "world"
+    render_folder(world_dir, 240, seed=31)
+    store = clipstore.connect(tmp_path / "m.clipstore", model=MINI)
+    store.ingest(world_dir)
+    labels = {"label_manifest": str(world_dir / "manifest.jsonl"), "label_field": "labels.colour"}
+    report = store.finetune(epochs=4, lr_backbone=1e-4, lr_head=1e-3, batch_size=32, **labels)
+    assert report.classes >= 8 and report.validation_after > report.validation_before
+    result = store.evaluate_retrieval(models=[report.model_id], template="a {label} object", splits=("validation", "test"), **labels)
+    base, tuned = result.rows
+    assert result.images >= 30
+    assert tuned.image_map > base.image_map + 0.05
+    assert tuned.knn_accuracy >= base.knn_accuracy
+    assert tuned.text_r10 >= base.text_r10 - 0.05
