@@ -88,12 +88,18 @@ def test_a_crash_midway_keeps_the_old_vectors_and_a_rerun_resumes(world):
     class Crash(Exception):
         pass
 
+    seen_midway = []
+
     def crash(stage, done, total):
+        if stage == "re-embed images" and done == 20:  # mid-run: another reader still gets the old vectors
+            reader = clipstore.connect(store.path)
+            seen_midway.append((reader.model.spec, reader.search_image(query, k=5) == before))
         if stage == "re-embed images" and done == 25:
             raise Crash
 
     with pytest.raises(Crash):
         store.reembed(RANDOM, batch_size=8, progress=crash)
+    assert seen_midway == [("clipstore-mini:world-v1", True)]
     assert store.model.spec == "clipstore-mini:world-v1"
     assert store.search_image(query, k=5) == before and store.search_text("a red circle", k=3) == text_before
     assert clipstore.connect(store.path).model.spec == "clipstore-mini:world-v1"
@@ -215,3 +221,21 @@ def test_a_short_mcip_run_improves_image_to_image_and_keeps_text_to_image(tmp_pa
     assert tuned.image_map > base.image_map + 0.05
     assert tuned.knn_accuracy >= base.knn_accuracy
     assert tuned.text_r10 >= base.text_r10 - 0.05
+
+
+def test_an_interrupted_finetune_resumes_from_its_last_epoch(world):
+    store, _ = world
+
+    class Stop(Exception):
+        pass
+
+    def stop_in_epoch_two(stage, done, total):
+        if stage == "finetune" and done > total // 2:
+            raise Stop
+
+    options = dict(epochs=2, batch_size=16, labels_from_folders=True, augment=False, patience=5)
+    with pytest.raises(Stop):
+        store.finetune(progress=stop_in_epoch_two, **options)
+    assert store.finetuned_models() == []  # nothing half-saved
+    report = store.finetune(**options)
+    assert [h.epoch for h in report.history] == [0, 1, 2]
