@@ -49,6 +49,8 @@ def _friendly_errors(func: Callable[..., Any]) -> Callable[..., Any]:
             return func(*args, **kwargs)
         except ClipstoreError as exc:
             raise click.ClickException(str(exc)) from None
+        except (ValueError, KeyError) as exc:  # bad option values, malformed manifests or templates
+            raise click.ClickException(f"{type(exc).__name__}: {exc}") from None
         except OSError as exc:  # e.g. a store on a read-only disk, a full disk
             raise click.ClickException(f"{exc.strerror or exc}: {exc.filename or ''}".rstrip(": ")) from None
 

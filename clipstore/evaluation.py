@@ -16,6 +16,7 @@ from the bank while evaluating, so no method can simply look the answer up.
 
 from __future__ import annotations
 
+import hashlib
 import os
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Callable, Sequence
@@ -76,7 +77,8 @@ def external_pairs(store: "Store", records: Sequence[tuple[str, str]], progress=
             image = load_image(path, min_side=store.model.decode_min_side).image
         except (ClipstoreError, OSError):
             continue
-        ids.append(os.path.abspath(path))
+        with open(path, "rb") as handle:  # the store's id of these bytes: never train the ablation on them
+            ids.append(hashlib.sha256(handle.read()).hexdigest())
         prompts.append(prompt.strip())
         paths.append(os.path.abspath(path))
         vectors.append(encoder.encode_images([image])[0])

@@ -135,7 +135,7 @@ class ImageSet:
 
 def load_images(store: "Store", options: FinetuneOptions) -> ImageSet:
     """Every stored image with a readable file, its own prompt, its label (if asked for) and split."""
-    from .pairs import _readable, split_of
+    from .pairs import _readable, split_for
 
     images = tables.open_images(store.db)
     columns = ["id", "embedding"] + (["prompt"] if "prompt" in images.schema.names else [])
@@ -168,7 +168,7 @@ def load_images(store: "Store", options: FinetuneOptions) -> ImageSet:
         tuple((prompts[i] or "").strip() or None for i in keep),
         tuple(out_labels),
         vectors[keep] if keep else np.zeros((0, vectors.shape[1] if len(vectors) else store.model.embed_dim), np.float32),
-        tuple(split_of(ids[i]) for i in keep),
+        tuple(split_for(ids[i], prompts[i]) for i in keep),
     )
 
 
@@ -213,7 +213,9 @@ def pseudo_captions(store: "Store", images: ImageSet, count: int, threshold: flo
     """Each image's own prompt (if any) plus its top-`count` bank prompts by CLIP similarity (>= threshold)."""
     from .training import bank_view
 
-    bank = bank_view(store, [])
+    # The held-out images' own prompts are not offered as pseudo-captions of other images.
+    bank = bank_view(store, [p for p, s in zip(images.prompts, images.splits) if p and s != "train"])
+    visible = ~bank.hidden
     texts: list[str] = []
     index: dict[str, int] = {}
     vectors: list[np.ndarray] = []
@@ -230,6 +232,8 @@ def pseudo_captions(store: "Store", images: ImageSet, count: int, threshold: flo
     own_lookup = dict(zip(own, own_vectors))
     per_image: list[list[int]] = []
     scores = images.embeddings @ bank.clip.T if len(bank.ids) and count > 0 else np.zeros((len(images.ids), 0))
+    if scores.shape[1]:
+        scores[:, ~visible] = -np.inf
     for row in range(len(images.ids)):
         chosen = []
         if images.prompts[row]:
@@ -237,7 +241,7 @@ def pseudo_captions(store: "Store", images: ImageSet, count: int, threshold: flo
         if scores.shape[1]:
             top = np.argsort(-scores[row], kind="stable")[:count]
             for j in top:
-                if threshold is None or scores[row, j] >= threshold:
+                if np.isfinite(scores[row, j]) and (threshold is None or scores[row, j] >= threshold):
                     slot = add(bank.texts[j], bank.clip[j])
                     if slot not in chosen:
                         chosen.append(slot)
@@ -278,7 +282,7 @@ def mc_arc_margin_loss(embeddings, centres, positives, scale: float, margin: flo
     the target, the image's other captions left out of the softmax; averaged over all such pairs.
 
     embeddings (B, d); centres (C, d) caption text embeddings (locked); positives (B, P) caption indices into
-    centres, -1 for padding.
+    centres, -1 for padding. None when no image of the batch has a caption.
     """
     import torch
     import torch.nn.functional as F
@@ -299,7 +303,7 @@ def mc_arc_margin_loss(embeddings, centres, positives, scale: float, margin: flo
         others[torch.arange(len(targets)), targets] = False
         logits = logits.masked_fill(others, float("-inf"))
         losses.append(F.cross_entropy(logits, targets, reduction="none"))
-    return torch.cat(losses).mean()
+    return torch.cat(losses).mean() if losses else None
 
 
 def info_nce_loss(image_embeddings, text_embeddings, logit_scale: float):
@@ -420,13 +424,38 @@ def finetune(store: "Store", options: FinetuneOptions, progress: Progress | None
 
     val_labels = [images.labels[r] for r in val_rows]
     use_map = len({label for label in val_labels if label is not None}) >= 2 and all(label is not None for label in val_labels)
-    metric = "image->image mAP@10 (validation)" if use_map else "caption recall@1 (validation)"
+    metric = "image->image mAP@10 (validation)" if use_map else "minus the fine-tuning loss (validation)"
+
+    def batch_loss(rows: np.ndarray, embeddings, rng: np.random.Generator):
+        """lambda_captions * MCArcMargin + lambda_labels * ArcMargin (2SFT: ArcMargin alone); None if empty."""
+        terms = []
+        if options.method == "mcip" and len(captions.texts):
+            centre_rows, batch_positives = _caption_subset(positives_all[rows], len(captions.texts), options.max_centres, rng)
+            term = mc_arc_margin_loss(embeddings, caption_centres[centre_rows], batch_positives, options.scale, options.margin)
+            if term is not None:
+                terms.append(options.lambda_captions * term)
+        has_label = labels_all[rows] >= 0
+        if centres is not None and bool(has_label.any()):
+            weight = options.lambda_labels if options.method == "mcip" else 1.0
+            terms.append(weight * arc_margin_loss(embeddings[has_label], centres, labels_all[rows][has_label], options.scale, options.margin))
+        return sum(terms) if terms else None
 
     def validate() -> float:
-        vectors = validation_embeddings()
         if use_map:
-            return map_at_k(vectors, val_labels)[0]
-        return caption_recall(vectors, captions.embeddings, captions.positives[val_rows])
+            return map_at_k(validation_embeddings(), val_labels)[0]
+        # Without labels: minus the training loss on the validation images (no augmentation). Caption recall
+        # would not do: the captions were chosen by the starting model, which scores ~1 on it from the start.
+        if not len(val_rows):
+            return float("nan")
+        visual.eval()
+        losses = []
+        with torch.inference_mode():
+            for start in range(0, len(val_rows), 128):
+                rows = val_rows[start : start + 128]
+                loss = batch_loss(rows, encode_rows(rows, False, random.Random(0)), np.random.default_rng(0))
+                if loss is not None:
+                    losses.append(float(loss) * len(rows))
+        return -sum(losses) / len(val_rows) if losses else float("nan")
 
     before = validate()
     backbone = [p for name, p in visual.named_parameters() if not _is_head(name)]
@@ -452,17 +481,9 @@ def finetune(store: "Store", options: FinetuneOptions, progress: Progress | None
             rows = order[start : start + options.batch_size]
             if len(rows) < 2:
                 continue
-            embeddings = encode_rows(rows, True, py_rng)
-            loss = torch.zeros(())
-            if options.method == "mcip":
-                centre_rows, batch_positives = _caption_subset(positives_all[rows], len(captions.texts), options.max_centres, rng)
-                loss = loss + options.lambda_captions * mc_arc_margin_loss(
-                    embeddings, caption_centres[centre_rows], batch_positives, options.scale, options.margin
-                )
-            has_label = labels_all[rows] >= 0
-            if centres is not None and has_label.any():
-                weight = options.lambda_labels if options.method == "mcip" else 1.0
-                loss = loss + weight * arc_margin_loss(embeddings[has_label], centres, labels_all[rows][has_label], options.scale, options.margin)
+            loss = batch_loss(rows, encode_rows(rows, True, py_rng), rng)
+            if loss is None:  # nothing in this batch to learn from (no captions, no labels)
+                continue
             loop.optimizer.zero_grad()
             loss.backward()
             loop.optimizer.step()
@@ -683,4 +704,5 @@ def _run_key(store: "Store", options: FinetuneOptions, images: ImageSet) -> str:
     digest.update(store.model.to_json().encode())
     digest.update(json.dumps(options.to_dict(), sort_keys=True).encode())
     digest.update("\n".join(images.ids).encode())
+    digest.update(json.dumps(images.labels).encode())  # a changed label set must not resume old margin centres
     return digest.hexdigest()[:16]

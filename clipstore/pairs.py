@@ -2,8 +2,8 @@
 
 Images that carry a prompt (read at ingest from generator metadata, a sidecar caption or a manifest) are the
 training data of Model A and the evaluation data of `clipstore eval`. Each image's split is a pure function of
-its id (the SHA-256 of its bytes), so it never changes as the store grows and a held-out image never leaks
-into training: about 80% train, 10% validation, 10% held-out (test).
+its prompt (of its id, the SHA-256 of its bytes, when it has none), so it never changes as the store grows and
+a held-out answer never leaks into training: about 80% train, 10% validation, 10% held-out (test).
 """
 
 from __future__ import annotations
@@ -55,8 +55,19 @@ class Pairs:
         return self.subset([i for i, s in enumerate(self.splits) if s == name])
 
 
+def split_for(image_id: str, prompt: str | None) -> str:
+    """The split of an image: decided by its prompt when it has one (so every image made from one prompt, e.g.
+    Stable Diffusion outputs of several seeds, lands in the same split and a held-out answer is never trained
+    on), else by its id. Stable across runs, machines and store growth."""
+    if prompt and prompt.strip():
+        from .prompts import prompt_id
+
+        return split_of(prompt_id(prompt.strip()))
+    return split_of(image_id)
+
+
 def split_of(image_id: str) -> str:
-    """The split of an image, from its id alone (stable across runs, machines and store growth)."""
+    """The split of a key (an image id or a prompt id), from the key alone."""
     digest = hashlib.sha256(b"clipstore-split:" + image_id.encode("ascii", "replace")).digest()
     position = int.from_bytes(digest[:8], "big") / 2.0**64
     if position < _SPLIT_EDGES[0]:
@@ -86,7 +97,7 @@ def load_pairs(db: "lancedb.DBConnection") -> Pairs:
         tuple(p.strip() for _, p, _ in rows),
         tuple(_readable(sorted(paths.get(i, ()))) for i in ids),
         vectors,
-        tuple(split_of(i) for i in ids),
+        tuple(split_for(i, p) for i, (_, p, _) in zip(ids, rows)),
     )
 
 

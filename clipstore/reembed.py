@@ -64,7 +64,7 @@ class RollbackReport(_AsDict):
 
 
 def staging_names(target: ModelIdentity) -> dict[str, str]:
-    key = hashlib.sha256(target.to_json().encode()).hexdigest()[:12]
+    key = hashlib.sha256(repr(target._key()).encode()).hexdigest()[:12]  # not the path: a moved store resumes
     return {"images": f"{tables.IMAGES}__{key}", "prompts": f"{tables.PROMPTS}__{key}"}
 
 
@@ -162,6 +162,10 @@ def reembed(
         prompts_embedded = _reembed_prompts(db, active["prompts"], names["prompts"], target, encoder, report)
         new_active["prompts"] = names["prompts"]
 
+    if missing:
+        dropped_ids = sorted(wanted - set(tables.read_columns(staging, ["id"]).column("id").to_pylist()))
+        # Their file rows go too: when a file becomes readable again, the next ingest embeds it anew.
+        tables.delete_where_in(db.open_table(tables.FILES), "image_id", dropped_ids)
     tag = _switch(store, active, new_active, current, target)
     return ReembedReport(target.spec, len(rows) - len(missing), embedded, resumed, prompts_embedded, tuple(missing), True, current.spec, tag)
 
@@ -225,7 +229,11 @@ def _switch(store: "Store", old: dict, new: dict, current: ModelIdentity, target
 
 
 def rollback(store: "Store") -> RollbackReport:
-    """Return the store to its state before the last switch (the caller holds the write lock)."""
+    """Return the store to its state before the last switch (the caller holds the write lock).
+
+    Two commits: the files table is restored first, then the pointer. If a crash falls between them, running
+    rollback again completes it (the history entry is removed only by the second commit).
+    """
     import pyarrow as pa
 
     db = store.db
@@ -238,7 +246,13 @@ def rollback(store: "Store") -> RollbackReport:
         raise ReembedError(f"The previous images table {last['previous']['images']!r} is gone; cannot roll back.")
     files = db.open_table(tables.FILES)
     if files.version != last["files_version"]:
-        files.restore(last["files_version"])  # the file rows as they were at the switch
+        try:
+            files.restore(last["files_version"])  # the file rows as they were at the switch
+        except Exception as exc:  # noqa: BLE001 - Lance raises several kinds for a cleaned-up version
+            raise ReembedError(
+                f"Cannot restore the files table to version {last['files_version']} ({exc}); was it removed by a "
+                "version cleanup? The store is unchanged."
+            ) from exc
     rows = pa.table(
         {"key": [tables.ACTIVE_SETTING, HISTORY_SETTING], "value": [json.dumps(last["previous"]), json.dumps(entries[:-1])]},
         schema=tables.settings_schema(),

@@ -14,6 +14,8 @@ class _AsDict:
 
 
 def _jsonable(value: Any) -> Any:
+    if isinstance(value, float) and value != value:  # NaN ("not measured") is null in JSON
+        return None
     if isinstance(value, dict):
         return {key: _jsonable(item) for key, item in value.items()}
     if isinstance(value, (list, tuple)):

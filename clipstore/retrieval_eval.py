@@ -116,8 +116,9 @@ def evaluate_retrieval(
     report = progress or (lambda stage, done, total: None)
     rows = test + train
     decoded = []
+    max_side = int(max(encoder.identity.image_size for _, encoder in encoders) * 1.3)  # every model's input, no more
     for done, r in enumerate(rows, start=1):
-        decoded.append(_decode(store, images.paths[r], 4096))
+        decoded.append(_decode(store, images.paths[r], max_side))
         report("load", done, len(rows))
     keep = [i for i, image in enumerate(decoded) if image is not None]
     rows = [rows[i] for i in keep]
@@ -133,7 +134,11 @@ def evaluate_retrieval(
         mean_ap, r1 = image_retrieval(test_vectors, labels[:n_test], k)
         text_vectors = encoder.encode_texts([images.prompts[rows[i]] for i in prompted]) if prompted else np.zeros((0, vectors.shape[1]))
         t1, t10 = text_to_image(test_vectors, text_vectors, np.array(prompted, dtype=np.int64))
-        label_vectors = encoder.encode_texts([template.format(label=label) for label in names])
+        try:
+            label_texts = [template.format(label=label) for label in names]
+        except (KeyError, IndexError, ValueError) as exc:
+            raise ValueError(f"the zero-shot template {template!r} must contain {{label}} and no other braces ({exc!r})") from None
+        label_vectors = encoder.encode_texts(label_texts)
         zero_shot = zero_shot_accuracy(test_vectors, labels[:n_test], label_vectors, names)
         knn = knn_accuracy(test_vectors, labels[:n_test], train_vectors, labels[n_test:], k)
         results.append(RetrievalRow(name, *(round(x, 6) for x in (mean_ap, r1, t1, t10, zero_shot, knn))))

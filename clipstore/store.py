@@ -199,16 +199,15 @@ class Store:
         validation split, and save the head in the store (see `clipstore.training`).
 
         Pass a `TrainOptions` or its fields as keywords (e.g. `store.train(epochs=5, freeze_vision=True)`).
-        `progress(stage, done, total)` follows the work. Holds the store's write lock while saving.
+        `progress(stage, done, total)` follows the work. Takes the store's write lock only to record the head,
+        so ingest keeps working while a head trains.
         """
         from dataclasses import replace
 
-        from .locking import write_lock
         from .training import TrainOptions, train_head
 
         options = replace(options or TrainOptions(), **overrides)
-        with write_lock(self.path):
-            return train_head(self, options, progress)
+        return train_head(self, options, progress)  # takes the write lock only to record the head
 
     def heads(self) -> "list[HeadInfo]":
         """The trained Model A heads, newest first (`stale` ones were trained on another encoder)."""
@@ -302,11 +301,9 @@ class Store:
         from dataclasses import replace
 
         from .finetune import FinetuneOptions, finetune
-        from .locking import write_lock
 
         options = replace(options or FinetuneOptions(), **overrides)
-        with write_lock(self.path):
-            report = finetune(self, options, progress)
+        report = finetune(self, options, progress)  # writes only its own folder: ingest may go on meanwhile
         if apply:
             self.reembed(report.folder, progress=progress)
         return report
@@ -371,15 +368,20 @@ class Store:
         return evaluate_retrieval(self, encoders, images, k=k, template=template or DEFAULT_TEMPLATE, splits=splits, progress=progress)
 
     def _resolve_switch_target(self, model: str) -> "tuple[ModelIdentity, bool]":
+        from .errors import ModelSpecError
         from .finetune import finetuned_identity
 
-        for config in self.finetuned_models():
+        saved = self.finetuned_models()
+        exact = [c for c in saved if model == c.get("id") or os.path.abspath(os.path.expanduser(model)) == c["folder"]]
+        prefixed = [c for c in saved if len(model) >= 6 and str(c.get("id", "")).startswith(model)]
+        if not exact and len(prefixed) > 1:
+            raise ModelSpecError(f"{model!r} matches {len(prefixed)} fine-tuned models of this store; give more of the id.")
+        for config in exact or prefixed:
             folder = config["folder"]
-            if model in (config.get("id"), folder) or (len(model) >= 6 and str(config.get("id", "")).startswith(model)) or os.path.abspath(os.path.expanduser(model)) == folder:
-                parent = ModelIdentity.from_dict(config["parent"])
-                identity = finetuned_identity(parent, os.path.join(folder, "model.safetensors"))
-                keeps_text = not config.get("text_encoder_changed", True) and parent.same_vectors_as(self.model)
-                return identity, not keeps_text
+            parent = ModelIdentity.from_dict(config["parent"])
+            identity = finetuned_identity(parent, os.path.join(folder, "model.safetensors"))
+            keeps_text = not config.get("text_encoder_changed", True) and parent.same_vectors_as(self.model)
+            return identity, not keeps_text
         return resolve_model(model), True
 
     def search_text(self, text: str, k: int = 10, *, path_prefix: str | None = None) -> list[SearchHit]:

@@ -1,7 +1,8 @@
 """Table names, Arrow schemas and small LanceDB helpers shared by the store, ingest and migrations.
 
-The tables are plain LanceDB tables; an application can open them directly with
-`lancedb.connect(store_path).open_table("images")`. The model identity that made the `embedding` column
+The tables are plain LanceDB tables; an application can open the current ones with
+`tables.open_images(lancedb.connect(store_path))` (after a model switch the current vectors live in
+`images__<key>`, see `clipstore.reembed`). The model identity that made the `embedding` column
 lives in the `images` table's schema metadata under `clipstore.model` (JSON).
 """
 

@@ -265,7 +265,10 @@ class TrainingLoop:
 
     def record(self, train_loss: float, validation_avg_cos: float) -> None:
         self.history.append(EpochStats(self.epoch, train_loss, 1.0 - validation_avg_cos, validation_avg_cos))
-        if validation_avg_cos > self.best + 1e-6 or self.best_state is None:
+        if math.isnan(validation_avg_cos):  # nothing to validate on: keep the latest weights, never stop early
+            self.best_epoch, self.bad_epochs = self.epoch, 0
+            self.best_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+        elif validation_avg_cos > self.best + 1e-6 or self.best_state is None:
             self.best, self.best_epoch, self.bad_epochs = validation_avg_cos, self.epoch, 0
             self.best_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
         else:
@@ -274,6 +277,7 @@ class TrainingLoop:
     def run(self, train_epoch: Callable[[int], float], validate: Callable[[], float]) -> bool:
         """Train until `epochs` or early stop; returns whether it stopped early. Loads the best weights."""
         if self.epoch == 0 and not self.history:
+            self.model.eval()
             self.record(float("nan"), validate())  # epoch 0: the untrained head, the reference to beat
             self.save()
         stopped = False
@@ -642,7 +646,10 @@ def _save(store: "Store", model, config: HeadConfig) -> str:
     with open(os.path.join(partial, "config.json"), "w", encoding="utf-8") as handle:
         handle.write(config.to_json())
     os.replace(partial, final)
-    record_head(store.db, store.path, config, final)
+    from .locking import write_lock
+
+    with write_lock(store.path):
+        record_head(store.db, store.path, config, final)
     return final
 
 

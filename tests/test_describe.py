@@ -17,7 +17,7 @@ import clipstore
 from clipstore.augment import mentions_sides, shuffle_words, text_variants
 from clipstore.cli import main
 from clipstore.knn import KnnParams, bank_neighbours, fuse, knn_weights, matrix_neighbours, predict
-from clipstore.pairs import load_pairs, split_of
+from clipstore.pairs import load_pairs, split_for
 from clipstore.prompts import prompt_id
 from clipstore.training import TrainOptions, blend
 from clipstore.world import render_folder
@@ -112,8 +112,9 @@ def test_pairs_split_is_stable_and_covers_the_store(world_store):
     store, _ = world_store
     pairs = load_pairs(store.db)
     assert len(pairs) == 240
-    assert {split_of(i) for i in pairs.ids} == {"train", "validation", "test"}
-    assert pairs.splits == tuple(split_of(i) for i in pairs.ids)
+    assert set(pairs.splits) == {"train", "validation", "test"}
+    assert pairs.splits == tuple(split_for(i, p) for i, p in zip(pairs.ids, pairs.prompts))
+    assert split_for("any-id", "same prompt") == split_for("other-id", "same prompt")
     assert all(path and os.path.isfile(path) for path in pairs.paths)
 
 

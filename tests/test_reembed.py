@@ -142,6 +142,8 @@ def test_missing_files_stop_the_switch_unless_dropped(world):
     assert store.model.spec == "clipstore-mini:world-v1"
     report = store.reembed(RANDOM, drop_missing=True)
     assert len(report.dropped) == 1 and report.dropped[0].path == str(victim) and store.count_images() == 39
+    shutil.move(moved, victim)  # the file comes back: the next ingest embeds it with the new model
+    assert store.ingest(root / "world").added == 1 and store.count_images() == 40
 
 
 def test_heads_go_stale_after_a_switch_and_describe_says_so(tmp_path):
@@ -239,3 +241,10 @@ def test_an_interrupted_finetune_resumes_from_its_last_epoch(world):
     assert store.finetuned_models() == []  # nothing half-saved
     report = store.finetune(**options)
     assert [h.epoch for h in report.history] == [0, 1, 2]
+
+
+def test_mcip_without_labels_learns_from_captions_alone(world):
+    store, _ = world
+    report = store.finetune(epochs=2, batch_size=16, augment=False, patience=5)
+    assert report.classes == 0 and report.validation_metric.startswith("minus the fine-tuning loss")
+    assert report.validation_after > report.validation_before  # the validation loss went down
