@@ -7,7 +7,7 @@ in the timed insert. The agreement with the exact reference (seed 001 eq. 7, one
 measured on a random sample of the inserted prompts: the sample's decisions are recomputed exactly against
 everything before it.
 
-    python benchmarks/prompt_bank_insert.py [--n 1000000] [--cache ~/.cache/clipstore-bench]
+    python benchmarks/prompt_bank_insert.py [--n 1000000] [--cache ~/.cache/clipstore-bench] [--empty-only]
 """
 
 from __future__ import annotations
@@ -80,19 +80,22 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=1_000_000)
     parser.add_argument("--cache", type=Path, default=Path("~/.cache/clipstore-bench").expanduser())
     parser.add_argument("--sample", type=int, default=2000)
+    parser.add_argument("--empty-only", action="store_true", help="Only the insert into an empty bank.")
     args = parser.parse_args()
 
     first = prompt_corpus(args.n, seed=1)
-    second = prompt_corpus(args.n, seed=2)
     first_vectors = embeddings(first, args.cache, f"corpus-1-{args.n}")
-    second_vectors = embeddings(second, args.cache, f"corpus-2-{args.n}")
-    filler = prompt_corpus(args.n, seed=3)  # tops the bank up to N between the two timed inserts
+    inserts = [("empty bank", first, first_vectors)]
+    if not args.empty_only:
+        second = prompt_corpus(args.n, seed=2)
+        inserts.append((f"bank of {args.n:,}", second, embeddings(second, args.cache, f"corpus-2-{args.n}")))
+    filler = prompt_corpus(args.n, seed=3) if not args.empty_only else []  # tops the bank up to N between inserts
 
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         store = clipstore.connect(Path(tmp) / "bench.clipstore", model="clipstore-mini")
         store.encoder.encode_texts(["warm-up"])
-        for label, texts, vectors in (("empty bank", first, first_vectors), (f"bank of {args.n:,}", second, second_vectors)):
+        for label, texts, vectors in inserts:
             if rows:
                 fill_bank(store, filler, args.n, args.cache)
             bank_size = store.count_prompts()
