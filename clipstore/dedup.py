@@ -40,20 +40,24 @@ class DedupResult:
     exact: bool
 
 
+MIN_NPROBE = 12
+NPROBE_SHARE = 0.02
+
 def deduplicate(
     new: np.ndarray,
     bank: np.ndarray | None = None,
     threshold: float = DEFAULT_THRESHOLD,
     *,
     exact: bool | None = None,
-    nprobe: int = 12,
+    nprobe: int | None = None,
     seed: int = 0,
 ) -> DedupResult:
     """Greedy insertion-order de-duplication of `new` (n, d) against `bank` (m, d) and itself.
 
     Rows must be L2-normalised float32 (cosine = dot product). `exact=None` chooses exhaustive search when the
     number of pairs is within EXACT_PAIR_BUDGET and the inverted-file index otherwise; `nprobe` is how many
-    index cells each item is compared with.
+    index cells each item is compared with (default: 2% of the cells, at least 12, so the share of the data
+    each item sees, and with it the recall, does not shrink as the bank grows).
     """
     new = np.ascontiguousarray(new, dtype=np.float32)
     bank = np.zeros((0, new.shape[1]), np.float32) if bank is None else np.ascontiguousarray(bank, dtype=np.float32)
@@ -112,6 +116,8 @@ def _near_pairs_exhaustive(vectors: np.ndarray, m: int, threshold: float):
 
 def _near_pairs_indexed(vectors: np.ndarray, m: int, threshold: float, nprobe: int, seed: int):
     centroids = _kmeans(vectors, seed)
+    if nprobe is None:
+        nprobe = max(MIN_NPROBE, int(round(NPROBE_SHARE * len(centroids))))
     nprobe = min(nprobe, len(centroids))
     # Each item lives in its nearest cell; each new item is compared with the items of its nprobe nearest cells.
     home = np.empty(len(vectors), np.int64)
