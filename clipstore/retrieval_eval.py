@@ -123,7 +123,8 @@ def evaluate_retrieval(
     keep = [i for i, image in enumerate(decoded) if image is not None]
     rows = [rows[i] for i in keep]
     decoded = [decoded[i] for i in keep]
-    n_test = sum(1 for r in rows if r in set(test))
+    test_rows = set(test)
+    n_test = sum(1 for r in rows if r in test_rows)
     labels = [images.labels[r] for r in rows]
     names = sorted({label for label in labels})
     prompted = [i for i in range(n_test) if images.prompts[rows[i]]]
