@@ -174,19 +174,9 @@ def load_images(store: "Store", options: FinetuneOptions) -> ImageSet:
 
 def _manifest_labels(path: str, field_name: str) -> dict[str, str]:
     """{absolute image path: label} from a CSV/TSV/JSONL manifest; `field_name` may be dotted (labels.shape)."""
-    import csv
+    from .ingest import read_manifest_records
 
-    from .errors import SourceNotFoundError
-
-    manifest = os.path.abspath(os.path.expanduser(path))
-    if not os.path.isfile(manifest):
-        raise SourceNotFoundError(f"Cannot read label manifest {manifest}: no such file.")
-    base = os.path.dirname(manifest)
-    with open(manifest, encoding="utf-8", errors="replace", newline="") as handle:
-        if manifest.lower().endswith((".jsonl", ".ndjson")):
-            records = [json.loads(line) for line in handle if line.strip()]
-        else:
-            records = list(csv.DictReader(handle, delimiter="\t" if manifest.lower().endswith(".tsv") else ","))
+    base, records = read_manifest_records(path, "label manifest")
     labels = {}
     for record in records:
         value: Any = record
@@ -195,7 +185,7 @@ def _manifest_labels(path: str, field_name: str) -> dict[str, str]:
         if isinstance(record, dict) and isinstance(record.get("path"), str) and value not in (None, ""):
             labels[os.path.normpath(os.path.join(base, os.path.expanduser(record["path"])))] = str(value)
     if not labels:
-        raise TrainingDataError(f"No labels found in {manifest}: it needs `path` and `{field_name}` fields.")
+        raise TrainingDataError(f"No labels found in {path}: it needs `path` and `{field_name}` fields.")
     return labels
 
 
@@ -484,11 +474,7 @@ def finetune(store: "Store", options: FinetuneOptions, progress: Progress | None
             loss = batch_loss(rows, encode_rows(rows, True, py_rng), rng)
             if loss is None:  # nothing in this batch to learn from (no captions, no labels)
                 continue
-            loop.optimizer.zero_grad()
-            loss.backward()
-            loop.optimizer.step()
-            loop.scheduler.step()
-            losses.append(loss.item())
+            losses.append(loop.step(loss))
             report("finetune", epoch * steps + step + 1, options.epochs * steps)
         return float(np.mean(losses)) if losses else float("nan")
 
@@ -639,11 +625,7 @@ def _realign_text(store, model, images, captions, train_rows, val_rows, decoded,
             if len(rows) < 2:
                 continue
             loss = info_nce_loss(torch.stack([image_vectors[int(r)] for r in rows]), encode_text(rows), logit_scale)
-            loop.optimizer.zero_grad()
-            loss.backward()
-            loop.optimizer.step()
-            loop.scheduler.step()
-            losses.append(loss.item())
+            losses.append(loop.step(loss))
             report("realign text", epoch * steps + step + 1, realign.epochs * steps)
         return float(np.mean(losses)) if losses else float("nan")
 
@@ -691,6 +673,22 @@ def _save_model(store: "Store", model, model_id: str, config: dict[str, Any]) ->
         json.dump(config, handle, indent=2, sort_keys=True)
     os.replace(partial, final)
     return final
+
+
+def finetuned_models(store_path: str) -> list[dict]:
+    """The fine-tuned models saved in a store (their config.json contents plus `folder`), newest first."""
+    root = os.path.join(store_path, MODELS_FOLDER)
+    found = []
+    if os.path.isdir(root):
+        for name in sorted(os.listdir(root)):
+            config = os.path.join(root, name, "config.json")
+            if not name.startswith(".") and not name.endswith(".partial") and os.path.isfile(config):
+                with open(config, encoding="utf-8") as handle:
+                    data = json.load(handle)
+                data["folder"] = os.path.join(root, name)
+                found.append(data)
+    found.sort(key=lambda data: data.get("created_at", ""), reverse=True)
+    return found
 
 
 def finetuned_identity(parent: ModelIdentity, checkpoint: str) -> ModelIdentity:

@@ -319,23 +319,28 @@ class FolderIngest:
             tables.delete_where_in(self.images, "id", orphans)
 
 
-def read_prompt_manifest(path: str | os.PathLike[str]) -> dict[str, str]:
-    """{absolute image path: prompt} from a CSV/TSV (columns path and prompt) or JSONL manifest.
-
-    Relative paths are relative to the manifest's folder (a render-world manifest.jsonl works as it is).
-    """
+def read_manifest_records(path: str | os.PathLike[str], what: str = "manifest") -> tuple[str, list]:
+    """(the manifest's folder, its records) from a CSV/TSV (header row) or JSONL file."""
     import csv
     import json
 
     manifest = os.path.abspath(os.path.expanduser(os.fspath(path)))
     if not os.path.isfile(manifest):
-        raise SourceNotFoundError(f"Cannot read manifest {manifest}: no such file.")
-    base = os.path.dirname(manifest)
+        raise SourceNotFoundError(f"Cannot read {what} {manifest}: no such file.")
     with open(manifest, encoding="utf-8", errors="replace", newline="") as handle:
         if manifest.lower().endswith((".jsonl", ".ndjson")):
             records = [json.loads(line) for line in handle if line.strip()]
         else:
             records = list(csv.DictReader(handle, delimiter="\t" if manifest.lower().endswith(".tsv") else ","))
+    return os.path.dirname(manifest), records
+
+
+def read_prompt_manifest(path: str | os.PathLike[str]) -> dict[str, str]:
+    """{absolute image path: prompt} from a CSV/TSV (columns path and prompt) or JSONL manifest.
+
+    Relative paths are relative to the manifest's folder (a render-world manifest.jsonl works as it is).
+    """
+    base, records = read_manifest_records(path)
     prompts = {}
     for record in records:
         if isinstance(record, dict) and isinstance(record.get("path"), str) and isinstance(record.get("prompt"), str):

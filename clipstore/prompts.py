@@ -79,14 +79,24 @@ def dedup_threshold(db: "lancedb.DBConnection") -> float | None:
     return float(value) if value is not None else None
 
 
-def load_bank(db: "lancedb.DBConnection") -> tuple[list[str], list[str], np.ndarray]:
-    """Ids, texts and MiniLM embeddings (m, 384) of every kept prompt, in insertion order."""
-    data = tables.read_columns(tables.open_prompts(db), ["id", "seq", "text", "minilm_embedding"])
+def load_bank(db: "lancedb.DBConnection", *, with_clip: bool = False):
+    """Ids, texts and MiniLM embeddings (m, 384) of every kept prompt, in insertion order; with `with_clip`,
+    also their CLIP text embeddings (m, d) from the same read."""
+    table = tables.open_prompts(db)
+    columns = ["id", "seq", "text", "minilm_embedding"] + (["clip_embedding"] if with_clip else [])
+    data = tables.read_columns(table, columns)
     order = np.argsort(data.column("seq").to_numpy(), kind="stable")
     data = data.take(order)
-    flat = data.column("minilm_embedding").combine_chunks().flatten().to_numpy(zero_copy_only=False)
-    vectors = np.asarray(flat, dtype=np.float32).reshape(data.num_rows, tables.MINILM_DIM)
-    return data.column("id").to_pylist(), data.column("text").to_pylist(), vectors
+    vectors = _matrix(data.column("minilm_embedding"), tables.MINILM_DIM)
+    found = (data.column("id").to_pylist(), data.column("text").to_pylist(), vectors)
+    if not with_clip:
+        return found
+    return (*found, _matrix(data.column("clip_embedding"), table.schema.field("clip_embedding").type.list_size))
+
+
+def _matrix(column, dim: int) -> np.ndarray:
+    flat = column.combine_chunks().flatten().to_numpy(zero_copy_only=False)
+    return np.asarray(flat, dtype=np.float32).reshape(len(column), dim)
 
 
 def dedup_existing_prompts(db: "lancedb.DBConnection", threshold: float) -> int:

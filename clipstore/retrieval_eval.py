@@ -12,7 +12,6 @@ the store's labelled images (labels from folders or a manifest, as for `clipstor
 
 from __future__ import annotations
 
-import os
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable, Sequence
@@ -146,28 +145,3 @@ def evaluate_retrieval(
         report("evaluate", step, len(encoders))
     return RetrievalReport(tuple(results), k, n_test, len(prompted), len(names), template)
 
-
-def load_encoder(identity, *, device=None, precision="auto") -> "ClipEncoder":
-    from .encoders.clip import load_clip_encoder
-
-    return load_clip_encoder(identity, device=device, precision=precision)
-
-
-def finetuned_models(store_path: str) -> list[dict]:
-    """The fine-tuned models saved in a store (their config.json contents plus `folder`), newest first."""
-    import json
-
-    from .finetune import MODELS_FOLDER
-
-    root = os.path.join(store_path, MODELS_FOLDER)
-    found = []
-    if os.path.isdir(root):
-        for name in sorted(os.listdir(root)):
-            config = os.path.join(root, name, "config.json")
-            if not name.startswith(".") and not name.endswith(".partial") and os.path.isfile(config):
-                with open(config, encoding="utf-8") as handle:
-                    data = json.load(handle)
-                data["folder"] = os.path.join(root, name)
-                found.append(data)
-    found.sort(key=lambda data: data.get("created_at", ""), reverse=True)
-    return found

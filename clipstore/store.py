@@ -310,7 +310,7 @@ class Store:
 
     def finetuned_models(self) -> list[dict]:
         """The fine-tuned models saved in this store (their configs, with `folder`), newest first."""
-        from .retrieval_eval import finetuned_models
+        from .finetune import finetuned_models
 
         return finetuned_models(self.path)
 
@@ -353,7 +353,8 @@ class Store:
         store's held-out labelled images, for the store's model and each of `models` side by side (default:
         the newest fine-tuned model of this store, if any). See `clipstore.retrieval_eval`."""
         from .finetune import FinetuneOptions, load_images
-        from .retrieval_eval import DEFAULT_TEMPLATE, evaluate_retrieval, load_encoder
+        from .encoders.clip import load_clip_encoder
+        from .retrieval_eval import DEFAULT_TEMPLATE, evaluate_retrieval
 
         options = FinetuneOptions(labels_from_folders=labels_from_folders, label_manifest=label_manifest, label_field=label_field)
         images = load_images(self, options)
@@ -364,7 +365,7 @@ class Store:
         for spec in models:
             identity, _ = self._resolve_switch_target(spec)
             name = f"fine-tuned {os.path.basename(os.path.dirname(identity.checkpoint_path))}" if identity.checkpoint_path and "/models/" in identity.checkpoint_path else identity.spec
-            encoders.append((name, load_encoder(identity, device=self._device, precision=self._precision)))
+            encoders.append((name, load_clip_encoder(identity, device=self._device, precision=self._precision)))
         return evaluate_retrieval(self, encoders, images, k=k, template=template or DEFAULT_TEMPLATE, splits=splits, progress=progress)
 
     def _resolve_switch_target(self, model: str) -> "tuple[ModelIdentity, bool]":

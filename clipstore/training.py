@@ -229,6 +229,14 @@ class TrainingLoop:
         self.history: list[EpochStats] = []
         self.resumed_from = 0
 
+    def step(self, loss) -> float:
+        """One AdamW step on `loss` and one scheduler step; returns the loss value."""
+        self.optimizer.zero_grad()
+        loss.backward()
+        self.optimizer.step()
+        self.scheduler.step()
+        return loss.item()
+
     def resume(self) -> None:
         import torch
 
@@ -339,11 +347,7 @@ def fit_frozen_head(
             x = x_all[idx, view[idx]]
             y = t_all[idx, variant[idx]]
             loss = cosine_loss(model.head(x), y)
-            loop.optimizer.zero_grad()
-            loss.backward()
-            loop.optimizer.step()
-            loop.scheduler.step()
-            losses.append(loss.item())
+            losses.append(loop.step(loss))
             report("train", epoch * steps + step + 1, options.epochs * steps)
         return float(np.mean(losses))
 
@@ -418,11 +422,7 @@ def fit_tuned_tower(
             variant = rng.integers(0, targets_all.shape[1], size=len(idx))
             y = targets_all[idx, variant]
             loss = cosine_loss(model(pixels), y)
-            loop.optimizer.zero_grad()
-            loss.backward()
-            loop.optimizer.step()
-            loop.scheduler.step()
-            losses.append(loss.item())
+            losses.append(loop.step(loss))
             progress("train", epoch * steps + step + 1, options.epochs * steps)
         return float(np.mean(losses))
 
@@ -461,12 +461,7 @@ class BankView:
 
 
 def bank_view(store: "Store", hide_prompts: list[str]) -> BankView:
-    ids, texts, minilm = load_bank(store.db)
-    data = tables.read_columns(tables.open_prompts(store.db), ["id", "clip_embedding"])
-    position = {pid: i for i, pid in enumerate(data.column("id").to_pylist())}
-    flat = data.column("clip_embedding").combine_chunks().flatten().to_numpy(zero_copy_only=False)
-    clip_all = np.asarray(flat, np.float32).reshape(data.num_rows, -1) if data.num_rows else np.zeros((0, store.model.embed_dim), np.float32)
-    clip = clip_all[[position[i] for i in ids]] if ids else clip_all
+    ids, texts, minilm, clip = load_bank(store.db, with_clip=True)
     hidden_ids = {prompt_id(text) for text in hide_prompts}
     hidden = np.fromiter((i in hidden_ids for i in ids), bool, count=len(ids))
     return BankView(ids, texts, minilm, clip, hidden)
