@@ -8,8 +8,8 @@ measured on a random sample of the inserted prompts: the sample's decisions are 
 everything before it.
 
 The bank of N for the second insert is the first insert's kept prompts topped up with "long-tail" prompts
-(the same prompt template around rarer words drawn from MiniLM's vocabulary, ~99.9% of them distinct at
-0.85). The generated corpus alone cannot fill it: its near-duplicate share grows with its size (30% of the
+(the same prompt template around rarer words drawn from MiniLM's vocabulary; about 98% of them pass
+the gate). The generated corpus alone cannot fill it: its near-duplicate share grows with its size (30% of the
 last 100,000 of a 1M corpus are kept), so a bank of 1M would take ~3M more generated prompts to embed.
 
     python benchmarks/prompt_bank_insert.py [--n 1000000] [--cache ~/.cache/clipstore-bench] [--empty-only]
@@ -163,7 +163,7 @@ def fill_bank(store, filler: list[str], target: int, cache: Path) -> None:
     """Insert filler prompts (through the gate, untimed) until the bank holds `target` prompts."""
     used = 0
     while (missing := target - store.count_prompts()) > 0 and used < len(filler):
-        take = min(len(filler) - used, missing + missing // 50 + 1)  # ~99.9% of them are kept
+        take = min(len(filler) - used, missing + missing // 50 + 1)  # ~98% of them pass; the loop tops up the rest
         end = min(len(filler), -(-(used + take) // _CHUNK) * _CHUNK)  # the cache holds whole chunks
         vectors = embeddings(filler[:end], cache, f"long-tail-3-{len(filler)}", first_chunk=used // _CHUNK)
         vectors = vectors[used % _CHUNK :][:take]
