@@ -70,6 +70,8 @@ def sample_agreement(all_vectors: np.ndarray, m: int, accepted: np.ndarray, samp
     The sample is scored against all kept items in one blocked pass (each sampled item only sees the kept
     items before it).
     """
+    from clipstore.dedup import DEFAULT_THRESHOLD
+
     rng = np.random.default_rng(seed)
     n = len(accepted)
     picks = np.sort(rng.choice(n, size=min(sample, n), replace=False))
@@ -81,7 +83,7 @@ def sample_agreement(all_vectors: np.ndarray, m: int, accepted: np.ndarray, samp
         scores = all_vectors[positions] @ queries
         scores[positions[:, None] >= (m + picks)[None, :]] = -np.inf  # only items before the sampled one
         best = np.maximum(best, scores.max(axis=0))
-    exact_reject = best >= 0.85
+    exact_reject = best >= DEFAULT_THRESHOLD
     return float(np.mean(exact_reject == ~accepted[picks]))
 
 

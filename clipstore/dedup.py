@@ -20,6 +20,9 @@ import numpy as np
 DEFAULT_THRESHOLD = 0.85
 EXACT_PAIR_BUDGET = 400_000_000
 """Up to this many pairwise products the near pairs are found exactly (all pairs, blocked)."""
+MIN_NPROBE = 12
+NPROBE_SHARE = 0.02
+"""The inverted-file index compares each item with NPROBE_SHARE of its cells, and at least MIN_NPROBE."""
 
 _BLOCK = 4096
 _BOUNDARY = 1e-5  # similarities this close to the threshold are recomputed in float64
@@ -39,9 +42,6 @@ class DedupResult:
     similarity: np.ndarray
     exact: bool
 
-
-MIN_NPROBE = 12
-NPROBE_SHARE = 0.02
 
 def deduplicate(
     new: np.ndarray,
@@ -114,7 +114,7 @@ def _near_pairs_exhaustive(vectors: np.ndarray, m: int, threshold: float):
     return _concat(rows, cols, sims)
 
 
-def _near_pairs_indexed(vectors: np.ndarray, m: int, threshold: float, nprobe: int, seed: int):
+def _near_pairs_indexed(vectors: np.ndarray, m: int, threshold: float, nprobe: int | None, seed: int):
     centroids = _kmeans(vectors, seed)
     if nprobe is None:
         nprobe = max(MIN_NPROBE, int(round(NPROBE_SHARE * len(centroids))))
