@@ -407,6 +407,12 @@ class Store:
         prefix = normalise_prefix(path_prefix) if path_prefix else None
         return self._searcher.search(vector, k, prefix)
 
+    def image_paths(self, image_id: str) -> list[str]:
+        """Every path the store holds for an image id (several paths when their bytes are identical), sorted."""
+        files = self.db.open_table(tables.FILES)
+        rows = files.search().where(tables.sql_in("image_id", [image_id])).select(["path"]).limit(None).to_arrow()
+        return sorted(rows.column("path").to_pylist())
+
     def count_images(self) -> int:
         """Number of distinct images (distinct contents) in the store."""
         return tables.open_images(self.db).count_rows()

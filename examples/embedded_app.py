@@ -9,6 +9,8 @@ start, and uses only the public API. Run it on any folder:
 from __future__ import annotations
 
 import argparse
+import hashlib
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,14 +20,15 @@ import clipstore
 @dataclass(frozen=True)
 class LookAlikes:
     path: str
-    matches: list[clipstore.SearchHit]
+    matches: list[str]
 
 
 class PhotoLibrary:
     """A photo folder with a clipstore store behind it."""
 
     def __init__(self, folder: Path, store: clipstore.Store):
-        self.folder = folder
+        # The store records absolute paths: compare hits with the same form of each photo's path.
+        self.folder = Path(os.path.abspath(os.path.expanduser(folder)))
         self.store = store
 
     @classmethod
@@ -37,22 +40,27 @@ class PhotoLibrary:
         return self.store.ingest(self.folder, prune=True)
 
     def look_alikes(self, photo: str | Path, threshold: float) -> LookAlikes:
-        """Other photos at least `threshold` cosine-similar to `photo`."""
+        """Other photos at least `threshold` cosine-similar to `photo` (a path, relative or absolute), and its
+        exact copies (other paths with the same bytes, which the store keeps as one image)."""
+        photo = os.path.abspath(os.path.expanduser(photo))
+        own_id = hashlib.sha256(Path(photo).read_bytes()).hexdigest()  # a store image id is its bytes' SHA-256
         hits = self.store.search_image(photo, k=10)
-        return LookAlikes(str(photo), [hit for hit in hits if hit.score >= threshold and hit.path != str(photo)])
+        copies = [path for path in self.store.image_paths(own_id) if path != photo]
+        similar = [hit.path for hit in hits if hit.score >= threshold and hit.id != own_id]
+        return LookAlikes(photo, copies + similar)
 
     def near_duplicate_groups(self, threshold: float) -> list[list[str]]:
         """Groups of photos that look alike (each photo in at most one group)."""
         seen: set[str] = set()
         groups = []
         for photo in sorted(p for p in self.folder.rglob("*") if p.is_file()):
-            if str(photo) in seen:
+            if os.path.abspath(photo) in seen:
                 continue
             try:
                 alikes = self.look_alikes(photo, threshold)
             except clipstore.ClipstoreError:
                 continue  # not an image: the refresh report already said so
-            group = [str(photo)] + [hit.path for hit in alikes.matches if hit.path not in seen]
+            group = [alikes.path] + [path for path in alikes.matches if path not in seen]
             seen.update(group)
             if len(group) > 1:
                 groups.append(group)

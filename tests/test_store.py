@@ -149,3 +149,12 @@ def test_a_store_with_prompts_keeps_its_model(tmp_path):
     clipstore.connect(path, model="clipstore-mini").add_prompts(["a large red circle"])
     with pytest.raises(clipstore.ModelMismatchError):
         clipstore.connect(path, model="ViT-B-32:openai")
+
+
+def test_image_paths_lists_every_copy(store, photo_folder):
+    copy = photo_folder / "copy.png"
+    copy.write_bytes((photo_folder / "b" / "img0.png").read_bytes())
+    store.ingest(photo_folder)
+    hit = store.search_image(copy, k=1)[0]
+    assert store.image_paths(hit.id) == sorted([str(copy), str(photo_folder / "b" / "img0.png")])
+    assert store.image_paths("0" * 64) == []
