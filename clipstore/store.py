@@ -476,6 +476,11 @@ def connect(
         if os.path.exists(store_path) and not os.path.isdir(store_path):
             raise StoreNotFoundError(f"{store_path} is a file, not a store folder. Choose another --store path.")
     requested = resolve_model(model) if model else None  # a bad spec fails before anything is written
+    if not exists:
+        from .encoders.weights import ensure_weights_obtainable
+
+        # A new store's model must be loadable: never leave an empty store behind for weights we cannot get.
+        ensure_weights_obtainable(requested or resolve_model(DEFAULT_MODEL))
     db = lancedb.connect(store_path, read_consistency_interval=timedelta(0))
     migrate.check_not_newer(db, store_path)
     identity = _store_model(db, store_path, requested)

@@ -131,7 +131,7 @@ def test_a_store_whose_creation_stopped_midway_can_be_opened(tmp_path):
 
 def test_an_empty_store_takes_the_model_asked_for(tmp_path):
     path = tmp_path / "empty.clipstore"
-    clipstore.connect(path, model="ViT-B-32:openai")
+    clipstore.connect(path, model="ViT-B-32:random")  # no download needed: the store is created offline
     store = clipstore.connect(path, model="clipstore-mini")
     assert store.model.architecture == "clipstore-mini"
     assert clipstore.connect(path).model.architecture == "clipstore-mini"

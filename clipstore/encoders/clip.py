@@ -178,6 +178,9 @@ def _create_model(identity: ModelIdentity) -> "torch.nn.Module":
                 f"Cannot load checkpoint {path!r} into {identity.architecture}: {exc}. "
                 "Check that the file is an open_clip checkpoint for that architecture."
             ) from exc
+    from .weights import ensure_weights_obtainable
+
+    ensure_weights_obtainable(identity)  # offline: one clear error now, not minutes of download retries
     try:
         return open_clip.create_model(identity.architecture, pretrained=identity.pretrained, require_pretrained=True)
     except Exception as exc:  # download errors come from huggingface_hub, urllib, requests...
