@@ -47,6 +47,8 @@ def _friendly_errors(func: Callable[..., Any]) -> Callable[..., Any]:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return func(*args, **kwargs)
+        except BrokenPipeError:
+            _exit_reader_gone()
         except ClipstoreError as exc:
             raise click.ClickException(str(exc)) from None
         except (ValueError, KeyError) as exc:  # bad option values, malformed manifests or templates
@@ -55,6 +57,19 @@ def _friendly_errors(func: Callable[..., Any]) -> Callable[..., Any]:
             raise click.ClickException(f"{exc.strerror or exc}: {exc.filename or ''}".rstrip(": ")) from None
 
     return wrapper
+
+
+def _exit_reader_gone() -> None:
+    """The reader of our output went away (`clipstore search ... | head -1`): stop quietly, as Unix tools do
+    when SIGPIPE ends them (status 141), with no message and no error when Python flushes stdout at exit."""
+    import os
+
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):  # stdout without a file descriptor (e.g. a test runner)
+        pass
+    raise SystemExit(141)
 
 
 def _print_json(data: Any) -> None:

@@ -207,3 +207,18 @@ def test_prompts_commands(run, store_path, tmp_path):
 
     missing = run("prompts", "add", str(tmp_path / "nope.txt"))
     assert missing.exit_code == 1 and "no such file" in missing.output and "Traceback" not in missing.output
+
+
+def test_reader_closing_the_pipe_ends_quietly(store_path, photo_folder):
+    import subprocess
+    import sys
+
+    clipstore.connect(store_path, model="clipstore-mini").ingest(photo_folder)
+    child = subprocess.Popen(
+        [sys.executable, "-m", "clipstore.cli", "search", "a red circle", "-k", "6", "--store", str(store_path)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )
+    child.stdout.close()  # like `| head -0`: the reader is gone before the first line is written
+    _, stderr = child.communicate(timeout=120)
+    assert child.returncode == 141  # what a shell reports for a tool ended by SIGPIPE
+    assert stderr.decode().strip() == ""  # no "Error: Broken pipe", no "Exception ignored"
