@@ -16,6 +16,14 @@ class StoreNotFoundError(ClipstoreError):
     """The store path does not hold a clipstore store and creating one was not allowed."""
 
 
+class StoreDamagedError(ClipstoreError):
+    """The store folder lacks tables its migrations created (e.g. a `.lance` folder was deleted)."""
+
+
+class ManifestError(ClipstoreError):
+    """A manifest (CSV/TSV/JSONL of paths with prompts or labels) cannot be parsed; says which file and line."""
+
+
 class StoreVersionError(ClipstoreError):
     """The store was written by a newer clipstore (it has migrations this version does not know)."""
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from . import tables
-from .errors import ClipstoreError, InvalidImageError, SourceNotFoundError
+from .errors import ClipstoreError, InvalidImageError, ManifestError, SourceNotFoundError
 from .image_prompts import ImagePrompt, prompt_from_image_bytes, prompt_from_sidecar
 from .imaging import DEFAULT_MAX_MEGAPIXELS, decode_image
 from .results import FileFailure, IngestReport
@@ -329,9 +329,26 @@ def read_manifest_records(path: str | os.PathLike[str], what: str = "manifest") 
         raise SourceNotFoundError(f"Cannot read {what} {manifest}: no such file.")
     with open(manifest, encoding="utf-8", errors="replace", newline="") as handle:
         if manifest.lower().endswith((".jsonl", ".ndjson")):
-            records = [json.loads(line) for line in handle if line.strip()]
+            records = []
+            for number, line in enumerate(handle, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    records.append(json.loads(line))
+                except json.JSONDecodeError as exc:
+                    raise ManifestError(
+                        f"{what.capitalize()} {manifest}, line {number}, column {exc.colno}: not valid JSON ({exc.msg}). "
+                        'Each line must be one JSON object, e.g. {"path": "cat.png", "prompt": "a cat"}.'
+                    ) from None
         else:
-            records = list(csv.DictReader(handle, delimiter="\t" if manifest.lower().endswith(".tsv") else ","))
+            reader = csv.DictReader(handle, delimiter="\t" if manifest.lower().endswith(".tsv") else ",", strict=True)
+            try:
+                records = list(reader)
+            except csv.Error as exc:  # line_num counts the lines read before the one that failed
+                raise ManifestError(
+                    f"{what.capitalize()} {manifest}, line {reader.line_num + 1}: not valid CSV/TSV ({exc}). "
+                    "The first row names the columns (e.g. path,prompt); quote fields that hold the separator."
+                ) from None
     return os.path.dirname(manifest), records
 
 
@@ -341,6 +358,14 @@ def read_prompt_manifest(path: str | os.PathLike[str]) -> dict[str, str]:
     Relative paths are relative to the manifest's folder (a render-world manifest.jsonl works as it is).
     """
     base, records = read_manifest_records(path)
+    columns = {key for record in records if isinstance(record, dict) for key in record}
+    missing = [name for name in ("path", "prompt") if name not in columns]
+    if records and missing:
+        raise ManifestError(
+            f"Manifest {os.path.abspath(os.path.expanduser(os.fspath(path)))} has no {' or '.join(missing)} "
+            f"{'column' if len(missing) == 1 else 'columns'} (it has: {', '.join(sorted(map(str, columns))) or 'none'}). "
+            "A prompt manifest needs `path` (the image, relative to the manifest) and `prompt`."
+        )
     prompts = {}
     for record in records:
         if isinstance(record, dict) and isinstance(record.get("path"), str) and isinstance(record.get("prompt"), str):

@@ -7,7 +7,7 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Callable, Iterable, Union
 
 from . import migrate, tables
-from .errors import ModelMismatchError, StoreNotFoundError
+from .errors import ModelMismatchError, StoreDamagedError, StoreNotFoundError
 from .imaging import DEFAULT_MAX_MEGAPIXELS, load_image
 from .ingest import FolderIngest, IngestOptions, ProgressCallback, check_source, read_prompt_manifest
 from .prompt_files import read_prompt_file
@@ -483,6 +483,8 @@ def connect(
         ensure_weights_obtainable(requested or resolve_model(DEFAULT_MODEL))
     db = lancedb.connect(store_path, read_consistency_interval=timedelta(0))
     migrate.check_not_newer(db, store_path)
+    if exists:
+        _check_complete(db, store_path)
     identity = _store_model(db, store_path, requested)
     if apply_migrations and any(not status.applied for status in migrate.migration_status(db)):
         from .locking import write_lock
@@ -492,6 +494,30 @@ def connect(
             # Another process may have created the store first, with its model: check against that one.
             identity = _store_model(db, store_path, requested)
     return Store(store_path, db, identity, device=device, precision=precision)
+
+
+def _check_complete(db: "lancedb.DBConnection", store_path: str) -> None:
+    """Every table the store's applied migrations created must still be there (a `.lance` folder deleted or
+    lost in a partial copy would otherwise fail later, deep inside a command, with LanceDB's own words)."""
+    from .heads import HEADS_TABLE
+
+    applied = migrate.applied_migrations(db)
+    names = tables.table_names(db)
+    active = tables.active_tables(db) if tables.SETTINGS in names else {"images": tables.IMAGES, "prompts": tables.PROMPTS}
+    created_by = {
+        "0001_create_tables": (active["images"], tables.FILES),
+        "0002_prompt_bank": (active["prompts"], tables.SETTINGS),
+        "0004_model_heads": (HEADS_TABLE,),
+    }
+    missing = [name for migration, made in created_by.items() if migration in applied for name in made if name not in names]
+    if missing:
+        raise StoreDamagedError(
+            f"The store at {store_path} is damaged: its table{'s' if len(missing) > 1 else ''} "
+            f"{', '.join(repr(name) for name in missing)} {'are' if len(missing) > 1 else 'is'} missing "
+            f"(no {', '.join(name + '.lance' for name in missing)} in the store folder). Nothing was changed. "
+            "Restore the store folder from a backup or a complete copy, or build a new store from your images: "
+            "clipstore ingest FOLDER --store NEW_PATH."
+        )
 
 
 def _is_store(path: str) -> bool:

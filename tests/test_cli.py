@@ -222,3 +222,33 @@ def test_reader_closing_the_pipe_ends_quietly(store_path, photo_folder):
     _, stderr = child.communicate(timeout=120)
     assert child.returncode == 141  # what a shell reports for a tool ended by SIGPIPE
     assert stderr.decode().strip() == ""  # no "Error: Broken pipe", no "Exception ignored"
+
+
+@pytest.mark.parametrize(
+    "name, content, where",
+    [
+        ("bad.jsonl", '{"path": "a.png", "prompt": "ok"}\n{path: "b.png"}\n', "line 2, column 2"),
+        ("bad.csv", 'path,prompt\n"a.png"x,"a cat"\n', "line 2"),
+        ("columns.csv", "file,caption\na.png,a cat\n", "has no path or prompt columns"),
+    ],
+)
+def test_malformed_manifest_names_file_and_line(run, photo_folder, tmp_path, name, content, where):
+    manifest = tmp_path / name
+    manifest.write_text(content)
+    result = run("ingest", str(photo_folder), "--model", "clipstore-mini", "--manifest", str(manifest))
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert str(manifest) in result.output and where in result.output
+    assert "JSONDecodeError" not in result.output and len(result.output.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("table", ["files", "images", "prompts"])
+def test_store_missing_a_table_is_called_damaged(run, store_path, photo_folder, table):
+    import shutil
+
+    clipstore.connect(store_path, model="clipstore-mini").ingest(photo_folder)
+    shutil.rmtree(store_path / f"{table}.lance")
+    result = run("search", "a red circle")
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert "is damaged" in result.output and f"'{table}'" in result.output and "clipstore ingest FOLDER --store NEW_PATH" in result.output
+    with pytest.raises(clipstore.StoreDamagedError):
+        clipstore.connect(store_path)
