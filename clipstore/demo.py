@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 from .results import IngestReport, SearchHit, _AsDict
@@ -70,9 +71,13 @@ def run_demo(out: str | os.PathLike[str], *, n: int = 300, seed: int = 0, k: int
 
 def demo_summary(result: DemoResult) -> list[str]:
     """Human-readable lines describing a demo run."""
+    report = result.report
     lines = [
         f"rendered {result.rendered} images under {result.folder}",
-        f"ingested into {result.store}: added {result.report.added}, failed {len(result.report.failed)}",
+        f"ingested into {result.store}: added {report.added}, unchanged {report.skipped_unchanged}"
+        f" (already in the store from an earlier demo), failed {len(report.failed)}"
+        if report.skipped_unchanged
+        else f"ingested into {result.store}: added {report.added}, failed {len(report.failed)}",
     ]
     for search in result.searches:
         label = f'text "{search.query}"' if search.kind == "text" else f"image {search.query}"
@@ -84,4 +89,13 @@ def demo_summary(result: DemoResult) -> list[str]:
             lines.append(f"  (written for {os.path.relpath(search.target, result.folder)}: {where})")
         for hit, prompt in zip(search.hits, search.prompts):
             lines.append(f"  {hit.score:.3f}  {os.path.relpath(hit.path, result.folder)}  <- {prompt}")
+    store = shlex.quote(result.store)
+    example_image = shlex.quote(next((s.query for s in result.searches if s.kind == "image"), os.path.join(result.folder, "IMAGE")))
+    lines += [
+        "",
+        "Try your own queries on the demo store (clipstore-mini knows only render-world scenes: shapes, colours, backgrounds):",
+        f'  clipstore search "two small red circles on a white background" --store {store}',
+        f"  clipstore similar {example_image} --store {store}",
+        f"  clipstore info --store {store}",
+    ]
     return lines

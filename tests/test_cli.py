@@ -168,6 +168,14 @@ def test_demo_renders_ingests_and_searches(tmp_path):
 
     text = CliRunner().invoke(main, ["demo", str(tmp_path / "demo2"), "--n", "20"])
     assert text.exit_code == 0 and "(written for " in text.stdout and "<- " in text.stdout
+    assert f"clipstore search " in text.stdout and f"--store {tmp_path / 'demo2' / 'demo.clipstore'}" in text.stdout
+    again = CliRunner().invoke(main, ["demo", str(tmp_path / "demo2"), "--n", "20"])
+    assert again.exit_code == 0 and "added 0, unchanged 20" in again.stdout  # a second run says what it skipped
+
+
+def test_demo_output_is_ignored_by_git():
+    ignored = (Path(__file__).parent.parent / ".gitignore").read_text().split()
+    assert "/clipstore-demo/" in ignored  # `clipstore demo` run from a clone writes ./clipstore-demo
 
 
 def test_mistyped_folder_creates_no_store(run, store_path, tmp_path):
