@@ -20,6 +20,27 @@ from clipstore.ingest import check_source
 from clipstore.paths import STORE_ENV
 
 
+def _store_option(func: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option(
+        "--store",
+        "store_path",
+        envvar=STORE_ENV,
+        metavar="PATH",
+        help=f"Store folder [default: ${STORE_ENV} if set, else {_default_store_hint()}].",
+    )(func)
+
+
+def _default_store_hint() -> str:
+    """The per-user default store path as help text shows it (home as ~)."""
+    import os
+
+    from clipstore.paths import user_default_store_path
+
+    path = user_default_store_path()
+    home = os.path.expanduser("~")
+    return "~" + path[len(home):] if path.startswith(home + os.sep) else path
+
+
 def _store_options(func: Callable[..., Any]) -> Callable[..., Any]:
     func = click.option(
         "--model",
@@ -29,13 +50,7 @@ def _store_options(func: Callable[..., Any]) -> Callable[..., Any]:
         help="CLIP model: ARCH:TAG (default for a new store: ViT-B-32:laion2b_s34b_b79k), ARCH:/path/to/checkpoint, "
         "or clipstore-mini (offline). For an existing store it must match the store's model.",
     )(func)
-    return click.option(
-        "--store",
-        "store_path",
-        envvar=STORE_ENV,
-        metavar="PATH",
-        help=f"Store folder (default: ${STORE_ENV}, else the per-user data dir; see `clipstore info`).",
-    )(func)
+    return _store_option(func)
 
 
 def _json_option(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -92,19 +107,29 @@ def main() -> None:
     """clipstore: turn folders of images into a searchable LanceDB store.
 
     \b
+    clipstore demo                         try it offline: render, ingest and search sample images
     clipstore ingest ~/photos              embed every image under a folder (incremental)
     clipstore search "a dog on a beach"    text -> image search
     clipstore similar ~/photos/dog.jpg     image -> image search
     clipstore info                         where the store is, counts, model, migrations
+    clipstore migrate --list               applied and pending schema migrations
+    clipstore prompts add prompts.txt      the prompt bank (also: count, list, search)
     clipstore train                        train Model A on images that carry prompts
+    clipstore heads                        the trained Model A heads
     clipstore describe IMAGE               the prompts that best explain an image
     clipstore eval                         Avg-Cos of zero-shot, Model A, Model B, ensemble
     clipstore finetune                     one embedding for image->image and text->image (MCIP)
     clipstore reembed --model ID           switch the store to another model, atomically
+    clipstore rollback                     undo the last switch
+    clipstore world render OUT             render-world images with their prompts (test data)
+
+    \b
+    Exit status: 0 on success, 1 for an error (one `Error:` line saying what to do), 2 for a command-line
+    usage mistake (click's usage message), 141 when the reader of the output goes away (`| head`).
     """
 
 
-@main.command()
+@main.command(short_help="Embed the images under a folder (incremental).")
 @click.argument("folder", type=click.Path())
 @_store_options
 @click.option("--prune", is_flag=True, help="Remove rows of files under FOLDER that no longer exist.")
@@ -163,7 +188,7 @@ def ingest(folder, store_path, model, prune, max_megapixels, batch_size, manifes
         click.echo(f"Warning: {warning}", err=True)
 
 
-@main.command()
+@main.command(short_help="Text -> image search, best first.")
 @click.argument("text")
 @_store_options
 @click.option("-k", "k", type=click.IntRange(1), default=10, show_default=True, help="Number of results.")
@@ -176,7 +201,7 @@ def search(text, store_path, model, k, prefix, as_json) -> None:
     _print_hits(store.search_text(text, k=k, path_prefix=prefix), as_json)
 
 
-@main.command()
+@main.command(short_help="Image -> image search, best first.")
 @click.argument("image", type=click.Path())
 @_store_options
 @click.option("-k", "k", type=click.IntRange(1), default=10, show_default=True, help="Number of results.")
@@ -189,7 +214,7 @@ def similar(image, store_path, model, k, prefix, as_json) -> None:
     _print_hits(store.search_image(image, k=k, path_prefix=prefix), as_json)
 
 
-@main.command()
+@main.command(short_help="Where the store is, its counts, model and migrations.")
 @_store_options
 @_json_option
 @_friendly_errors
@@ -209,7 +234,7 @@ def info(store_path, model, as_json) -> None:
     click.echo(f"migrations: {', '.join(applied) or 'none'}")
 
 
-@main.command()
+@main.command(short_help="Apply (or --list) schema migrations.")
 @_store_options
 @click.option("--list", "list_only", is_flag=True, help="Only list applied and pending migrations; apply nothing.")
 @_json_option
@@ -226,12 +251,12 @@ def migrate(store_path, model, list_only, as_json) -> None:
         click.echo(f"{status.name}  {state}  {status.description}")
 
 
-@main.group()
+@main.group(short_help="The prompt bank: add, count, list, search.")
 def prompts() -> None:
     """The prompt bank: a de-duplicated corpus of prompts (cosine >= 0.85 near-duplicates are rejected)."""
 
 
-@prompts.command("add")
+@prompts.command("add", short_help="Add the prompts of text/CSV/JSONL/Parquet files.")
 @click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False))
 @_store_options
 @click.option("--column", help="Column (CSV/TSV/Parquet) or key (JSONL) holding the prompt [default: prompt].")
@@ -258,7 +283,7 @@ def prompts_add(files, store_path, model, column, source, quiet, as_json) -> Non
         click.echo(f"  … and {len(report.duplicates) - 20} more (use --json for all)")
 
 
-@prompts.command("count")
+@prompts.command("count", short_help="How many prompts the bank holds.")
 @_store_options
 @_json_option
 @_friendly_errors
@@ -271,7 +296,7 @@ def prompts_count(store_path, model, as_json) -> None:
         click.echo(count)
 
 
-@prompts.command("list")
+@prompts.command("list", short_help="List bank prompts in insertion order.")
 @_store_options
 @click.option("--limit", type=click.IntRange(0), default=20, show_default=True)
 @click.option("--offset", type=click.IntRange(0), default=0, show_default=True)
@@ -287,7 +312,7 @@ def prompts_list(store_path, model, limit, offset, as_json) -> None:
         click.echo(f"{row.id[:12]}  {row.text}")
 
 
-@prompts.command("search")
+@prompts.command("search", short_help="Bank prompts closest in meaning to a text.")
 @click.argument("text")
 @_store_options
 @click.option("-k", "k", type=click.IntRange(1), default=10, show_default=True, help="Number of results.")
@@ -303,12 +328,12 @@ def prompts_search(text, store_path, model, k, as_json) -> None:
         click.echo(f"{hit.score:.4f}  {hit.text}")
 
 
-@main.group()
+@main.group(short_help="The render world: procedural test images.")
 def world() -> None:
     """The render world: procedural images drawn exactly as their prompts say."""
 
 
-@world.command("render")
+@world.command("render", short_help="Render images with their prompts and a manifest.")
 @click.argument("out", type=click.Path(file_okay=False))
 @click.option("--n", "n", type=click.IntRange(1), default=100, show_default=True, help="Number of images.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Same seed, same bytes.")
@@ -333,7 +358,7 @@ def world_render(out, n, seed, split, size, quiet, as_json) -> None:
         click.echo(f"rendered {manifest.count} images into {manifest.folder} (manifest: {manifest.manifest})")
 
 
-@main.command()
+@main.command(short_help="Try clipstore offline on rendered sample images.")
 @click.argument("out", type=click.Path(file_okay=False), default="clipstore-demo")
 @click.option("--n", "n", type=click.IntRange(10), default=300, show_default=True, help="Images to render.")
 @click.option("-k", "k", type=click.IntRange(1), default=3, show_default=True, help="Hits per search.")
@@ -354,7 +379,7 @@ def demo(out, n, k, as_json) -> None:
         click.echo(line)
 
 
-@main.command()
+@main.command(short_help="Train Model A and tune Model B and the ensemble.")
 @_store_options
 @click.option("--epochs", type=click.IntRange(1), default=20, show_default=True)
 @click.option("--batch-size", type=click.IntRange(1), default=32, show_default=True)
@@ -405,7 +430,7 @@ def train(store_path, model, epochs, batch_size, lr_vision, lr_fc, weight_decay,
         click.echo(f"Note: {note}", err=True)
 
 
-@main.command()
+@main.command(short_help="List the trained Model A heads, newest first.")
 @_store_options
 @_json_option
 @_friendly_errors
@@ -423,7 +448,7 @@ def heads(store_path, model, as_json) -> None:
                    f"  {'tower+head' if info.vision_tuned else 'head only'}{flag}")
 
 
-@main.command()
+@main.command(short_help="The prompts that best explain an image (or a folder).")
 @click.argument("image", type=click.Path())
 @_store_options
 @click.option("-k", "k", type=click.IntRange(1), help="Model B neighbours [default: the head's tuned K, else 20].")
@@ -471,7 +496,7 @@ def describe(image, store_path, model, k, alpha, top, head, with_images, out, qu
         click.echo(f"Note: {note}", err=True)
 
 
-@main.command("eval")
+@main.command("eval", short_help="Avg-Cos table (eq. 8), or --retrieval benchmarks.")
 @_store_options
 @click.option("--pairs", type=click.Path(dir_okay=False), help="Held-out (path, prompt) manifest (CSV/TSV/JSONL) [default: the store's test split].")
 @click.option("--head", help="Model A head id (prefix) or folder [default: the newest].")
@@ -516,7 +541,7 @@ def eval_(store_path, model, pairs, head, retrieval, compare, labels_from_folder
         click.echo(f"Note: {note}", err=True)
 
 
-@main.command()
+@main.command(short_help="Fine-tune the image encoder (MCIP or 2SFT).")
 @_store_options
 @click.option("--method", type=click.Choice(["mcip", "2sft"]), default="mcip", show_default=True)
 @click.option("--epochs", type=click.IntRange(1), default=10, show_default=True)
@@ -570,8 +595,8 @@ def finetune(store_path, model, method, epochs, batch_size, lr_backbone, lr_head
         click.echo(f"Switch the store to it with: clipstore reembed --model {report.model_id}")
 
 
-@main.command()
-@click.option("--store", "store_path", envvar=STORE_ENV, metavar="PATH", help=f"Store folder (default: ${STORE_ENV}).")
+@main.command(short_help="Re-embed with another model and switch atomically.")
+@_store_option
 @click.option("--model", "target", required=True, metavar="SPEC|ID",
               help="The new model: a fine-tuned model of this store (id or folder) or a model spec (ARCH:TAG, ARCH:/path).")
 @click.option("--drop-missing", is_flag=True, help="Leave out images whose files can no longer be read.")
@@ -594,8 +619,8 @@ def reembed(store_path, target, drop_missing, batch_size, quiet, as_json) -> Non
     click.echo("Undo with: clipstore rollback")
 
 
-@main.command()
-@click.option("--store", "store_path", envvar=STORE_ENV, metavar="PATH", help=f"Store folder (default: ${STORE_ENV}).")
+@main.command(short_help="Undo the last model switch.")
+@_store_option
 @_json_option
 @_friendly_errors
 def rollback(store_path, as_json) -> None:

@@ -16,6 +16,11 @@ def default_store_path() -> str:
     """
     if os.environ.get(STORE_ENV):
         return expand(os.environ[STORE_ENV])
+    return user_default_store_path()
+
+
+def user_default_store_path() -> str:
+    """`<user data dir>/clipstore/default.clipstore`, whatever `$CLIPSTORE_STORE` says."""
     if sys.platform == "darwin":
         base = os.path.expanduser("~/Library/Application Support")
     elif os.name == "nt":

@@ -260,3 +260,31 @@ def test_store_missing_a_table_is_called_damaged(run, store_path, photo_folder, 
     assert "is damaged" in result.output and f"'{table}'" in result.output and "clipstore ingest FOLDER --store NEW_PATH" in result.output
     with pytest.raises(clipstore.StoreDamagedError):
         clipstore.connect(store_path)
+
+
+def test_top_level_help_lists_every_command_whole():
+    result = CliRunner().invoke(main, ["--help"], terminal_width=80)
+    assert result.exit_code == 0
+    examples, commands = result.output.split("Commands:")
+    for name in main.commands:
+        assert f"clipstore {name}" in examples, f"`clipstore --help` has no example of {name}"
+    summaries = [line.split(None, 1)[1] for line in commands.strip().splitlines()]
+    assert len(summaries) == len(main.commands)
+    assert all(summary.endswith(".") and not summary.endswith("...") for summary in summaries), summaries
+
+
+def test_store_option_reads_the_same_everywhere():
+    helps = set()
+    for words, command in _leaf_commands(main):
+        for param in command.params:
+            if "--store" in getattr(param, "opts", ()):
+                helps.add(param.help)
+                assert "clipstore info" not in param.help  # `info --help` must not send the reader to itself
+    assert len(helps) == 1, helps
+
+
+def test_usage_mistakes_exit_2_and_runtime_errors_exit_1(run, tmp_path):
+    usage = run("search")  # missing TEXT: click's usage message
+    assert usage.exit_code == 2 and "Usage:" in usage.output and "Missing argument" in usage.output
+    runtime = run("info")
+    assert runtime.exit_code == 1 and runtime.output.startswith("Error: No clipstore store at")
