@@ -288,3 +288,12 @@ def test_usage_mistakes_exit_2_and_runtime_errors_exit_1(run, tmp_path):
     assert usage.exit_code == 2 and "Usage:" in usage.output and "Missing argument" in usage.output
     runtime = run("info")
     assert runtime.exit_code == 1 and runtime.output.startswith("Error: No clipstore store at")
+
+
+def test_readme_documents_every_field_of_the_reports():
+    import dataclasses
+
+    readme = (Path(__file__).parent.parent / "README.md").read_text(encoding="utf-8")
+    for result in (clipstore.IngestReport, clipstore.StoreInfo):
+        for field in dataclasses.fields(result):
+            assert f"`{field.name}`" in readme, f"README does not document {result.__name__}.{field.name}"
