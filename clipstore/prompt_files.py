@@ -162,14 +162,21 @@ def _choose(columns: list[str], column: str | None, file: Path) -> str:
 
 
 def _read_delimited(text: str, file: Path, column: str | None, delimiter: str) -> Iterator[str]:
-    reader = csv.DictReader(_lines(text), delimiter=delimiter)
+    read = [0]  # lines handed to the reader: its own line_num lags behind on some errors
+
+    def lines() -> Iterator[str]:
+        for number, line in enumerate(_lines(text), 1):
+            read[0] = number
+            yield line
+
+    reader = csv.DictReader(lines(), delimiter=delimiter)
     try:
         name = _choose(list(reader.fieldnames or []), column, file)
         for row in reader:
             yield row.get(name) or ""
     except csv.Error as exc:
         kind = "TSV" if delimiter == "\t" else "CSV"
-        raise PromptFileError(f"{file}, line {reader.line_num}: not valid {kind} ({exc}).") from None
+        raise PromptFileError(f"{file}, line {read[0]}: not valid {kind} ({exc}).") from None
 
 
 def _json_line(line: str, number: int, file: Path) -> object:

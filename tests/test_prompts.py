@@ -287,6 +287,20 @@ def test_binary_or_undecodable_prompt_files_are_refused_naming_the_file(store, t
     assert store.count_prompts() == 0
 
 
+@pytest.mark.parametrize(
+    "name, content, expected",
+    [
+        ("huge.csv", 'prompt\n"' + "x" * 200_000 + '"\n', "huge.csv, line 2: not valid CSV"),
+        ("p.jsonl", '{"prompt": "a"}\n{oops\n', "p.jsonl, line 2: not JSON"),
+        ("p.json", json.dumps({"prompt": RED}), "array of prompts"),
+    ],
+)
+def test_malformed_prompt_files_are_one_clear_error(store, tmp_path, name, content, expected):
+    (tmp_path / name).write_text(content, encoding="utf-8")
+    with pytest.raises(clipstore.PromptFileError, match=expected):
+        store.add_prompts(tmp_path / name)
+
+
 def test_a_parquet_file_named_txt_is_refused_with_what_to_do(store, tmp_path):
     import pyarrow.parquet as pq
 
