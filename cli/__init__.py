@@ -18,6 +18,7 @@ from clipstore.errors import ClipstoreError
 from clipstore.imaging import DEFAULT_MAX_MEGAPIXELS
 from clipstore.ingest import check_source
 from clipstore.paths import STORE_ENV
+from clipstore.prompt_files import PROMPT_COLUMNS, check_prompt_file
 
 
 def _store_option(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -113,7 +114,7 @@ def main() -> None:
     clipstore similar ~/photos/dog.jpg     image -> image search
     clipstore info                         where the store is, counts, model, migrations
     clipstore migrate --list               applied and pending schema migrations
-    clipstore prompts add prompts.txt      the prompt bank (also: count, list, search)
+    clipstore prompts add prompts.txt      the prompt bank (also: remove, count, list, search)
     clipstore train                        train Model A on images that carry prompts
     clipstore heads                        the trained Model A heads
     clipstore describe IMAGE               the prompts that best explain an image
@@ -251,36 +252,81 @@ def migrate(store_path, model, list_only, as_json) -> None:
         click.echo(f"{status.name}  {state}  {status.description}")
 
 
-@main.group(short_help="The prompt bank: add, count, list, search.")
+@main.group(short_help="The prompt bank: add, remove, count, list, search.")
 def prompts() -> None:
     """The prompt bank: a de-duplicated corpus of prompts (cosine >= 0.85 near-duplicates are rejected)."""
+
+
+def _plural(count: int, noun: str) -> str:
+    return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
+def _echo_first(lines: list[str], limit: int = 20) -> None:
+    """Print the first `limit` lines of a list, then how many were left out."""
+    for line in lines[:limit]:
+        click.echo(line)
+    if len(lines) > limit:
+        click.echo(f"  … and {len(lines) - limit} more (use --json for all)")
 
 
 @prompts.command("add", short_help="Add the prompts of text/CSV/JSONL/Parquet files.")
 @click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False))
 @_store_options
-@click.option("--column", help="Column (CSV/TSV/Parquet) or key (JSONL) holding the prompt [default: prompt].")
+@click.option("--column", metavar="NAME", help="Column (CSV/TSV/Parquet) or key (JSONL/JSON) holding the prompt "
+              f"[default: the first of {', '.join(PROMPT_COLUMNS)} the file has].")
 @click.option("--source", help="Label stored with each prompt [default: the file name].")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 @_json_option
 @_friendly_errors
 def prompts_add(files, store_path, model, column, source, quiet, as_json) -> None:
-    """Add the prompts of FILES to the bank: .txt (one per line), .csv/.tsv, .jsonl, .parquet.
+    """Add the prompts of FILES to the bank: UTF-8 .txt (one per line), .csv/.tsv, .jsonl, .json, .parquet.
 
     Prompts are considered in file order; one whose MiniLM cosine with an already kept prompt is >= 0.85 is
-    rejected and listed with the prompt it duplicates.
+    rejected and listed with the prompt it duplicates, one holding control characters is rejected as invalid.
+    A file that is not prompt text (an image, a binary file) is refused and nothing is added.
     """
+    for file in files:
+        check_prompt_file(file)  # `prompts add photo.png` must not create an empty store
     store = clipstore.connect(store_path, model=model)
     with _ProgressBar(enabled=not quiet and sys.stderr.isatty()) as bar:
         report = store.add_prompt_files(files, column=column, source=source, progress=bar.update)
     if as_json:
         _print_json(report.to_dict())
         return
-    click.echo(f"Kept {report.inserted} prompts; rejected {len(report.duplicates)} near-duplicates.")
-    for duplicate in report.duplicates[:20]:
-        click.echo(f"  {duplicate.similarity:.3f}  {duplicate.text!r} duplicates {duplicate.kept_text!r}")
-    if len(report.duplicates) > 20:
-        click.echo(f"  … and {len(report.duplicates) - 20} more (use --json for all)")
+    rejected = _plural(len(report.duplicates), "near-duplicate")
+    if report.rejected:
+        rejected += f" and {_plural(len(report.rejected), 'invalid prompt')}"
+    click.echo(f"Kept {_plural(report.inserted, 'prompt')}; rejected {rejected}.")
+    _echo_first([f"  {d.similarity:.3f}  {d.text!r} duplicates {d.kept_text!r}" for d in report.duplicates])
+    _echo_first([f"  invalid  {r.text!r}: {r.reason}" for r in report.rejected])
+
+
+@prompts.command("remove", short_help="Remove prompts by id, source or matching text.")
+@_store_options
+@click.option("--id", "ids", multiple=True, metavar="ID", help="A prompt id, or a prefix of at least 6 characters "
+              "(`prompts list` shows 12); repeat it, or separate ids with commas, for several.")
+@click.option("--source", metavar="LABEL", help="Every prompt with this source label (`prompts list --json` shows them).")
+@click.option("--match", metavar="TEXT", help="Every prompt whose text contains TEXT (case-insensitive, no wildcards).")
+@click.option("--dry-run", is_flag=True, help="Only show what would be removed.")
+@_json_option
+@_friendly_errors
+def prompts_remove(store_path, model, ids, source, match, dry_run, as_json) -> None:
+    """Remove prompts from the bank by id, source label or text (together: prompts matching all).
+
+    Nothing else in the bank changes; a removed prompt frees its place, so a near-duplicate of it can be
+    added afterwards. An unknown or ambiguous id removes nothing.
+    """
+    id_list = [part for value in ids for part in value.replace(",", " ").split()] if ids else None
+    report = clipstore.connect(store_path, model=model, create=False).remove_prompts(id_list, source, match, dry_run)
+    if as_json:
+        _print_json(report.to_dict())
+        return
+    if not report.prompts:
+        click.echo("No prompt matches; nothing removed.")
+        return
+    count = _plural(len(report.prompts), "prompt")
+    click.echo(f"Would remove {count} (dry run: nothing changed)." if report.dry_run else f"Removed {count}.")
+    _echo_first([f"  {p.id[:12]}  {p.text}" for p in report.prompts])
 
 
 @prompts.command("count", short_help="How many prompts the bank holds.")

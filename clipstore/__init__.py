@@ -22,21 +22,25 @@ from .errors import (
     ModelMismatchError,
     ModelSpecError,
     ModelUnavailableError,
+    PromptSelectionError,
     SourceNotFoundError,
     StoreDamagedError,
     StoreNotFoundError,
     StoreVersionError,
 )
 from .paths import default_store_path
+from .prompt_files import PromptFileError
 from .results import FileFailure, IngestReport, MigrationStatus, SearchHit, StoreInfo
 
 if TYPE_CHECKING:
+    from .prompts import DuplicatePrompt, PromptHit, PromptInsertReport, PromptRemoveReport, RejectedPrompt, StoredPrompt
     from .store import Store
 
 __version__ = "0.1.0"
 
 __all__ = [
     "ClipstoreError",
+    "DuplicatePrompt",
     "FileFailure",
     "HeadNotFoundError",
     "NothingToDescribeWithError",
@@ -48,6 +52,12 @@ __all__ = [
     "ModelMismatchError",
     "ModelSpecError",
     "ModelUnavailableError",
+    "PromptFileError",
+    "PromptHit",
+    "PromptInsertReport",
+    "PromptRemoveReport",
+    "PromptSelectionError",
+    "RejectedPrompt",
     "SearchHit",
     "SourceNotFoundError",
     "Store",
@@ -55,6 +65,7 @@ __all__ = [
     "StoreInfo",
     "StoreNotFoundError",
     "StoreVersionError",
+    "StoredPrompt",
     "connect",
     "default_store_path",
 ]
@@ -67,9 +78,16 @@ def connect(path: Any = None, **kwargs: Any) -> "Store":
     return _connect(path, **kwargs)
 
 
-def __getattr__(name: str) -> Any:
-    if name == "Store":
-        from .store import Store
+# Imported on first use: they bring numpy and LanceDB's helpers with them.
+_LAZY = {"Store": "store"} | {
+    name: "prompts"
+    for name in ("DuplicatePrompt", "PromptHit", "PromptInsertReport", "PromptRemoveReport", "RejectedPrompt", "StoredPrompt")
+}
 
-        return Store
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        from importlib import import_module
+
+        return getattr(import_module(f".{_LAZY[name]}", __name__), name)
     raise AttributeError(f"module 'clipstore' has no attribute {name!r}")

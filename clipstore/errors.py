@@ -44,6 +44,10 @@ class SourceNotFoundError(ClipstoreError):
     """A folder or file given to ingest/search does not exist or cannot be read."""
 
 
+class PromptSelectionError(ClipstoreError):
+    """Prompts to remove cannot be told apart: no selector, an empty match text, an unknown or ambiguous id."""
+
+
 class InvalidImageError(ClipstoreError):
     """Bytes that should be an image are not a decodable, acceptable image."""
 

@@ -4,20 +4,26 @@ It is the offline stage of the seeds' image-to-prompt methods (Model B's KNN sea
 goes through one gate, `PromptBank.add`: new prompts are compared (MiniLM cosine) with the kept ones and with
 each other in insertion order; a prompt whose similarity with an already kept prompt reaches the store's
 threshold (0.85, recorded by migration 0003) is rejected and reported with the prompt it duplicates.
+Before that, a prompt that is not clean text (control characters, a lone surrogate, not a string) is rejected
+with the reason. `PromptBank.remove` deletes chosen prompts and nothing else: a removed prompt frees its slot
+(a near-duplicate of it can be kept afterwards) and the rest of the bank cannot break the rule by losing one.
 Writers take the store's write lock, so two processes can never let near-duplicates in side by side.
 """
 
 from __future__ import annotations
 
+import bisect
 import hashlib
+import re
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
 
 import numpy as np
 
 from . import tables
 from .dedup import deduplicate
+from .errors import PromptSelectionError
 from .results import _AsDict
 
 if TYPE_CHECKING:
@@ -29,6 +35,12 @@ if TYPE_CHECKING:
 DEDUP_SETTING = "prompt_dedup_threshold"
 _WRITE_CHUNK = 50_000
 _EMBED_CHUNK = 4096
+MIN_ID_PREFIX = 6
+"""An id given to `remove` may be a prefix of a prompt's id this long or longer (`prompts list` shows 12)."""
+
+# C0 controls other than tab, line feed and carriage return (whitespace a CSV/JSON prompt may hold), DEL, the C1
+# controls, and lone surrogates (which cannot be stored as UTF-8 at all).
+_NOT_TEXT = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff]")
 
 
 @dataclass(frozen=True)
@@ -44,11 +56,23 @@ class DuplicatePrompt(_AsDict):
 
 
 @dataclass(frozen=True)
+class RejectedPrompt(_AsDict):
+    """A prompt refused because it is not clean text: its position in the prompts given to the insert
+    (0-based), its text (`repr` of a value that is not a string) and why."""
+
+    index: int
+    text: str
+    reason: str
+
+
+@dataclass(frozen=True)
 class PromptInsertReport(_AsDict):
-    """What one insert did: how many prompts were kept, and each rejected near-duplicate."""
+    """What one insert did: how many prompts were kept, each rejected near-duplicate, and each prompt
+    rejected because it is not clean text (blank prompts are skipped without a record)."""
 
     inserted: int = 0
     duplicates: tuple[DuplicatePrompt, ...] = field(default_factory=tuple)
+    rejected: tuple[RejectedPrompt, ...] = field(default_factory=tuple)
 
 
 @dataclass(frozen=True)
@@ -62,15 +86,70 @@ class PromptHit(_AsDict):
 
 @dataclass(frozen=True)
 class StoredPrompt(_AsDict):
+    """A kept prompt: its id (SHA-256 of the text), text, source label and when it was added (ISO 8601 UTC)."""
+
     id: str
     text: str
     source: str | None
     added_at: str | None
 
 
+@dataclass(frozen=True)
+class PromptRemoveReport(_AsDict):
+    """What one `remove` did: the prompts it selected (insertion order), how many of them it deleted (0 on a
+    dry run), and whether it was a dry run."""
+
+    removed: int
+    prompts: tuple[StoredPrompt, ...]
+    dry_run: bool = False
+
+
 def prompt_id(text: str) -> str:
     """A prompt's id: the SHA-256 (hex) of its UTF-8 text."""
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def prompt_problem(value: Any) -> str | None:
+    """Why `value` cannot be a bank prompt, or None when it can (blank text can: it is skipped, not refused)."""
+    if not isinstance(value, str):
+        return f"not a string ({type(value).__name__})"
+    found = _NOT_TEXT.search(value)
+    if found is None:
+        return None
+    code = ord(found.group())
+    what = "a lone surrogate" if 0xD800 <= code <= 0xDFFF else "control character"
+    return f"contains {what} U+{code:04X} at character {found.start()}"
+
+
+def resolve_prompt_ids(given: Iterable[str], ids: Iterable[str]) -> set[str]:
+    """The ids among `ids` that `given` names: each a whole id, or a prefix of at least MIN_ID_PREFIX
+    characters that only one id starts with (case-insensitive). Raises PromptSelectionError, naming every
+    id that is unknown, ambiguous or too short, when one is."""
+    ordered = sorted(ids)
+    known = set(ordered)
+    found: set[str] = set()
+    problems = []
+    for raw in given:
+        key = raw.strip().lower()
+        if raw in known or key in known:
+            found.add(raw if raw in known else key)
+            continue
+        if len(key) < MIN_ID_PREFIX:
+            problems.append(f"{raw!r} is too short (give at least {MIN_ID_PREFIX} characters of the id)")
+            continue
+        start = bisect.bisect_left(ordered, key)
+        # Sorted: the ids starting with `key` follow `start`, so two of them show an ambiguous prefix.
+        matches = [candidate for candidate in ordered[start : start + 2] if candidate.startswith(key)]
+        if not matches:
+            problems.append(f"no prompt has an id starting with {raw!r}")
+        elif len(matches) > 1:
+            count = bisect.bisect_left(ordered, key + "\U0010ffff") - start
+            problems.append(f"{raw!r} matches {count} prompts (give more characters of the id)")
+        else:
+            found.add(matches[0])
+    if problems:
+        raise PromptSelectionError(f"Nothing removed: {'; '.join(problems)}. `clipstore prompts list` shows the ids.")
+    return found
 
 
 def dedup_threshold(db: "lancedb.DBConnection") -> float | None:
@@ -138,21 +217,23 @@ class PromptBank:
     ) -> PromptInsertReport:
         """Insert prompts through the dedup gate; see the module docstring for the exact rule.
 
-        Texts are stripped; blank ones are ignored. `source` is one label for all, or one per text.
-        `minilm_embeddings` (n, 384), L2-normalised, may be given when already computed (they must be
-        all-MiniLM-L6-v2's). `progress(done, total)` follows the embedding work.
+        Texts are stripped; blank ones are ignored; ones that are not clean text (`prompt_problem`) are
+        reported in `rejected`. `source` is one label for all, or one per text. `minilm_embeddings` (n, 384),
+        L2-normalised, may be given when already computed (they must be all-MiniLM-L6-v2's).
+        `progress(done, total)` follows the embedding work.
         """
         import pyarrow as pa
 
-        texts = [text.strip() for text in texts]
-        sources = list(source) if isinstance(source, (list, tuple)) else [source] * len(texts)
-        keep = [i for i, text in enumerate(texts) if text]
-        texts = [texts[i] for i in keep]
+        given = list(texts)
+        sources = list(source) if isinstance(source, (list, tuple)) else [source] * len(given)
+        if len(sources) != len(given):
+            raise ValueError(f"{len(sources)} source labels for {len(given)} prompts: give one label, or one per prompt.")
+        keep, texts, rejected = _screen(given)
         sources = [sources[i] for i in keep]
         if minilm_embeddings is not None:
             minilm_embeddings = np.asarray(minilm_embeddings, dtype=np.float32)[keep]
         if not texts:
-            return PromptInsertReport()
+            return PromptInsertReport(rejected=rejected)
         report = progress or (lambda done, total: None)
         total_work = 2 * len(texts)
         if minilm_embeddings is None:
@@ -186,7 +267,7 @@ class PromptBank:
         kept_texts = [texts[i] for i in kept]
         if not kept_texts:
             report(total_work, total_work)
-            return PromptInsertReport(0, tuple(duplicates))
+            return PromptInsertReport(0, tuple(duplicates), rejected)
         clip_embeddings = self._embed(self._clip().encode_texts, kept_texts, report, len(texts), total_work)
         next_seq = self._next_seq()
         now = tables.utc_now()
@@ -207,7 +288,43 @@ class PromptBank:
             )
             self.table.add(rows)
         report(total_work, total_work)
-        return PromptInsertReport(len(kept), tuple(duplicates))
+        return PromptInsertReport(len(kept), tuple(duplicates), rejected)
+
+    def remove(
+        self,
+        ids: Iterable[str] | None = None,
+        source: str | None = None,
+        match: str | None = None,
+        *,
+        dry_run: bool = False,
+    ) -> PromptRemoveReport:
+        """Delete the prompts the selectors name, and nothing else; callers hold the write lock.
+
+        ids: whole ids or unambiguous prefixes (`resolve_prompt_ids`; an unknown one removes nothing and
+        raises PromptSelectionError). source: every prompt with this source label. match: every prompt whose
+        text contains this text (case-insensitive, Unicode case folding; a plain substring, no wildcards).
+        Given together, the selectors narrow each other (a prompt must satisfy all). With `dry_run` the
+        report lists what would be removed and the bank is not touched.
+        """
+        if ids is None and source is None and match is None:
+            raise PromptSelectionError(
+                "Say which prompts to remove: ids (--id), a source label (--source) or a text they contain (--match)."
+            )
+        if match is not None and not match.strip():
+            raise PromptSelectionError("The match text is empty, so it would select every prompt; give text the prompts contain.")
+        rows = tables.read_columns(self.table, ["id", "seq", "text", "source", "added_at"]).to_pylist()
+        if ids is not None:
+            wanted = resolve_prompt_ids([ids] if isinstance(ids, str) else list(ids), [row["id"] for row in rows])
+            rows = [row for row in rows if row["id"] in wanted]
+        if source is not None:
+            rows = [row for row in rows if row["source"] == source]
+        if match is not None:
+            needle = match.casefold()
+            rows = [row for row in rows if needle in (row["text"] or "").casefold()]
+        rows.sort(key=lambda row: row["seq"])
+        if rows and not dry_run:
+            tables.delete_where_in(self.table, "id", {row["id"] for row in rows})
+        return PromptRemoveReport(0 if dry_run else len(rows), tuple(_stored(row) for row in rows), dry_run)
 
     def count(self) -> int:
         return self.table.count_rows()
@@ -216,10 +333,7 @@ class PromptBank:
         """Kept prompts in insertion order."""
         data = tables.read_columns(self.table, ["id", "seq", "text", "source", "added_at"]).to_pylist()
         data.sort(key=lambda row: row["seq"])
-        return [
-            StoredPrompt(row["id"], row["text"], row["source"], _iso(row["added_at"]))
-            for row in data[offset : offset + limit]
-        ]
+        return [_stored(row) for row in data[offset : offset + limit]]
 
     def search(self, text: str, k: int = 10) -> list[PromptHit]:
         """The k kept prompts closest in meaning to `text` (MiniLM cosine), best first."""
@@ -242,6 +356,25 @@ class PromptBank:
             chunks.append(np.asarray(encode(list(texts[start : start + _EMBED_CHUNK])), dtype=np.float32))
             report(offset + min(start + _EMBED_CHUNK, len(texts)), total)
         return np.concatenate(chunks) if chunks else np.zeros((0, 0), np.float32)
+
+
+def _screen(given: Sequence[Any]) -> tuple[list[int], list[str], tuple[RejectedPrompt, ...]]:
+    """(positions of the prompts to consider, those prompts stripped, the rejected ones); blanks are dropped."""
+    keep, texts, rejected = [], [], []
+    for index, value in enumerate(given):
+        # Checked once stripped, as files are read: surrounding whitespace (\x1c-\x1f and \x85 count) goes.
+        text = value.strip() if isinstance(value, str) else value
+        problem = prompt_problem(text)
+        if problem is not None:
+            rejected.append(RejectedPrompt(index, text if isinstance(text, str) else repr(text), problem))
+        elif text:
+            keep.append(index)
+            texts.append(text)
+    return keep, texts, tuple(rejected)
+
+
+def _stored(row: dict) -> StoredPrompt:
+    return StoredPrompt(row["id"], row["text"], row["source"], _iso(row["added_at"]))
 
 
 def _vector_column(vectors: np.ndarray):

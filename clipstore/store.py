@@ -11,7 +11,7 @@ from .errors import ModelMismatchError, StoreDamagedError, StoreNotFoundError
 from .imaging import DEFAULT_MAX_MEGAPIXELS, load_image
 from .ingest import FolderIngest, IngestOptions, ProgressCallback, check_source, read_prompt_manifest
 from .prompt_files import read_prompt_file
-from .prompts import PromptBank, PromptHit, PromptInsertReport, StoredPrompt, dedup_threshold
+from .prompts import PromptBank, PromptHit, PromptInsertReport, PromptRemoveReport, StoredPrompt, dedup_threshold
 from .models import DEFAULT_MODEL, ModelIdentity, resolve_model
 from .paths import default_store_path, expand
 from .results import IngestReport, MigrationStatus, SearchHit, StoreInfo
@@ -144,10 +144,13 @@ class Store:
     ) -> PromptInsertReport:
         """Add prompts to the bank: an iterable of texts, or the path of a prompt file.
 
-        Files: one prompt per line (.txt), CSV/TSV and JSONL (`column`, default the first of prompt, text,
-        caption), Parquet (e.g. DiffusionDB metadata). Prompts are kept in the order given unless a kept
-        prompt is a near-duplicate (MiniLM cosine >= the store's threshold, 0.85): those are reported in
-        `duplicates` with the prompt they duplicate. `source` labels the rows (default: the file name).
+        Files: one prompt per line (.txt), CSV/TSV, JSONL and JSON arrays (`column`, default the first of
+        prompt, text, caption, positive_prompt), Parquet (e.g. DiffusionDB metadata); a file that is not text
+        in one of these (an image, a binary file, text that is not UTF-8) raises PromptFileError and adds
+        nothing. Prompts are kept in the order given unless a kept prompt is a near-duplicate (MiniLM cosine
+        >= the store's threshold, 0.85): those are reported in `duplicates` with the prompt they duplicate.
+        Prompts holding control characters are reported in `rejected` with the reason; blank ones are
+        skipped. `source` labels the rows (default: the file name).
         """
         if isinstance(texts_or_path, (str, os.PathLike)):
             return self.add_prompt_files([texts_or_path], source=source, column=column, progress=progress)
@@ -161,11 +164,16 @@ class Store:
         column: str | None = None,
         progress: ProgressCallback | None = None,
     ) -> PromptInsertReport:
-        """Add the prompts of several files (in order, dedup across all of them); see `add_prompts`."""
+        """Add the prompts of several files (in order, dedup across all of them); see `add_prompts`.
+
+        Every file is read before anything is inserted: when one is refused, none of them is added.
+        """
+        paths = list(paths)
+        readers = [read_prompt_file(path, column) for path in paths]  # checks each file's first bytes now
         texts: list[str] = []
         sources: list[str | None] = []
-        for path in paths:
-            found = list(read_prompt_file(path, column))
+        for path, reader in zip(paths, readers):
+            found = list(reader)
             texts += found
             sources += [source or os.path.basename(os.fspath(path))] * len(found)
         return self._add_prompt_texts(texts, sources, progress)
@@ -175,6 +183,29 @@ class Store:
 
         with write_lock(self.path):
             return self._prompt_bank.add(texts, source, progress=progress)
+
+    def remove_prompts(
+        self,
+        ids: "Iterable[str] | str | None" = None,
+        source: str | None = None,
+        match: str | None = None,
+        dry_run: bool = False,
+    ) -> PromptRemoveReport:
+        """Remove prompts from the bank; at least one selector is required, and several narrow each other.
+
+        ids: whole prompt ids or unambiguous prefixes of at least 6 characters (an unknown, ambiguous or too
+        short one raises PromptSelectionError and removes nothing). source: every prompt with that source
+        label. match: every prompt whose text contains `match` (case-insensitive substring). Only the selected
+        rows are deleted: each frees its slot, so a near-duplicate of it can be added afterwards. With
+        `dry_run` nothing changes and the report lists what would be removed.
+        """
+        bank = self._prompt_bank
+        if dry_run:
+            return bank.remove(ids, source, match, dry_run=True)
+        from .locking import write_lock
+
+        with write_lock(self.path):
+            return bank.remove(ids, source, match)
 
     def count_prompts(self) -> int:
         """Number of prompts kept in the bank."""

@@ -242,3 +242,178 @@ def test_before_the_dedup_migration_only_exact_repeats_are_refused(store):
     assert report.inserted == 3
     assert [(d.text, d.index, d.duplicate_of) for d in report.duplicates] == [(RED, 2, prompt_id(RED)), (BLUE, 4, prompt_id(BLUE))]
     assert store.add_prompts([BLUE]).duplicates[0].duplicate_of == prompt_id(BLUE)
+
+
+# --- files that are not prompt text ---------------------------------------------------------------------------
+
+def _image_bytes(fmt: str) -> bytes:
+    import io
+
+    info = PngImagePlugin.PngInfo()
+    info.add_text("parameters", f"{RED}\nSteps: 20, Sampler: Euler, Seed: 3")
+    out = io.BytesIO()
+    Image.new("RGB", (32, 32), (200, 10, 10)).save(out, format=fmt, **({"pnginfo": info} if fmt == "PNG" else {}))
+    return out.getvalue()
+
+
+@pytest.mark.parametrize("name, fmt", [("photo.png", "PNG"), ("photo.jpg", "JPEG"), ("photo.gif", "GIF"), ("photo.webp", "WEBP"), ("renamed.txt", "PNG")])
+def test_an_image_given_as_a_prompt_file_is_refused_and_the_bank_is_unchanged(store, tmp_path, name, fmt):
+    store.add_prompts([BLUE])
+    (tmp_path / "good.txt").write_text(f"{RED}\n{OTHER}\n", encoding="utf-8")
+    (tmp_path / name).write_bytes(_image_bytes(fmt))
+    with pytest.raises(clipstore.PromptFileError) as refused:
+        store.add_prompt_files([tmp_path / "good.txt", tmp_path / name])
+    message = str(refused.value)
+    assert str(tmp_path / name) in message and f"is a {fmt} image" in message
+    assert "clipstore ingest" in message and "--manifest" in message and "PNG" in message
+    assert [p.text for p in store.list_prompts()] == [BLUE]  # nothing from good.txt either
+
+
+@pytest.mark.parametrize(
+    "name, content, expected",
+    [
+        ("nul.txt", b"a red circle\nsome\x00binary\x00bytes\n", "line 2: contains a NUL byte"),
+        ("latin1.txt", f"{RED}\n{BLUE}\ncaf\xe9 au lait\n".encode("latin-1"), "line 3: not UTF-8 text (byte 0xe9)"),
+        ("binary.csv", bytes(range(256)) * 8, "is not a text file"),
+        ("archive.jsonl", b"\x1f\x8b\x08\x00" + bytes(200), "gzip"),
+        ("text.parquet", f"prompt\n{RED}\n".encode(), "is not a Parquet file"),
+    ],
+)
+def test_binary_or_undecodable_prompt_files_are_refused_naming_the_file(store, tmp_path, name, content, expected):
+    (tmp_path / name).write_bytes(content)
+    with pytest.raises(clipstore.PromptFileError, match="UTF-8|Parquet|text") as refused:
+        store.add_prompts(tmp_path / name)
+    assert str(tmp_path / name) in str(refused.value) and expected in str(refused.value)
+    assert store.count_prompts() == 0
+
+
+@pytest.mark.parametrize(
+    "name, content, expected",
+    [
+        ("huge.csv", 'prompt\n"' + "x" * 200_000 + '"\n', "huge.csv, line 2: not valid CSV"),
+        ("p.jsonl", '{"prompt": "a"}\n{oops\n', "p.jsonl, line 2: not JSON"),
+        ("p.json", json.dumps({"prompt": RED}), "array of prompts"),
+    ],
+)
+def test_malformed_prompt_files_are_one_clear_error(store, tmp_path, name, content, expected):
+    (tmp_path / name).write_text(content, encoding="utf-8")
+    with pytest.raises(clipstore.PromptFileError, match=expected):
+        store.add_prompts(tmp_path / name)
+
+
+def test_a_parquet_file_named_txt_is_refused_with_what_to_do(store, tmp_path):
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table({"prompt": [RED, BLUE]}), tmp_path / "prompts.txt")
+    with pytest.raises(clipstore.PromptFileError, match=r"prompts\.txt is a Parquet file.*\.parquet"):
+        store.add_prompts(tmp_path / "prompts.txt")
+    assert store.count_prompts() == 0
+
+
+def test_byte_order_marks_and_utf16_text_files_are_read(store, tmp_path):
+    (tmp_path / "bom.csv").write_bytes(f"prompt,n\n{RED},1\n".encode("utf-8-sig"))
+    (tmp_path / "windows.txt").write_bytes(f"{BLUE}\r\n{OTHER}\r\n".encode("utf-16"))  # PowerShell's `>` writes this
+    (tmp_path / "list.json").write_text(json.dumps([{"prompt": "a photo of a cat on a sofa"}, {"prompt": ""}]), encoding="utf-8")
+    report = store.add_prompt_files([tmp_path / "bom.csv", tmp_path / "windows.txt", tmp_path / "list.json"])
+    assert report.inserted == 4 and report.rejected == ()
+    assert [p.text for p in store.list_prompts()] == [RED, BLUE, OTHER, "a photo of a cat on a sofa"]
+
+
+# --- prompts with control characters ---------------------------------------------------------------------------
+
+def test_control_characters_are_rejected_one_prompt_at_a_time_with_the_reason(store):
+    given = [RED, "ansi \x1b[31mred\x1b[0m", "  ", "IHDR\x00\x00 \x1a", BLUE, "del\x7fete", "c1 \x85 next line", "tab\tseparated words", "lone \ud800 surrogate", 42]
+    report = store.add_prompts(given)
+    assert report.inserted == 3 and report.duplicates == ()
+    assert [p.text for p in store.list_prompts()] == [RED, BLUE, "tab\tseparated words"]
+    assert [(r.index, r.text) for r in report.rejected] == [(1, given[1]), (3, given[3]), (5, given[5]), (6, given[6]), (8, given[8]), (9, "42")]
+    reasons = [r.reason for r in report.rejected]
+    assert "U+001B" in reasons[0] and "U+0000" in reasons[1] and "U+007F" in reasons[2] and "U+0085" in reasons[3]
+    assert "surrogate" in reasons[4] and "not a string" in reasons[5]
+    assert report.to_dict()["rejected"][0] == {"index": 1, "text": given[1], "reason": reasons[0]}
+
+
+def test_control_characters_in_prompt_files_are_rejected_and_the_rest_kept(store, tmp_path):
+    (tmp_path / "p.txt").write_text(f"{RED}\nbell \x07 here\n\n{BLUE}\n", encoding="utf-8")
+    (tmp_path / "p.jsonl").write_text(json.dumps({"prompt": "escaped \u0007 bell"}) + "\n" + json.dumps({"prompt": OTHER}) + "\n")
+    report = store.add_prompt_files([tmp_path / "p.txt", tmp_path / "p.jsonl"])
+    assert report.inserted == 3
+    assert [(r.index, r.text) for r in report.rejected] == [(1, "bell \x07 here"), (3, "escaped \x07 bell")]
+    assert [p.text for p in store.list_prompts()] == [RED, BLUE, OTHER]
+
+
+# --- removing prompts -----------------------------------------------------------------------------------------
+
+# Their ids share the first 8 hex characters (2f530071...), found by hashing; the texts are unrelated.
+SAME_PREFIX = ("a white fox on mars, at noon", "a pink castle in a forest, in oil paint")
+TRICKY = ["a 100% cotton shirt on a hanger", "a 100 year old oak tree", "snake_case names in python code", "it's a dog's life in the park", "snakes in a desert dune"]
+
+
+def _snapshot(store) -> dict:
+    rows = store.db.open_table(tables.PROMPTS).to_arrow().to_pylist()
+    return {row["id"]: row for row in rows}
+
+
+def test_remove_by_id_and_unambiguous_prefix(store):
+    store.add_prompts([RED, BLUE, *SAME_PREFIX], source="unit")
+    before = _snapshot(store)
+    ids = [prompt_id(t) for t in SAME_PREFIX]
+    assert ids[0][:8] == ids[1][:8] and ids[0][8] != ids[1][8]
+
+    for ambiguous in (ids[0][:6], ids[0][:8].upper()):
+        with pytest.raises(clipstore.PromptSelectionError, match=rf"{ambiguous}.*matches 2 prompts"):
+            store.remove_prompts(ids=[ambiguous])
+    with pytest.raises(clipstore.PromptSelectionError, match="at least 6"):
+        store.remove_prompts(ids=[ids[0][:5]])
+    with pytest.raises(clipstore.PromptSelectionError, match="no prompt has an id.*0123456789"):
+        store.remove_prompts(ids=[prompt_id(RED), "0123456789"])  # one bad id: nothing is removed
+    assert _snapshot(store) == before
+
+    report = store.remove_prompts(ids=[ids[0][:9], prompt_id(RED)])
+    assert report.removed == 2 and not report.dry_run
+    assert [(p.id, p.text, p.source) for p in report.prompts] == [(prompt_id(RED), RED, "unit"), (ids[0], SAME_PREFIX[0], "unit")]
+    after = _snapshot(store)
+    assert after == {key: row for key, row in before.items() if key not in (ids[0], prompt_id(RED))}  # others untouched
+
+
+def test_remove_by_source_and_by_match_text_with_quotes_and_like_wildcards(store):
+    store.add_prompts(TRICKY[:3], source="shop's \"catalogue\"")
+    store.add_prompts(TRICKY[3:], source="other")
+    assert store.count_prompts() == len(TRICKY)
+    before = _snapshot(store)
+
+    assert [p.text for p in store.remove_prompts(match="100%", dry_run=True).prompts] == [TRICKY[0]]
+    assert [p.text for p in store.remove_prompts(match="_", dry_run=True).prompts] == [TRICKY[2]]
+    assert [p.text for p in store.remove_prompts(match="DOG'S", dry_run=True).prompts] == [TRICKY[3]]
+    assert [p.text for p in store.remove_prompts(match="%", dry_run=True).prompts] == [TRICKY[0]]
+    assert [p.text for p in store.remove_prompts(source="other", match="snake", dry_run=True).prompts] == [TRICKY[4]]
+    assert _snapshot(store) == before  # dry runs change nothing
+
+    removed = store.remove_prompts(source="shop's \"catalogue\"")
+    assert removed.removed == 3 and [p.text for p in removed.prompts] == TRICKY[:3]
+    assert [p.text for p in store.list_prompts()] == TRICKY[3:]
+    assert store.remove_prompts(source="no such source").removed == 0
+
+
+def test_removed_prompt_frees_its_slot_for_a_near_duplicate(store):
+    store.add_prompts([RED, BLUE, OTHER])
+    assert store.add_prompts([RED_PARAPHRASE]).inserted == 0
+    before = _snapshot(store)
+
+    report = store.remove_prompts(match="large red circle")
+    assert [p.text for p in report.prompts] == [RED]
+    again = store.add_prompts([RED_PARAPHRASE])
+    assert again.inserted == 1 and again.duplicates == ()
+    assert [p.text for p in store.list_prompts()] == [BLUE, OTHER, RED_PARAPHRASE]
+    after = _snapshot(store)
+    assert {key: after[key] for key in before if key != prompt_id(RED)} == {key: row for key, row in before.items() if key != prompt_id(RED)}
+
+
+def test_remove_needs_a_selector_and_a_real_match_text(store):
+    store.add_prompts([RED])
+    with pytest.raises(clipstore.PromptSelectionError, match="ids.*source.*match"):
+        store.remove_prompts()
+    with pytest.raises(clipstore.PromptSelectionError, match="empty"):
+        store.remove_prompts(match="  ")
+    assert store.remove_prompts(ids=[]).removed == 0
+    assert store.count_prompts() == 1
