@@ -10,6 +10,7 @@ import multiprocessing
 import os
 import signal
 import time
+from contextlib import contextmanager
 from datetime import timedelta
 
 import lancedb
@@ -54,6 +55,18 @@ def _offered_flags(store, name: str | None = None) -> list:
     return tables.read_columns(table, [tables.PROMPT_OFFERED]).column(tables.PROMPT_OFFERED).to_pylist()
 
 
+@contextmanager
+def _bank_unavailable(monkeypatch):
+    """The prompt bank cannot be updated inside the block (its MiniLM model cannot be loaded)."""
+
+    def unavailable(*args, **kwargs):
+        raise clipstore.ModelUnavailableError("all-MiniLM-L6-v2 cannot be loaded (offline)")
+
+    with monkeypatch.context() as patch:
+        patch.setattr("clipstore.encoders.minilm.load_minilm_encoder", unavailable)
+        yield
+
+
 def _wait_for_committed_images(store_path, child, timeout: float = 300) -> None:
     db = lancedb.connect(store_path, read_consistency_interval=timedelta(0))
     deadline = time.monotonic() + timeout
@@ -94,11 +107,7 @@ def test_an_ingest_killed_midway_loses_no_prompt_the_rerun_completes_the_bank(re
 
 
 def test_a_failed_bank_update_is_retried_by_the_next_ingest(rendered, reference_bank, store, monkeypatch):
-    def unavailable(*args, **kwargs):
-        raise clipstore.ModelUnavailableError("all-MiniLM-L6-v2 cannot be loaded (offline)")
-
-    with monkeypatch.context() as patch:
-        patch.setattr("clipstore.encoders.minilm.load_minilm_encoder", unavailable)
+    with _bank_unavailable(monkeypatch):
         first = store.ingest(rendered)
     assert (first.added, first.prompts_found, first.prompts_inserted) == (N, N, 0)
     assert len(first.warnings) == 1 and "the next ingest offers them" in first.warnings[0]
@@ -125,6 +134,18 @@ def test_a_crash_between_the_bank_write_and_the_marks_offers_again_without_doubl
     assert (again.prompts_from_earlier_runs, again.prompts_inserted) == (N, 0)  # the gate refuses exact repeats
     assert _bank(store) == reference_bank
     assert all(_offered_flags(store))
+
+
+def test_unoffered_prompts_travel_with_a_model_switch(rendered, reference_bank, store, monkeypatch):
+    with _bank_unavailable(monkeypatch):
+        store.ingest(rendered)
+    store.reembed("clipstore-mini:random")  # re-embed copies every column but the vectors
+    assert tables.active_tables(store.db)["images"] != tables.IMAGES
+    assert _offered_flags(store) == [None] * N
+
+    report = store.ingest(rendered)
+    assert report.prompts_from_earlier_runs == N and all(_offered_flags(store))
+    assert _bank(store) == reference_bank
 
 
 def test_migration_0005_flags_every_images_table_and_an_old_store_catches_up(rendered, reference_bank, store, store_path):
