@@ -160,7 +160,7 @@ def ingest(folder, store_path, model, prune, max_megapixels, batch_size, manifes
     def tell_waiting() -> None:
         click.echo(f"Another clipstore process is writing to {store.path}; waiting for it to finish…", err=True)
 
-    with _ProgressBar(enabled=show_bar) as bar:
+    with _StageBar(enabled=show_bar) as bar:  # "embed images", then "prompt bank" when prompts wait for it
         report = store.ingest(
             folder,
             prune=prune,
@@ -178,10 +178,12 @@ def ingest(folder, store_path, model, prune, max_megapixels, batch_size, manifes
         f"unchanged {report.skipped_unchanged}, pruned {report.pruned}, failed {len(report.failed)} "
         f"(store: {store.path})"
     )
-    if report.prompts_found:
+    offered = report.prompts_found + report.prompts_from_earlier_runs
+    if offered:
+        earlier = f", {report.prompts_from_earlier_runs} left by earlier runs" if report.prompts_from_earlier_runs else ""
         click.echo(
-            f"Prompts: {report.prompts_found} found with new images, {report.prompts_inserted} kept in the prompt "
-            f"bank, {report.prompts_found - report.prompts_inserted} near-duplicates not added"
+            f"Prompts: {report.prompts_found} found with new images{earlier}; {report.prompts_inserted} of {offered} "
+            "kept in the prompt bank (near-duplicates of kept prompts are refused)"
         )
     for failure in report.failed:
         click.echo(f"  failed: {failure.path}: {failure.reason}")
@@ -709,7 +711,7 @@ class _StageBar:
 
 
 class _ProgressBar:
-    """A tqdm bar on stderr driven by ingest's progress(done, total) callback; does nothing when disabled."""
+    """A tqdm bar on stderr driven by a progress(done, total) callback; does nothing when disabled."""
 
     def __init__(self, enabled: bool):
         self.enabled = enabled

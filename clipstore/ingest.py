@@ -5,7 +5,10 @@ Work is incremental and crash-safe:
 - content is identified by SHA-256, so a copy or a rename links to the existing image row (no re-embedding);
 - rows are committed in batches, image rows before the file rows that point at them, and both writes are
   upserts; a run killed midway leaves only complete rows behind, and re-running finishes the job with no
-  duplicate and no lost rows.
+  duplicate and no lost rows;
+- the prompt bank catches up at the end of every run from every stored image whose prompt it has not been
+  offered yet (the `prompt_offered` flag), so prompts of images committed by a run that was killed, crashed or
+  could not update the bank reach it with the next run, even one that finds every file unchanged.
 Decoding and preprocessing run in worker threads (PIL and torch release the GIL) while the model embeds.
 """
 
@@ -33,7 +36,16 @@ if TYPE_CHECKING:
     from .prompts import PromptBank
 
 ProgressCallback = Callable[[int, int], None]
-"""Called as progress(done, total) while ingesting; total counts every candidate file found."""
+"""Called as progress(done, total) by one-stage operations (adding prompts, describing a folder)."""
+
+StageProgress = Callable[[str, int, int], None]
+"""Called as progress(stage, done, total) while ingesting; see EMBED_STAGE and BANK_STAGE."""
+
+EMBED_STAGE = "embed images"
+"""Ingest's first stage: done/total count the candidate files found (unchanged ones are done at once)."""
+BANK_STAGE = "prompt bank"
+"""Ingest's last stage, only when prompts wait for the bank: done/total count those prompts (the bank's
+embedding and dedup work, spread over them)."""
 
 
 @dataclass(frozen=True)
@@ -68,21 +80,12 @@ class _Counts:
     pruned: int = 0
     failed: list[FileFailure] = field(default_factory=list)
     prompts_found: int = 0
+    prompts_from_earlier_runs: int = 0
     prompts_inserted: int = 0
     warnings: list[str] = field(default_factory=list)
 
     def report(self) -> IngestReport:
-        return IngestReport(
-            self.added,
-            self.skipped_unchanged,
-            self.duplicates,
-            self.updated,
-            self.pruned,
-            tuple(self.failed),
-            self.prompts_found,
-            self.prompts_inserted,
-            tuple(self.warnings),
-        )
+        return IngestReport(**{**vars(self), "failed": tuple(self.failed), "warnings": tuple(self.warnings)})
 
 
 class FolderIngest:
@@ -96,20 +99,20 @@ class FolderIngest:
         *,
         exclude: tuple[str, ...] = (),
         options: IngestOptions = IngestOptions(),
-        progress: ProgressCallback | None = None,
+        progress: StageProgress | None = None,
         manifest_prompts: dict[str, str] | None = None,
         prompt_bank: "PromptBank | None" = None,
     ):
         self.root = root
         self.exclude = exclude
         self.options = options
-        self.progress = progress or (lambda done, total: None)
+        self.progress = progress or (lambda stage, done, total: None)
         self.images = tables.open_images(db)
         self.files = db.open_table(tables.FILES)
         self._encoder_factory = encoder_factory
         self._manifest_prompts = manifest_prompts or {}
         self._prompt_bank = prompt_bank
-        self._found_prompts: list[ImagePrompt] = []
+        self._new_prompt_ids: set[str] = set()  # images embedded by this run that carry a prompt
         self._encoder: ClipEncoder | None = None
         self.counts = _Counts()
         self._pending_images: list[_Read] = []
@@ -147,7 +150,7 @@ class FolderIngest:
         changed = [found for found in candidates if not self._unchanged(found)]
         done = len(candidates) - len(changed)
         self.counts.skipped_unchanged += done
-        self.progress(done, len(candidates))
+        self.progress(EMBED_STAGE, done, len(candidates))
 
         for found, result in self._read_all(changed):
             if isinstance(result, FileFailure):
@@ -159,9 +162,8 @@ class FolderIngest:
             if len(self._pending_images) + len(self._pending_files) >= self.options.commit_every:
                 self._commit()
             done += 1
-            self.progress(done, len(candidates))
+            self.progress(EMBED_STAGE, done, len(candidates))
         self._commit()
-        self._offer_prompts_to_bank()
 
         if prune:
             seen = {found.path for found in candidates} | set(stale_paths)
@@ -178,6 +180,7 @@ class FolderIngest:
         if stale_paths:
             tables.delete_where_in(self.files, "path", stale_paths)
         self._drop_unreferenced_images()
+        self._catch_up_prompt_bank()
         return self.counts.report()
 
     def _unchanged(self, found: FoundFile) -> bool:
@@ -235,7 +238,7 @@ class FolderIngest:
             self._stored_ids.add(read.image_id)
             if read.prompt is not None:
                 self.counts.prompts_found += 1
-                self._found_prompts.append(read.prompt)
+                self._new_prompt_ids.add(read.image_id)
         if previous is not None and previous["image_id"] == read.image_id:
             self.counts.skipped_unchanged += 1  # touched, same bytes: only size/mtime are refreshed
         elif previous is not None:
@@ -293,22 +296,62 @@ class FolderIngest:
             self.files.merge_insert("path").when_matched_update_all().when_not_matched_insert_all().execute(rows)
             self._pending_files = []
 
-    def _offer_prompts_to_bank(self) -> None:
-        """Offer the prompts found in new images to the prompt bank, through its dedup gate."""
-        if self._prompt_bank is None or not self._found_prompts:
+    def _catch_up_prompt_bank(self) -> None:
+        """Offer the bank every stored prompt it has not been offered yet, then mark those image rows offered.
+
+        That is this run's new prompts and any an earlier run left behind (killed, crashed, or the bank update
+        failed). They go through the bank's one gate in walk order of their images' paths, so the outcome does
+        not depend on where an earlier run stopped. The bank is written before the marks: a run stopped between
+        the two offers the same prompts again next time and the gate refuses them as exact repeats.
+        """
+        if self._prompt_bank is None:
             return
+        if tables.PROMPT_OFFERED not in self.images.schema.names:  # opened with apply_migrations=False
+            if self._new_prompt_ids:
+                self.counts.warnings.append(
+                    f"{len(self._new_prompt_ids)} prompts found in images were not offered to the prompt bank: the "
+                    "store's migration 0005 is pending. Run `clipstore migrate`; the next ingest offers them."
+                )
+            return
+        pending = self._in_walk_order(
+            tables.read_columns(
+                self.images,
+                ["id", "prompt", "prompt_source"],
+                where=f"prompt IS NOT NULL AND {tables.PROMPT_OFFERED} IS NOT TRUE",
+            ).to_pylist()
+        )
+        if not pending:
+            return
+        self.counts.prompts_from_earlier_runs = sum(row["id"] not in self._new_prompt_ids for row in pending)
+        total = len(pending)
+        self.progress(BANK_STAGE, 0, total)
         try:
             report = self._prompt_bank.add(
-                [prompt.text for prompt in self._found_prompts],
-                [f"image:{prompt.source}" for prompt in self._found_prompts],
+                [row["prompt"] for row in pending],
+                [f"image:{row['prompt_source']}" for row in pending],
+                progress=lambda done, work: self.progress(BANK_STAGE, total * done // max(work, 1), total),
             )
         except ClipstoreError as exc:
-            # The images and their prompts are stored; only the bank missed them. Say so, lose nothing.
+            # The images and their prompts are stored and stay unmarked: the next ingest offers them again.
             self.counts.warnings.append(
-                f"{len(self._found_prompts)} prompts found in images were not added to the prompt bank: {exc}"
+                f"{total} prompts found in images were not added to the prompt bank: {str(exc).rstrip('.')}. They "
+                "stay on their images, and the next ingest offers them to the bank again."
             )
             return
+        tables.update_where_in(self.images, "id", [row["id"] for row in pending], {tables.PROMPT_OFFERED: True})
         self.counts.prompts_inserted = report.inserted
+        self.progress(BANK_STAGE, total, total)
+
+    def _in_walk_order(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Image rows sorted as a walk meets their first path (folders depth-first, names sorted), then by id."""
+        wanted = {row["id"] for row in rows}
+        first_path: dict[str, list[str]] = {}
+        for row in tables.read_columns(self.files, ["path", "image_id"]).to_pylist():
+            if row["image_id"] in wanted:
+                parts = row["path"].split(os.sep)
+                if row["image_id"] not in first_path or parts < first_path[row["image_id"]]:
+                    first_path[row["image_id"]] = parts
+        return sorted(rows, key=lambda row: (row["id"] not in first_path, first_path.get(row["id"], []), row["id"]))
 
     def _drop_unreferenced_images(self) -> None:
         """Delete image rows no file points at any more (content that changed, pruned files, crashed runs)."""

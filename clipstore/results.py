@@ -43,8 +43,13 @@ class IngestReport(_AsDict):
     pruned: file rows removed because the file disappeared (only with `prune=True`).
     failed: files that could not be ingested, with the reason.
     prompts_found: newly embedded images that carried a prompt (metadata, sidecar caption or manifest).
-    prompts_inserted: of those prompts, how many the prompt bank kept (the rest were near-duplicates).
-    warnings: problems that cost no image but skipped a step (e.g. the prompt bank could not be updated).
+    prompts_from_earlier_runs: prompts of images stored by earlier runs that had not reached the prompt bank
+        (the run was interrupted or crashed before its bank update, the bank update failed, or the store
+        predates migration 0005), offered to the bank in this run.
+    prompts_inserted: of the prompts offered to the bank in this run (`prompts_found` plus
+        `prompts_from_earlier_runs`), how many it kept (the rest were near-duplicates of kept prompts).
+    warnings: problems that cost no image but skipped a step (e.g. the prompt bank could not be updated;
+        its prompts are then offered again by the next ingest).
     """
 
     added: int = 0
@@ -54,6 +59,7 @@ class IngestReport(_AsDict):
     pruned: int = 0
     failed: tuple[FileFailure, ...] = field(default_factory=tuple)
     prompts_found: int = 0
+    prompts_from_earlier_runs: int = 0
     prompts_inserted: int = 0
     warnings: tuple[str, ...] = field(default_factory=tuple)
 

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Callable, Iterable, Union
 from . import migrate, tables
 from .errors import ModelMismatchError, StoreDamagedError, StoreNotFoundError
 from .imaging import DEFAULT_MAX_MEGAPIXELS, load_image
-from .ingest import FolderIngest, IngestOptions, ProgressCallback, check_source, read_prompt_manifest
+from .ingest import FolderIngest, IngestOptions, ProgressCallback, StageProgress, check_source, read_prompt_manifest
 from .prompt_files import read_prompt_file
 from .prompts import PromptBank, PromptHit, PromptInsertReport, PromptRemoveReport, StoredPrompt, dedup_threshold
 from .models import DEFAULT_MODEL, ModelIdentity, resolve_model
@@ -85,7 +85,7 @@ class Store:
         prune: bool = False,
         max_megapixels: float = DEFAULT_MAX_MEGAPIXELS,
         batch_size: int = 32,
-        progress: ProgressCallback | None = None,
+        progress: StageProgress | None = None,
         on_lock_wait: Callable[[], None] | None = None,
         manifest: str | os.PathLike[str] | None = None,
     ) -> IngestReport:
@@ -94,14 +94,17 @@ class Store:
         Unchanged files (same path, size and mtime) are skipped without being read; identical bytes under
         several paths are embedded once. Files that cannot be ingested are listed in `report.failed` and never
         stop the run. With `prune=True`, rows of files under `folder` that no longer exist are removed.
-        `max_megapixels` rejects larger images (decompression-bomb guard). `progress(done, total)` is called
-        as files are processed. Only one process writes to a store at a time: when another one is writing,
-        `on_lock_wait()` is called once and the ingest waits for it.
+        `max_megapixels` rejects larger images (decompression-bomb guard). `progress(stage, done, total)` is
+        called as the work goes on: stage "embed images" counts the files found (total) and processed (done),
+        then stage "prompt bank" counts the prompts being offered to the bank. Only one process writes to a
+        store at a time: when another one is writing, `on_lock_wait()` is called once and the ingest waits.
 
         Prompts: a newly embedded image's prompt is read from `manifest` (CSV/TSV/JSONL with `path` and
         `prompt`), else from its metadata (Stable Diffusion `parameters` PNG chunk, ComfyUI workflow, EXIF
         description/comment), else from a `name.txt` caption beside it. It is stored on the image row
-        (`prompt`, `prompt_source`) and offered to the prompt bank through its dedup gate.
+        (`prompt`, `prompt_source`) and offered to the prompt bank through its dedup gate. The bank catches up
+        at the end of every run from every stored image whose prompt it was not offered yet (`prompt_offered`),
+        so prompts of an earlier run that was interrupted, crashed or could not update the bank are not lost.
         """
         from .locking import write_lock
 

@@ -9,7 +9,7 @@ lives in the `images` table's schema metadata under `clipstore.model` (JSON).
 from __future__ import annotations
 
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Iterable
+from typing import TYPE_CHECKING, Iterable, Iterator
 
 from .models import ModelIdentity
 
@@ -24,6 +24,7 @@ SETTINGS = "_clipstore_settings"
 MIGRATIONS = "_clipstore_migrations"
 MODEL_METADATA_KEY = b"clipstore.model"
 MINILM_DIM = 384
+PROMPT_OFFERED = "prompt_offered"
 
 
 def images_base_fields(model: ModelIdentity) -> list["pa.Field"]:
@@ -48,11 +49,16 @@ def image_prompt_fields() -> list["pa.Field"]:
 
 
 def images_schema(model: ModelIdentity) -> "pa.Schema":
-    """The current `images` schema: one row per distinct image content; `id` is the SHA-256 of the bytes."""
+    """The current `images` schema: one row per distinct image content; `id` is the SHA-256 of the bytes.
+
+    `prompt_offered` (migration 0005) is true once the row's prompt has been offered to the prompt bank; null
+    (or false) until then, so an ingest that stopped before the bank update is caught up by the next one.
+    """
     import pyarrow as pa
 
     return pa.schema(
-        images_base_fields(model) + image_prompt_fields(), metadata={MODEL_METADATA_KEY: model.to_json().encode()}
+        images_base_fields(model) + image_prompt_fields() + [pa.field(PROMPT_OFFERED, pa.bool_())],
+        metadata={MODEL_METADATA_KEY: model.to_json().encode()},
     )
 
 
@@ -176,9 +182,12 @@ def stored_model(table: "lancedb.table.Table") -> ModelIdentity | None:
     return ModelIdentity.from_json(raw.decode()) if raw else None
 
 
-def read_columns(table: "lancedb.table.Table", columns: list[str]) -> "pa.Table":
-    """All rows of `table`, only the named columns."""
-    return table.search().select(columns).limit(None).to_arrow()
+def read_columns(table: "lancedb.table.Table", columns: list[str], where: str | None = None) -> "pa.Table":
+    """All rows of `table` (those matching the SQL filter `where`, when given), only the named columns."""
+    query = table.search()
+    if where is not None:
+        query = query.where(where)
+    return query.select(columns).limit(None).to_arrow()
 
 
 def sql_in(column: str, values: Iterable[str]) -> str:
@@ -189,9 +198,22 @@ def sql_in(column: str, values: Iterable[str]) -> str:
 
 def delete_where_in(table: "lancedb.table.Table", column: str, values: Iterable[str], chunk: int = 500) -> None:
     """Delete rows whose `column` is one of `values`, in chunks that keep each filter short."""
+    for where in _chunked_filters(column, values, chunk):
+        table.delete(where)
+
+
+def update_where_in(
+    table: "lancedb.table.Table", column: str, values: Iterable[str], updates: dict, chunk: int = 500
+) -> None:
+    """Set `updates` ({column: value}) on the rows whose `column` is one of `values`, in chunks (one commit each)."""
+    for where in _chunked_filters(column, values, chunk):
+        table.update(where=where, values=updates)
+
+
+def _chunked_filters(column: str, values: Iterable[str], chunk: int) -> Iterator[str]:
     values = list(values)
     for start in range(0, len(values), chunk):
-        table.delete(sql_in(column, values[start : start + chunk]))
+        yield sql_in(column, values[start : start + chunk])
 
 
 def utc_now() -> datetime:
