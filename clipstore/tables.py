@@ -47,16 +47,30 @@ def image_prompt_fields() -> list["pa.Field"]:
     return [pa.field("prompt", pa.string()), pa.field("prompt_source", pa.string())]
 
 
-def images_schema(model: ModelIdentity) -> "pa.Schema":
+def model_metadata(model: ModelIdentity, store_root: str | None = None) -> dict[bytes, bytes]:
+    """The schema metadata recording which model made a table's vectors (a checkpoint inside the store at
+    `store_root` is recorded relative to it, see `ModelIdentity.portable`)."""
+    recorded = model.portable(store_root) if store_root else model
+    return {MODEL_METADATA_KEY: recorded.to_json().encode()}
+
+
+def images_schema(model: ModelIdentity, store_root: str | None = None) -> "pa.Schema":
     """The current `images` schema: one row per distinct image content; `id` is the SHA-256 of the bytes."""
     import pyarrow as pa
 
-    return pa.schema(
-        images_base_fields(model) + image_prompt_fields(), metadata={MODEL_METADATA_KEY: model.to_json().encode()}
-    )
+    return pa.schema(images_base_fields(model) + image_prompt_fields(), metadata=model_metadata(model, store_root))
 
 
-def prompts_schema(model: ModelIdentity) -> "pa.Schema":
+def vectors_schema_like(schema: "pa.Schema", column: str, model: ModelIdentity, store_root: str) -> "pa.Schema":
+    """`schema` (every column of an existing table) with `column` holding `model`'s vectors and the model
+    recorded in the metadata: the schema of a table re-embedded with another model."""
+    import pyarrow as pa
+
+    fields = [pa.field(column, pa.list_(pa.float32(), model.embed_dim)) if f.name == column else f for f in schema]
+    return pa.schema(fields, metadata=model_metadata(model, store_root))
+
+
+def prompts_schema(model: ModelIdentity, store_root: str | None = None) -> "pa.Schema":
     """The prompt bank: one row per kept prompt, in insertion order (`seq`), with both embeddings."""
     import pyarrow as pa
 
@@ -70,7 +84,7 @@ def prompts_schema(model: ModelIdentity) -> "pa.Schema":
             pa.field("source", pa.string()),
             pa.field("added_at", pa.timestamp("us", tz="UTC")),
         ],
-        metadata={MODEL_METADATA_KEY: model.to_json().encode()},
+        metadata=model_metadata(model, store_root),
     )
 
 
@@ -170,7 +184,8 @@ def table_exists(db: "lancedb.DBConnection", name: str) -> bool:
 
 
 def stored_model(table: "lancedb.table.Table") -> ModelIdentity | None:
-    """The model identity recorded in a table's schema metadata, or None."""
+    """The model identity recorded in a table's schema metadata, or None (as recorded: to use it, locate it
+    with `clipstore.locations.locate`)."""
     metadata = table.schema.metadata or {}
     raw = metadata.get(MODEL_METADATA_KEY)
     return ModelIdentity.from_json(raw.decode()) if raw else None
@@ -185,6 +200,15 @@ def sql_in(column: str, values: Iterable[str]) -> str:
     """A `column IN ('a', 'b')` filter with SQL string quoting (single quotes doubled)."""
     quoted = ", ".join("'" + value.replace("'", "''") + "'" for value in values)
     return f"{column} IN ({quoted})"
+
+
+def read_where_in(table: "lancedb.table.Table", column: str, values: Iterable[str], chunk: int = 500) -> list[dict]:
+    """Every row (all columns) whose `column` is one of `values`, read in chunks that keep each filter short."""
+    values = list(values)
+    rows: list[dict] = []
+    for start in range(0, len(values), chunk):
+        rows += table.search().where(sql_in(column, values[start : start + chunk])).limit(None).to_arrow().to_pylist()
+    return rows
 
 
 def delete_where_in(table: "lancedb.table.Table", column: str, values: Iterable[str], chunk: int = 500) -> None:
