@@ -30,7 +30,8 @@ from typing import TYPE_CHECKING, Callable
 
 from . import tables
 from .errors import ClipstoreError
-from .models import ModelIdentity
+from .locations import LOCATIONS_SETTING, locate, relinked
+from .models import ModelIdentity, portable_path
 from .results import FileFailure, _AsDict
 
 if TYPE_CHECKING:
@@ -271,7 +272,11 @@ def _switch(store: "Store", old: dict, new: dict, current: ModelIdentity, target
             "switched_at": tables.utc_now().isoformat(),
         }
     )
-    _write_settings(db, {tables.ACTIVE_SETTING: new, HISTORY_SETTING: entries})  # the switch
+    settings: dict = {tables.ACTIVE_SETTING: new, HISTORY_SETTING: entries}
+    if target.checkpoint_path and not target.pretrained:
+        # A reused table may record the checkpoint elsewhere (it moved since): remember where it is now.
+        settings[LOCATIONS_SETTING] = {**relinked(db), target.checkpoint_sha256: portable_path(target.checkpoint_path, store.path)}
+    _write_settings(db, settings)  # the switch
     return tag
 
 
@@ -334,8 +339,6 @@ def _tagged_versions(db, entry: dict) -> dict[str, int]:
 
 
 def _spec(store: "Store", recorded: str) -> str:
-    from .locations import locate
-
     return locate(store.db, store.path, ModelIdentity.from_json(recorded)).spec
 
 
