@@ -276,7 +276,9 @@ def test_heads_go_stale_after_a_switch_and_describe_says_so(tmp_path):
     store.reembed(RANDOM)
     assert store.heads()[0].stale
     description = store.describe(_any_image(tmp_path / "world"))
-    assert description.method == "model_b" and any("stale" in note for note in description.notes)
+    assert description.method == "model_b"
+    assert any(f"was trained on clipstore-mini:world-v1, not on the store's current encoder {RANDOM}; it is stale" in note
+               for note in description.notes), description.notes
     store.rollback()
     assert not store.heads()[0].stale and store.describe(_any_image(tmp_path / "world")).method in ("ensemble", "model_a", "model_b")
 
@@ -324,7 +326,7 @@ def test_cli_finetune_reembed_rollback_and_retrieval_eval(world):
     result = runner.invoke(main, ["rollback", "--store", store.path, "--json"])
     assert result.exit_code == 0 and json.loads(result.output)["model"] == "clipstore-mini:world-v1"
     result = runner.invoke(main, ["rollback", "--store", store.path])
-    assert result.exit_code == 1 and "nothing to roll back" in result.output
+    assert result.exit_code == 1 and "was already rolled back" in result.output and "nothing to roll back" in result.output
     result = runner.invoke(main, ["reembed", "--store", store.path, "--model", "clipstore-mini:world-v1"])
     assert result.exit_code == 1 and "already" in result.output
 
