@@ -61,15 +61,18 @@ def relink(store: "Store", path: "str | os.PathLike[str]") -> RelinkReport:
     new = os.path.abspath(os.path.expanduser(os.fspath(path)))
     if not os.path.isfile(new):
         raise ModelSpecError(f"{new} is not a file. Give the path of the checkpoint file at its new place.")
-    known = [m for m in _recorded_models(store) if m.checkpoint_sha256 and not m.pretrained]
+    known: dict[str, ModelIdentity] = {}  # SHA-256 -> the newest model with those weights
+    for recorded in _recorded_models(store):
+        if recorded.checkpoint_sha256 and not recorded.pretrained:
+            known.setdefault(recorded.checkpoint_sha256, recorded)
     if not known:
         raise ModelSpecError(
             f"The store's model {store.model.spec} uses published weights, not a checkpoint file: there is nothing to relink."
         )
     sha = file_sha256(new)
-    match = next((m for m in known if m.checkpoint_sha256 == sha), None)
+    match = known.get(sha)
     if match is None:
-        wanted = ", ".join(f"{m.checkpoint_sha256[:12]}… ({m.spec})" for m in known)  # type: ignore[index]
+        wanted = ", ".join(f"{digest[:12]}… ({m.spec})" for digest, m in known.items())
         raise ModelMismatchError(
             f"{new} has SHA-256 {sha[:12]}…, which is not a checkpoint this store's vectors were made with "
             f"(SHA-256 {wanted}). Relink the very file the store's vectors were made with; the store is unchanged."

@@ -105,6 +105,8 @@ def reembed(
     current = store.model
     if target.same_vectors_as(current):
         raise ReembedError(f"The store's vectors are already made by {target.spec}; there is nothing to re-embed.")
+    if target.embed_dim != current.embed_dim and not text_changed:
+        text_changed = True  # a different dimension cannot share the old text embeddings
     db = store.db
     active = tables.active_tables(db)
     names = {kind: _table_for(db, target, kind) for kind in ("images", "prompts")}
@@ -205,9 +207,9 @@ def _bring_up_to_date(db, source_name: str, name: str, column: str, target: Mode
             table = None
     if table is None:
         table = db.create_table(name, schema=schema)
-    gained = [field for field in schema if field.name not in table.schema.names]
+    gained = [field.with_nullable(True) for field in schema if field.name not in table.schema.names]
     if gained:
-        table.add_columns(pa.schema(gained))
+        table.add_columns(pa.schema(gained))  # null for the rows already there; filled in just below
     columns = [field.name for field in schema if field.name != column]
     rows = tables.read_columns(source, columns).to_pylist()
     wanted = {row["id"]: row for row in rows}
@@ -257,9 +259,8 @@ def _switch(store: "Store", old: dict, new: dict, current: ModelIdentity, target
     tag = SWITCH_TAG.format(n=len(entries) + 1)  # n-th live switch: a rolled-back switch's tag is reused
     existing = tables.table_names(db)
     versions = {kind: db.open_table(name).version for kind, name in old.items() if name in existing}
-    for kind, version in versions.items():
-        _tag(db.open_table(old[kind]), tag, version)
-    _tag(db.open_table(tables.FILES), tag, files_version)
+    for name, version in [*((old[kind], version) for kind, version in versions.items()), (tables.FILES, files_version)]:
+        _tag(db.open_table(name), tag, version)
     entries.append(
         {
             "tag": tag,
@@ -302,11 +303,12 @@ def rollback(store: "Store") -> RollbackReport:
     active = tables.active_tables(db)
     if last["previous"]["images"] not in names:
         raise ReembedError(f"The previous images table {last['previous']['images']!r} is gone; cannot roll back.")
-    restores = [(tables.FILES, int(last["files_version"]))]
+    restores = []
     for kind, version in (last.get("previous_versions") or _tagged_versions(db, last)).items():
         name = last["previous"][kind]
         if name != active[kind] and name in names:  # a table still in use (a shared bank) keeps its rows
             restores.append((name, int(version)))
+    restores.append((tables.FILES, int(last["files_version"])))  # last: the only one searches see
     for name, version in restores:
         table = db.open_table(name)
         if table.version != version:
@@ -315,13 +317,13 @@ def rollback(store: "Store") -> RollbackReport:
             except Exception as exc:  # noqa: BLE001 - Lance raises several kinds for a cleaned-up version
                 raise ReembedError(
                     f"Cannot restore table {name!r} to version {version} ({exc}); was it removed by a version "
-                    "cleanup? The store still uses its current model."
+                    "cleanup? The store still uses its current model and files."
                 ) from exc
     undone = rolled_back(db) + [{**last, "rolled_back_at": tables.utc_now().isoformat()}]
     _write_settings(db, {tables.ACTIVE_SETTING: last["previous"], HISTORY_SETTING: entries[:-1], ROLLBACKS_SETTING: undone})
     for name in [tables.FILES, *last["previous"].values()]:
         if name in names:
-            _untag(db.open_table(name), last["tag"])  # the tag kept that version for this rollback only
+            _tag(db.open_table(name), last["tag"], None)  # the tag kept that version for this rollback only
     return RollbackReport(_spec(store, last["previous_model"]), _spec(store, last["model"]), int(last["files_version"]), last["tag"])
 
 
@@ -343,31 +345,16 @@ def _spec(store: "Store", recorded: str) -> str:
 
 
 def _write_settings(db, values: dict) -> None:
-    """Several settings in ONE commit (readers see all of them changed, or none)."""
-    import pyarrow as pa
-
-    rows = pa.table(
-        {"key": list(values), "value": [json.dumps(value) for value in values.values()]}, schema=tables.settings_schema()
-    )
-    settings = db.create_table(tables.SETTINGS, schema=tables.settings_schema(), exist_ok=True)
-    settings.merge_insert("key").when_matched_update_all().when_not_matched_insert_all().execute(rows)
+    tables.write_settings(db, {key: json.dumps(value) for key, value in values.items()})
 
 
-def _tag(table, name: str, version: int) -> None:
-    """A Lance tag on a table version (best effort: older Lance versions without tags still roll back)."""
-    try:
-        existing = table.tags.list()
-        if name in existing:
-            table.tags.delete(name)
-        table.tags.create(name, version)
-    except (AttributeError, NotImplementedError, ValueError, OSError, RuntimeError):
-        pass
-
-
-
-def _untag(table, name: str) -> None:
+def _tag(table, name: str, version: int | None) -> None:
+    """Put a Lance tag on a table version, or remove it (version None). Best effort: older Lance versions
+    without tags still switch and roll back (tags only keep those versions from a cleanup)."""
     try:
         if name in table.tags.list():
             table.tags.delete(name)
+        if version is not None:
+            table.tags.create(name, version)
     except (AttributeError, NotImplementedError, ValueError, OSError, RuntimeError):
         pass

@@ -137,11 +137,16 @@ def read_setting(db: "lancedb.DBConnection", key: str) -> str | None:
 
 
 def write_setting(db: "lancedb.DBConnection", key: str, value: str) -> None:
+    write_settings(db, {key: value})
+
+
+def write_settings(db: "lancedb.DBConnection", values: dict[str, str]) -> None:
+    """Several settings (JSON text) in ONE commit: readers see all of them changed, or none."""
     import pyarrow as pa
 
     table = db.create_table(SETTINGS, schema=settings_schema(), exist_ok=True)
-    row = pa.table({"key": [key], "value": [value]}, schema=settings_schema())
-    table.merge_insert("key").when_matched_update_all().when_not_matched_insert_all().execute(row)
+    rows = pa.table({"key": list(values), "value": list(values.values())}, schema=settings_schema())
+    table.merge_insert("key").when_matched_update_all().when_not_matched_insert_all().execute(rows)
 
 
 def files_schema() -> "pa.Schema":
