@@ -207,9 +207,7 @@ def _bring_up_to_date(db, source_name: str, name: str, column: str, target: Mode
             table = None
     if table is None:
         table = db.create_table(name, schema=schema)
-    gained = [field.with_nullable(True) for field in schema if field.name not in table.schema.names]
-    if gained:
-        table.add_columns(pa.schema(gained))  # null for the rows already there; filled in just below
+    _add_columns(table, [field for field in schema if field.name not in table.schema.names])  # filled in below
     columns = [field.name for field in schema if field.name != column]
     rows = tables.read_columns(source, columns).to_pylist()
     wanted = {row["id"]: row for row in rows}
@@ -217,11 +215,37 @@ def _bring_up_to_date(db, source_name: str, name: str, column: str, target: Mode
     extra = sorted(row["id"] for row in present if row["id"] not in wanted)
     if extra:
         tables.delete_where_in(table, "id", extra)
-    changed = [row["id"] for row in present if row["id"] in wanted and row != wanted[row["id"]]]
-    if changed:
-        fresh = [{**old, **wanted[old["id"]]} for old in tables.read_where_in(table, "id", changed)]
-        table.merge_insert("id").when_matched_update_all().execute(pa.Table.from_pylist(fresh, schema=table.schema))
+    _update_rows(table, [wanted[row["id"]] for row in present if row["id"] in wanted and row != wanted[row["id"]]], columns)
     return table, rows, {row["id"] for row in present if row["id"] in wanted}
+
+
+def _carry_new_columns(db, source_name: str, name: str) -> None:
+    """Give table `name` the columns that `source_name` has and it lacks (added by a migration while it was
+    not in use), with the source's values for the rows both hold."""
+    source, table = db.open_table(source_name), db.open_table(name)
+    gained = [field for field in source.schema if field.name not in table.schema.names]
+    if gained:
+        _add_columns(table, gained)
+        columns = ["id", *(field.name for field in gained)]
+        _update_rows(table, tables.read_columns(source, columns).to_pylist(), columns)
+
+
+def _add_columns(table, fields: list) -> None:
+    """New nullable columns (null in the rows already there)."""
+    import pyarrow as pa
+
+    if fields:
+        table.add_columns(pa.schema([field.with_nullable(True) for field in fields]))
+
+
+def _update_rows(table, rows: list[dict], columns: list[str]) -> None:
+    """Set `columns` of the rows with these ids to these values, in one commit; other columns and rows that
+    `table` does not hold are left alone."""
+    import pyarrow as pa
+
+    if rows:
+        schema = pa.schema([table.schema.field(name) for name in columns])
+        table.merge_insert("id").when_matched_update_all().execute(pa.Table.from_pylist(rows, schema=schema))
 
 
 def _reembed_prompts(db, source_name: str, name: str, target: ModelIdentity, encoder, store_root: str, report) -> int:
@@ -284,9 +308,10 @@ def _switch(store: "Store", old: dict, new: dict, current: ModelIdentity, target
 def rollback(store: "Store") -> RollbackReport:
     """Return the store to its state before the last switch (the caller holds the write lock).
 
-    The files table and the previous tables are restored to their versions at the switch first (a later
-    switch may have reused a previous table), then one commit points the store back at them. If a crash falls
-    in between, running rollback again completes it (the history entry is removed only by that commit).
+    The previous tables are restored to their versions at the switch (a later switch may have reused one)
+    and get the columns the current tables gained since (a migration while they were not in use), the files
+    table is restored, then one commit points the store back at them. If a crash falls in between, running
+    rollback again completes it (the history entry is removed only by that commit).
     """
     db = store.db
     entries = history(db)
@@ -303,28 +328,33 @@ def rollback(store: "Store") -> RollbackReport:
     active = tables.active_tables(db)
     if last["previous"]["images"] not in names:
         raise ReembedError(f"The previous images table {last['previous']['images']!r} is gone; cannot roll back.")
-    restores = []
-    for kind, version in (last.get("previous_versions") or _tagged_versions(db, last)).items():
-        name = last["previous"][kind]
+    versions = last.get("previous_versions") or _tagged_versions(db, last)
+    for kind, name in last["previous"].items():
         if name != active[kind] and name in names:  # a table still in use (a shared bank) keeps its rows
-            restores.append((name, int(version)))
-    restores.append((tables.FILES, int(last["files_version"])))  # last: the only one searches see
-    for name, version in restores:
-        table = db.open_table(name)
-        if table.version != version:
-            try:
-                table.restore(version)  # the rows as they were at the switch
-            except Exception as exc:  # noqa: BLE001 - Lance raises several kinds for a cleaned-up version
-                raise ReembedError(
-                    f"Cannot restore table {name!r} to version {version} ({exc}); was it removed by a version "
-                    "cleanup? The store still uses its current model and files."
-                ) from exc
+            if kind in versions:
+                _restore(db, name, int(versions[kind]))
+            _carry_new_columns(db, active[kind], name)
+    _restore(db, tables.FILES, int(last["files_version"]))  # last: the only one of them searches see
     undone = rolled_back(db) + [{**last, "rolled_back_at": tables.utc_now().isoformat()}]
     _write_settings(db, {tables.ACTIVE_SETTING: last["previous"], HISTORY_SETTING: entries[:-1], ROLLBACKS_SETTING: undone})
     for name in [tables.FILES, *last["previous"].values()]:
         if name in names:
             _tag(db.open_table(name), last["tag"], None)  # the tag kept that version for this rollback only
     return RollbackReport(_spec(store, last["previous_model"]), _spec(store, last["model"]), int(last["files_version"]), last["tag"])
+
+
+def _restore(db, name: str, version: int) -> None:
+    """Table `name` back to its rows at `version` (a new version with those rows), unless it is there."""
+    table = db.open_table(name)
+    if table.version == version:
+        return
+    try:
+        table.restore(version)
+    except Exception as exc:  # noqa: BLE001 - Lance raises several kinds for a cleaned-up version
+        raise ReembedError(
+            f"Cannot restore table {name!r} to version {version} ({exc}); was it removed by a version cleanup? "
+            "The store still uses its current model and files."
+        ) from exc
 
 
 def _tagged_versions(db, entry: dict) -> dict[str, int]:

@@ -207,15 +207,6 @@ def sql_in(column: str, values: Iterable[str]) -> str:
     return f"{column} IN ({quoted})"
 
 
-def read_where_in(table: "lancedb.table.Table", column: str, values: Iterable[str], chunk: int = 500) -> list[dict]:
-    """Every row (all columns) whose `column` is one of `values`, read in chunks that keep each filter short."""
-    values = list(values)
-    rows: list[dict] = []
-    for start in range(0, len(values), chunk):
-        rows += table.search().where(sql_in(column, values[start : start + chunk])).limit(None).to_arrow().to_pylist()
-    return rows
-
-
 def delete_where_in(table: "lancedb.table.Table", column: str, values: Iterable[str], chunk: int = 500) -> None:
     """Delete rows whose `column` is one of `values`, in chunks that keep each filter short."""
     values = list(values)

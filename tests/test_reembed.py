@@ -232,7 +232,7 @@ def test_switching_again_to_a_checkpoint_that_moved_reuses_its_vectors(world, no
 
 def test_columns_added_to_the_images_table_are_carried_into_a_switch(world):
     """A later migration may add a column (e.g. prompt_offered) to the current images table only: a switch,
-    and a switch back to a table made before the column existed, keep the column and its values."""
+    a switch back to a table made before the column existed, and a rollback keep the column and its values."""
     store, _ = world
     images = tables.open_images(store.db)
     ids = sorted(tables.read_columns(images, ["id"]).column("id").to_pylist())
@@ -251,6 +251,12 @@ def test_columns_added_to_the_images_table_are_carried_into_a_switch(world):
     store.db.open_table(tables.IMAGES).update(where=f"id = '{ids[1]}'", values={"prompt_offered": False})
     store.reembed(RANDOM)  # reuses the table of the first switch: the changed value comes along
     assert offered() == {**expected, ids[1]: False}
+    tables.open_images(store.db).update(where=f"id = '{ids[2]}'", values={"prompt_offered": False})
+    tables.open_images(store.db).add_columns({"added_later": "width + 1"})
+    store.rollback()
+    assert tables.active_tables(store.db)["images"] == tables.IMAGES and offered() == {**expected, ids[1]: False}
+    rows = tables.read_columns(tables.open_images(store.db), ["width", "added_later"]).to_pylist()
+    assert [row["added_later"] for row in rows] == [row["width"] + 1 for row in rows]
 
 
 def test_missing_files_stop_the_switch_unless_dropped(world):
