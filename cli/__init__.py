@@ -466,7 +466,8 @@ def describe(image, store_path, model, k, alpha, top, head, with_images, out, qu
 @click.option("--pairs", type=click.Path(dir_okay=False), help="Held-out (path, prompt) manifest (CSV/TSV/JSONL) [default: the store's test split].")
 @click.option("--head", help="Model A head id (prefix) or folder [default: the newest].")
 @click.option("--retrieval", is_flag=True, help="Retrieval benchmarks instead: image->image, text->image, zero-shot, k-NN.")
-@click.option("--compare", multiple=True, metavar="SPEC|ID", help="With --retrieval: models to score beside the store's [default: its newest fine-tuned model].")
+@click.option("--compare", multiple=True, metavar="SPEC|ID", help="With --retrieval: models to score beside the store's [default: the base model when the store uses one "
+              "of its fine-tuned models, else its newest fine-tuned model].")
 @click.option("--labels-from-folders", is_flag=True, help="With --retrieval: class label = folder name.")
 @click.option("--label-manifest", type=click.Path(dir_okay=False), help="With --retrieval: CSV/TSV/JSONL with path and label.")
 @click.option("--label-field", default="label", show_default=True)
