@@ -9,7 +9,7 @@ from __future__ import annotations
 import functools
 import json
 import sys
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import click
 
@@ -40,6 +40,9 @@ def _default_store_hint() -> str:
     path = user_default_store_path()
     home = os.path.expanduser("~")
     return "~" + path[len(home):] if path.startswith(home + os.sep) else path
+
+if TYPE_CHECKING:
+    from clipstore.reembed import ReembedReport
 
 
 def _store_options(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -122,6 +125,7 @@ def main() -> None:
     clipstore finetune                     one embedding for image->image and text->image (MCIP)
     clipstore reembed --model ID           switch the store to another model, atomically
     clipstore rollback                     undo the last switch
+    clipstore model relink PATH            tell the store where its moved checkpoint file is
     clipstore world render OUT             render-world images with their prompts (test data)
 
     \b
@@ -549,7 +553,8 @@ def describe(image, store_path, model, k, alpha, top, head, with_images, out, qu
 @click.option("--pairs", type=click.Path(dir_okay=False), help="Held-out (path, prompt) manifest (CSV/TSV/JSONL) [default: the store's test split].")
 @click.option("--head", help="Model A head id (prefix) or folder [default: the newest].")
 @click.option("--retrieval", is_flag=True, help="Retrieval benchmarks instead: image->image, text->image, zero-shot, k-NN.")
-@click.option("--compare", multiple=True, metavar="SPEC|ID", help="With --retrieval: models to score beside the store's [default: its newest fine-tuned model].")
+@click.option("--compare", multiple=True, metavar="SPEC|ID", help="With --retrieval: models to score beside the store's [default: the base model when the store uses one "
+              "of its fine-tuned models, else its newest fine-tuned model].")
 @click.option("--labels-from-folders", is_flag=True, help="With --retrieval: class label = folder name.")
 @click.option("--label-manifest", type=click.Path(dir_okay=False), help="With --retrieval: CSV/TSV/JSONL with path and label.")
 @click.option("--label-field", default="label", show_default=True)
@@ -572,9 +577,10 @@ def eval_(store_path, model, pairs, head, retrieval, compare, labels_from_folder
             _print_json(result.to_dict())
             return
         click.echo(f"{result.images} held-out labelled images, {result.classes} classes, {result.queries_with_prompts} text queries")
-        click.echo(f"{'model':48s} mAP@{k:<3d} i2i R@1  t2i R@1  t2i R@10  zero-shot  k-NN")
+        width = max([len("model"), *(len(row.model) for row in result.rows)])
+        click.echo(f"{'model':{width}s} mAP@{k:<3d} i2i R@1  t2i R@1  t2i R@10  zero-shot  k-NN")
         for row in result.rows:
-            click.echo(f"{row.model[:48]:48s} {row.image_map:7.4f} {row.image_r1:8.4f} {row.text_r1:8.4f} {row.text_r10:9.4f} {row.zero_shot_accuracy:10.4f} {row.knn_accuracy:6.4f}")
+            click.echo(f"{row.model:{width}s} {row.image_map:7.4f} {row.image_r1:8.4f} {row.text_r1:8.4f} {row.text_r10:9.4f} {row.zero_shot_accuracy:10.4f} {row.knn_accuracy:6.4f}")
         return
     with _StageBar(enabled=not quiet and sys.stderr.isatty()) as bar:
         report = store.evaluate(pairs=pairs, head=head, progress=bar.update)
@@ -639,7 +645,9 @@ def finetune(store_path, model, method, epochs, batch_size, lr_backbone, lr_head
     click.echo(f"  images: {report.train_images} train, {report.validation_images} validation; {report.classes} classes; "
                f"{report.captions_per_image:.1f} pseudo-captions per image")
     click.echo(f"  {report.validation_metric}: {report.validation_before:.4f} -> {report.validation_after:.4f}")
-    if not apply:
+    if report.switch is not None:
+        _echo_switch(report.switch)
+    else:
         click.echo(f"Switch the store to it with: clipstore reembed --model {report.model_id}")
 
 
@@ -660,11 +668,16 @@ def reembed(store_path, target, drop_missing, batch_size, quiet, as_json) -> Non
     if as_json:
         _print_json(report.to_dict())
         return
-    click.echo(f"Switched the store from {report.previous_model} to {report.model}: {report.images} images "
-               f"({report.embedded} embedded now, {report.resumed} in an earlier run), {report.prompts_embedded} prompts re-embedded")
+    _echo_switch(report)
+
+
+def _echo_switch(report: "ReembedReport") -> None:
+    click.echo(f"The store now uses {report.model} (switched from {report.previous_model}): {report.images} images "
+               f"({report.embedded} embedded now, {report.resumed} already embedded), {report.prompts_embedded} "
+               "prompts re-embedded")
     for failure in report.dropped:
         click.echo(f"  dropped: {failure.path}: {failure.reason}")
-    click.echo("Undo with: clipstore rollback")
+    click.echo(f"Undo with: clipstore rollback (back to {report.previous_model})")
 
 
 @main.command(short_help="Undo the last model switch.")
@@ -678,6 +691,28 @@ def rollback(store_path, as_json) -> None:
         _print_json(report.to_dict())
     else:
         click.echo(f"Rolled back from {report.previous_model} to {report.model} (files table version {report.files_version}, tag {report.tag})")
+
+
+@main.group(short_help="The store's model: relink a moved checkpoint.")
+def model() -> None:
+    """The store's model and where its checkpoint file is."""
+
+
+@model.command("relink", short_help="Point the store at its moved checkpoint file.")
+@click.argument("path", type=click.Path(dir_okay=False))
+@_store_option
+@_json_option
+@_friendly_errors
+def model_relink(path, store_path, as_json) -> None:
+    """Tell the store that the checkpoint file of its model moved to PATH (checked by SHA-256; remembered).
+
+    Only for checkpoints outside the store: fine-tuned models inside it move with the store.
+    """
+    report = clipstore.connect(store_path, create=False).relink_model(path)
+    if as_json:
+        _print_json(report.to_dict())
+    else:
+        click.echo(f"The store now loads {report.model} (SHA-256 {report.sha256[:12]}…; was {report.previous_path})")
 
 
 class _StageBar:

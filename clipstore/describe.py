@@ -93,7 +93,7 @@ class Describer:
         self._model = None
         if head is not None:
             folder = resolve_head(store.db, store.path, store.model, head)
-            config = read_config(folder)
+            config = read_config(folder, store.path)
             check_base(config, store.model, folder)
             self._config, self._folder, self.head_id = config, folder, config.id
         else:
@@ -101,14 +101,14 @@ class Describer:
             usable = [info for info in infos if not info.stale]
             if infos and infos[0].stale:
                 self.notes.append(
-                    f"The newest Model A head ({infos[0].id}) was trained on another encoder than the store's "
-                    f"({infos[0].base_model.get('spec', '?')}); it is stale. "
+                    f"The newest Model A head ({infos[0].id}) was trained on {infos[0].base_model.get('spec', '?')}, "
+                    f"not on the store's current encoder {store.model.spec}; it is stale. "
                     + ("Using the newest head trained on the current encoder. " if usable else "Describing with Model B alone. ")
                     + "Retrain with `clipstore train`."
                 )
             if usable:
                 self._folder = usable[0].folder
-                self._config = read_config(self._folder)
+                self._config = read_config(self._folder, store.path)
                 self.head_id = self._config.id
             elif not infos:
                 self.notes.append("No trained Model A in this store: describing with Model B alone (train one with `clipstore train`).")

@@ -117,13 +117,13 @@ def evaluate(
     config, folder = None, None
     if head is not None:
         folder = resolve_head(store.db, store.path, store.model, head)
-        config = read_config(folder)
+        config = read_config(folder, store.path)
         check_base(config, store.model, folder)
     else:
         usable = [info for info in list_heads(store.db, store.path, store.model) if not info.stale]
         if usable:
             folder = usable[0].folder
-            config = read_config(folder)
+            config = read_config(folder, store.path)
         else:
             notes.append("No trained Model A for the store's encoder: the Model A and Ensemble rows are missing (run `clipstore train`).")
     knn = config.knn if config else KnnParams()

@@ -42,6 +42,7 @@ from .models import ModelIdentity, file_sha256
 from .results import _AsDict
 
 if TYPE_CHECKING:
+    from .reembed import ReembedReport
     from .store import Store
 
 Progress = Callable[[str, int, int], None]
@@ -93,8 +94,8 @@ class FinetuneEpoch(_AsDict):
 
 @dataclass(frozen=True)
 class FinetuneReport(_AsDict):
-    """What `clipstore finetune` did: the saved model (id, folder, spec to open it with), the data used and
-    the validation scores before and after."""
+    """What `clipstore finetune` did: the saved model (id, folder, spec to open it with), the data used,
+    the validation scores before and after, and (with `apply`) the switch of the store to it."""
 
     model_id: str
     folder: str
@@ -112,6 +113,7 @@ class FinetuneReport(_AsDict):
     validation_after: float
     history: tuple[FinetuneEpoch, ...] = field(default_factory=tuple)
     notes: tuple[str, ...] = field(default_factory=tuple)
+    switch: "ReembedReport | None" = None
 
 
 # --- data ---------------------------------------------------------------------------------------------------
@@ -492,7 +494,7 @@ def finetune(store: "Store", options: FinetuneOptions, progress: Progress | None
     model_id = created.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
     folder = _save_model(store, model, model_id, {
         "id": model_id,
-        "parent": identity.to_dict(),
+        "parent": identity.portable(store.path).to_dict(),  # the store may move: see ModelIdentity.portable
         "method": options.method,
         "options": options.to_dict(),
         "text_encoder_changed": text_changed,
@@ -675,8 +677,9 @@ def _save_model(store: "Store", model, model_id: str, config: dict[str, Any]) ->
     return final
 
 
-def finetuned_models(store_path: str) -> list[dict]:
-    """The fine-tuned models saved in a store (their config.json contents plus `folder`), newest first."""
+def finetuned_models(store_path: str, relinked: dict[str, str] | None = None) -> list[dict]:
+    """The fine-tuned models saved in a store (their config.json contents plus `folder`), newest first; the
+    `parent` identity is located in the store (`ModelIdentity.located`, with the store's relinks)."""
     root = os.path.join(store_path, MODELS_FOLDER)
     found = []
     if os.path.isdir(root):
@@ -686,6 +689,7 @@ def finetuned_models(store_path: str) -> list[dict]:
                 with open(config, encoding="utf-8") as handle:
                     data = json.load(handle)
                 data["folder"] = os.path.join(root, name)
+                data["parent"] = ModelIdentity.from_dict(data["parent"]).located(store_path, relinked).to_dict()
                 found.append(data)
     found.sort(key=lambda data: data.get("created_at", ""), reverse=True)
     return found
@@ -699,7 +703,7 @@ def finetuned_identity(parent: ModelIdentity, checkpoint: str) -> ModelIdentity:
 
 def _run_key(store: "Store", options: FinetuneOptions, images: ImageSet) -> str:
     digest = hashlib.sha256()
-    digest.update(store.model.to_json().encode())
+    digest.update(store.model.portable(store.path).to_json().encode())  # a moved store still resumes
     digest.update(json.dumps(options.to_dict(), sort_keys=True).encode())
     digest.update("\n".join(images.ids).encode())
     digest.update(json.dumps(images.labels).encode())  # a changed label set must not resume old margin centres

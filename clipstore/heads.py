@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from . import tables
 from .errors import HeadNotFoundError, ModelMismatchError
 from .knn import KnnParams
+from .locations import locate
 from .models import ModelIdentity
 from .results import _AsDict
 
@@ -131,17 +132,18 @@ def list_heads(db: "lancedb.DBConnection", store_path: str, store_model: ModelId
     infos = []
     for row in rows:
         config = HeadConfig.from_json(row["config"])
+        base = locate(db, store_path, config.base_model)
         infos.append(
             HeadInfo(
                 row["id"],
                 row["created_at"].isoformat(),
                 os.path.join(store_path, row["folder"]),
-                config.base_model.to_dict(),
+                base.to_dict(),
                 float(row["validation_avg_cos"]),
                 float(row["ensemble_alpha"]),
                 config.knn.to_dict(),
                 config.vision_tuned,
-                not config.base_model.same_vectors_as(store_model),
+                not base.same_vectors_as(store_model),
             )
         )
     return infos
@@ -183,11 +185,13 @@ def resolve_head(
     raise HeadNotFoundError(f"{str(head)!r} matches {len(matches)} heads; give more of the id.")
 
 
-def read_config(folder: str) -> HeadConfig:
+def read_config(folder: str, store_root: str | None = None) -> HeadConfig:
+    """A head's config; its base model located in the store at `store_root` when given."""
     path = os.path.join(folder, CONFIG_FILE)
     try:
         with open(path, encoding="utf-8") as handle:
-            return HeadConfig.from_json(handle.read())
+            config = HeadConfig.from_json(handle.read())
+            return replace(config, base_model=config.base_model.located(store_root)) if store_root else config
     except FileNotFoundError as exc:
         raise HeadNotFoundError(f"{folder} is not a Model A head folder (no {CONFIG_FILE}).") from exc
     except (ValueError, KeyError, TypeError) as exc:

@@ -14,11 +14,11 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from functools import lru_cache
 from importlib import resources
-from pathlib import Path
-from typing import Any
+from pathlib import Path, PurePath
+from typing import Any, Mapping
 
 from .errors import ModelSpecError
 
@@ -52,7 +52,8 @@ class ModelIdentity:
     architecture: open_clip model name, e.g. "ViT-B-32".
     pretrained: open_clip pretrained tag, "random", or None when weights come from a checkpoint file.
     checkpoint_sha256: SHA-256 of the checkpoint file's bytes, or None.
-    checkpoint_path: where the checkpoint was loaded from (informational; the hash is what identifies it).
+    checkpoint_path: where the checkpoint is (informational; the hash is what identifies it). Absolute in
+        memory; a store records a checkpoint inside itself relative to its folder (see `portable`).
     embed_dim: length of the image/text embedding.
     image_size, mean, std, interpolation, resize_mode: the image preprocessing.
     """
@@ -96,6 +97,39 @@ class ModelIdentity:
         data["mean"] = tuple(round(v, 6) for v in data["mean"])
         data["std"] = tuple(round(v, 6) for v in data["std"])
         return tuple(sorted(data.items()))
+
+    def portable(self, store_root: str) -> "ModelIdentity":
+        """This identity as the store at `store_root` records it: a checkpoint inside the store (a fine-tuned
+        model under `models/<id>/`) as a path relative to the store folder, with `/` separators, so the record
+        stays true when the store is moved or copied. A checkpoint elsewhere keeps its absolute path."""
+        if not self.checkpoint_path:
+            return self
+        return replace(self, checkpoint_path=portable_path(self.checkpoint_path, store_root))
+
+    def located(self, store_root: str, relinked: Mapping[str, str] | None = None) -> "ModelIdentity":
+        """A recorded identity made usable in the store at `store_root`, with an absolute checkpoint path.
+
+        This is where every identity read from a store gets its checkpoint path. In order: the place the
+        checkpoint was relinked to (`relinked`: SHA-256 -> path, see `clipstore.locations`) when that file
+        exists; the recorded path (relative to the store root when relative); and, for a store written before
+        in-store paths were relative and since moved or copied, the same tail of the recorded path under
+        `store_root` when that file has the recorded SHA-256. When none exists the recorded path is kept, and
+        loading the model says how to relink it. Reads no weights; hashes a file only in that last case.
+        """
+        if not self.checkpoint_path:
+            return self
+        recorded = _under(store_root, self.checkpoint_path)
+        moved = (relinked or {}).get(self.checkpoint_sha256 or "")
+        for candidate in (_under(store_root, moved) if moved else None, recorded):
+            if candidate and os.path.isfile(candidate):
+                return replace(self, checkpoint_path=candidate)
+        if os.path.isabs(self.checkpoint_path) and self.checkpoint_sha256:
+            parts = PurePath(self.checkpoint_path).parts
+            for start in range(len(parts) - 1, 0, -1):
+                candidate = os.path.join(store_root, *parts[start:])
+                if os.path.isfile(candidate) and file_sha256(candidate) == self.checkpoint_sha256:
+                    return replace(self, checkpoint_path=candidate)
+        return replace(self, checkpoint_path=recorded)
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -226,6 +260,25 @@ def _looks_like_path(weights: str) -> bool:
         or weights.startswith("~")
         or weights.lower().endswith(_CHECKPOINT_SUFFIXES)
     )
+
+
+def portable_path(path: str, store_root: str) -> str:
+    """How a store records a file path: relative to the store folder with `/` separators when the file lies
+    inside it (symlinks resolved), else unchanged."""
+    if not os.path.isabs(path):
+        return path
+    real_path, real_root = os.path.realpath(path), os.path.realpath(store_root)
+    try:
+        if os.path.commonpath([real_path, real_root]) != real_root:
+            return path
+    except ValueError:  # another drive
+        return path
+    return PurePath(os.path.relpath(real_path, real_root)).as_posix()
+
+
+def _under(root: str, path: str) -> str:
+    """A recorded path made absolute: relative ones (with `/` separators) are relative to `root`."""
+    return path if os.path.isabs(path) else os.path.join(root, *path.split("/"))
 
 
 def file_sha256(path: str | os.PathLike[str]) -> str:

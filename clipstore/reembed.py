@@ -5,12 +5,17 @@
 Searches keep using the current table meanwhile. When every image has its new vector (and, when the text
 encoder differs, every bank prompt its new CLIP text embedding, in `prompts__<key>`), the store switches with
 ONE write of the `active_tables` setting; a crash at any point before that leaves the store exactly as it was,
-and re-running resumes where the staging table stopped.
+and re-running resumes where the staging table stopped. A table that already holds the target's vectors (from
+an interrupted run, from a switch that was rolled back, or the original `images` table when switching back to
+the store's first model) is brought up to date and reused, so switching back and forth re-embeds only what
+changed in between.
 
-The switch keeps the previous state restorable: the old tables are left untouched, the files table version at
-the switch is tagged (a Lance tag `clipstore-switch-<n>`), and the previous pointer is pushed on a history
-stack. `rollback(store)` restores the files table to that tagged version and points the store back at the
-old tables; images ingested after the switch are forgotten by the rollback (a later ingest adds them again).
+The switch keeps the previous state restorable: the versions of the files table and of the previous tables
+at the switch are recorded and tagged (a Lance tag `clipstore-switch-<n>`, n = the switch's place on the
+history stack), and the previous pointer is pushed on that stack. `rollback(store)` restores those versions
+and points the store back at the previous tables; images ingested after the switch are forgotten by the
+rollback (a later ingest adds them again). Rolled-back switches are remembered (`model_rollbacks`), so a
+rollback with nothing left to undo says what was undone.
 
 Model A heads trained on the old encoder become stale by construction: their base identity no longer matches
 the store's model, and describe says so until they are retrained.
@@ -25,13 +30,15 @@ from typing import TYPE_CHECKING, Callable
 
 from . import tables
 from .errors import ClipstoreError
-from .models import ModelIdentity
+from .locations import LOCATIONS_SETTING, locate, relinked
+from .models import ModelIdentity, portable_path
 from .results import FileFailure, _AsDict
 
 if TYPE_CHECKING:
     from .store import Store
 
 HISTORY_SETTING = "model_history"
+ROLLBACKS_SETTING = "model_rollbacks"
 SWITCH_TAG = "clipstore-switch-{n}"
 
 
@@ -83,6 +90,11 @@ def reembed(
     fine-tune of the current model: the bank's CLIP text embeddings stay valid and are kept).
     drop_missing: images whose files can no longer be read are left out of the new table (listed in
     `dropped`) instead of stopping the switch.
+
+    A table that already holds the target's vectors (left by an interrupted run, by an earlier switch that
+    was rolled back, or the store's original table when switching back to its first model) is brought up to
+    date instead of re-embedded: rows of images no longer in the store go, the other columns are copied
+    afresh, and only the images it lacks are embedded.
     """
     import pyarrow as pa
 
@@ -97,21 +109,12 @@ def reembed(
         text_changed = True  # a different dimension cannot share the old text embeddings
     db = store.db
     active = tables.active_tables(db)
-    names = staging_names(target)
+    names = {kind: _table_for(db, target, kind) for kind in ("images", "prompts")}
     if names["images"] == active["images"]:
         raise ReembedError(f"The store is already switched to {target.spec}.")
-    source = db.open_table(active["images"])
-    staging = db.create_table(names["images"], schema=tables.images_schema(target), exist_ok=True)
-
-    columns = [name for name in source.schema.names if name != "embedding"]
-    rows = tables.read_columns(source, columns).to_pylist()
-    wanted = {row["id"] for row in rows}
-    done = set(tables.read_columns(staging, ["id"]).column("id").to_pylist())
-    extra = sorted(done - wanted)  # removed from the store since an interrupted run: not to be carried over
-    if extra:
-        tables.delete_where_in(staging, "id", extra)
-        done -= set(extra)
+    staging, rows, done = _bring_up_to_date(db, active["images"], names["images"], "embedding", target, store.path)
     resumed = len(done)
+    wanted = {row["id"] for row in rows}
     paths: dict[str, list[str]] = {}
     for row in tables.read_columns(db.open_table(tables.FILES), ["path", "image_id"]).to_pylist():
         paths.setdefault(row["image_id"], []).append(row["path"])
@@ -158,118 +161,230 @@ def reembed(
 
     prompts_embedded = 0
     new_active = {"images": names["images"], "prompts": active["prompts"]}
-    if text_changed and tables.table_exists(db, active["prompts"]):
-        prompts_embedded = _reembed_prompts(db, active["prompts"], names["prompts"], target, encoder, report)
-        new_active["prompts"] = names["prompts"]
+    if tables.table_exists(db, active["prompts"]):
+        bank_model = tables.stored_model(db.open_table(active["prompts"]))
+        # The bank's CLIP text embeddings stay when the target's text encoder made them (an MCIP fine-tune of
+        # the current model, or a switch back to the model that made them).
+        if text_changed and not (bank_model is not None and bank_model.same_vectors_as(target)):
+            prompts_embedded = _reembed_prompts(db, active["prompts"], names["prompts"], target, encoder, store.path, report)
+            new_active["prompts"] = names["prompts"]
 
+    files_version = db.open_table(tables.FILES).version  # what a rollback restores: before any row is dropped
     if missing:
         dropped_ids = sorted(wanted - set(tables.read_columns(staging, ["id"]).column("id").to_pylist()))
         # Their file rows go too: when a file becomes readable again, the next ingest embeds it anew.
         tables.delete_where_in(db.open_table(tables.FILES), "image_id", dropped_ids)
-    tag = _switch(store, active, new_active, current, target)
+    tag = _switch(store, active, new_active, current, target, files_version)
     return ReembedReport(target.spec, len(rows) - len(missing), embedded, resumed, prompts_embedded, tuple(missing), True, current.spec, tag)
 
 
-def _reembed_prompts(db, source_name: str, staging_name: str, target: ModelIdentity, encoder, report) -> int:
+def _table_for(db, target: ModelIdentity, kind: str) -> str:
+    """The table to hold `target`'s vectors of this kind ("images" or "prompts"): the store's original table
+    when the target made its vectors (a switch back to the first model), else the target's staging table."""
+    original = tables.IMAGES if kind == "images" else tables.PROMPTS
+    if tables.table_exists(db, original):
+        recorded = tables.stored_model(db.open_table(original))
+        if recorded is not None and recorded.same_vectors_as(target):
+            return original
+    return staging_names(target)[kind]
+
+
+def _bring_up_to_date(db, source_name: str, name: str, column: str, target: ModelIdentity, store_root: str):
+    """Open (or create) table `name` for `target`'s vectors in `column`, with the rows of `source_name`
+    except their vectors in mind: rows the source no longer has are deleted, rows whose other columns changed
+    get the source's values (their vectors stay valid: a row's vector depends only on its content), columns
+    the source gained are added. Returns (table, the source's rows without `column`, ids already embedded)."""
     import pyarrow as pa
 
     source = db.open_table(source_name)
-    staging = db.create_table(staging_name, schema=tables.prompts_schema(target), exist_ok=True)
-    columns = [name for name in source.schema.names if name != "clip_embedding"]
+    schema = tables.vectors_schema_like(source.schema, column, target, store_root)
+    table = None
+    if tables.table_exists(db, name):
+        table = db.open_table(name)
+        recorded = tables.stored_model(table)
+        if recorded is None or not recorded.same_vectors_as(target) or table.schema.field(column).type != schema.field(column).type:
+            db.drop_table(name)  # not the target's vectors after all: start afresh
+            table = None
+    if table is None:
+        table = db.create_table(name, schema=schema)
+    _add_columns(table, [field for field in schema if field.name not in table.schema.names])  # filled in below
+    columns = [field.name for field in schema if field.name != column]
     rows = tables.read_columns(source, columns).to_pylist()
-    wanted = {row["id"] for row in rows}
-    done = set(tables.read_columns(staging, ["id"]).column("id").to_pylist())
-    extra = sorted(done - wanted)
+    wanted = {row["id"]: row for row in rows}
+    present = tables.read_columns(table, columns).to_pylist()
+    extra = sorted(row["id"] for row in present if row["id"] not in wanted)
     if extra:
-        tables.delete_where_in(staging, "id", extra)
+        tables.delete_where_in(table, "id", extra)
+    _update_rows(table, [wanted[row["id"]] for row in present if row["id"] in wanted and row != wanted[row["id"]]], columns)
+    return table, rows, {row["id"] for row in present if row["id"] in wanted}
+
+
+def _carry_new_columns(db, source_name: str, name: str) -> None:
+    """Give table `name` the columns that `source_name` has and it lacks (added by a migration while it was
+    not in use), with the source's values for the rows both hold."""
+    source, table = db.open_table(source_name), db.open_table(name)
+    gained = [field for field in source.schema if field.name not in table.schema.names]
+    if gained:
+        _add_columns(table, gained)
+        columns = ["id", *(field.name for field in gained)]
+        _update_rows(table, tables.read_columns(source, columns).to_pylist(), columns)
+
+
+def _add_columns(table, fields: list) -> None:
+    """New nullable columns (null in the rows already there)."""
+    import pyarrow as pa
+
+    if fields:
+        table.add_columns(pa.schema([field.with_nullable(True) for field in fields]))
+
+
+def _update_rows(table, rows: list[dict], columns: list[str]) -> None:
+    """Set `columns` of the rows with these ids to these values, in one commit; other columns and rows that
+    `table` does not hold are left alone."""
+    import pyarrow as pa
+
+    if rows:
+        schema = pa.schema([table.schema.field(name) for name in columns])
+        table.merge_insert("id").when_matched_update_all().execute(pa.Table.from_pylist(rows, schema=schema))
+
+
+def _reembed_prompts(db, source_name: str, name: str, target: ModelIdentity, encoder, store_root: str, report) -> int:
+    import pyarrow as pa
+
+    table, rows, done = _bring_up_to_date(db, source_name, name, "clip_embedding", target, store_root)
     todo = [row for row in rows if row["id"] not in done]
     chunk = 4096
     for start in range(0, len(todo), chunk):
         part = todo[start : start + chunk]
         vectors = encoder.encode_texts([row["text"] for row in part])
         records = [{**row, "clip_embedding": vector.tolist()} for row, vector in zip(part, vectors)]
-        staging.add(pa.Table.from_pylist(records, schema=staging.schema))
+        table.add(pa.Table.from_pylist(records, schema=table.schema))
         report("re-embed prompts", min(start + chunk, len(todo)), len(todo))
     return len(todo)
 
 
 def history(db) -> list[dict]:
+    """The switches a rollback can undo, oldest first (each with its tag, the tables and models before and
+    after, and the table versions a rollback restores)."""
     value = tables.read_setting(db, HISTORY_SETTING)
     return json.loads(value) if value else []
 
 
-def _switch(store: "Store", old: dict, new: dict, current: ModelIdentity, target: ModelIdentity) -> str:
-    """Point the store at the new tables in one commit, after tagging what a rollback needs."""
-    import pyarrow as pa
+def rolled_back(db) -> list[dict]:
+    """The switches undone by rollbacks, oldest first."""
+    value = tables.read_setting(db, ROLLBACKS_SETTING)
+    return json.loads(value) if value else []
 
+
+def _switch(store: "Store", old: dict, new: dict, current: ModelIdentity, target: ModelIdentity, files_version: int) -> str:
+    """Point the store at the new tables in one commit, after tagging what a rollback needs."""
     db = store.db
     entries = history(db)
-    tag = SWITCH_TAG.format(n=len(entries) + 1)
-    files = db.open_table(tables.FILES)
-    _tag(files, tag, files.version)
-    _tag(db.open_table(old["images"]), tag, db.open_table(old["images"]).version)
+    tag = SWITCH_TAG.format(n=len(entries) + 1)  # n-th live switch: a rolled-back switch's tag is reused
+    existing = tables.table_names(db)
+    versions = {kind: db.open_table(name).version for kind, name in old.items() if name in existing}
+    for name, version in [*((old[kind], version) for kind, version in versions.items()), (tables.FILES, files_version)]:
+        _tag(db.open_table(name), tag, version)
     entries.append(
         {
             "tag": tag,
             "previous": old,
-            "previous_model": current.to_json(),
-            "files_version": files.version,
+            "previous_versions": versions,
+            "previous_model": current.portable(store.path).to_json(),
+            "files_version": files_version,
             "switched_to": new,
-            "model": target.to_json(),
+            "model": target.portable(store.path).to_json(),
             "switched_at": tables.utc_now().isoformat(),
         }
     )
-    rows = pa.table(
-        {"key": [tables.ACTIVE_SETTING, HISTORY_SETTING], "value": [json.dumps(new), json.dumps(entries)]},
-        schema=tables.settings_schema(),
-    )
-    settings = db.create_table(tables.SETTINGS, schema=tables.settings_schema(), exist_ok=True)
-    settings.merge_insert("key").when_matched_update_all().when_not_matched_insert_all().execute(rows)  # the switch
+    settings: dict = {tables.ACTIVE_SETTING: new, HISTORY_SETTING: entries}
+    if target.checkpoint_path and not target.pretrained:
+        # A reused table may record the checkpoint elsewhere (it moved since): remember where it is now.
+        settings[LOCATIONS_SETTING] = {**relinked(db), target.checkpoint_sha256: portable_path(target.checkpoint_path, store.path)}
+    _write_settings(db, settings)  # the switch
     return tag
 
 
 def rollback(store: "Store") -> RollbackReport:
     """Return the store to its state before the last switch (the caller holds the write lock).
 
-    Two commits: the files table is restored first, then the pointer. If a crash falls between them, running
-    rollback again completes it (the history entry is removed only by the second commit).
+    The previous tables are restored to their versions at the switch (a later switch may have reused one)
+    and get the columns the current tables gained since (a migration while they were not in use), the files
+    table is restored, then one commit points the store back at them. If a crash falls in between, running
+    rollback again completes it (the history entry is removed only by that commit).
     """
-    import pyarrow as pa
-
     db = store.db
     entries = history(db)
     if not entries:
+        undone = rolled_back(db)
+        if undone:
+            raise ReembedError(
+                f"The last switch of this store (to {_spec(store, undone[-1]['model'])}) was already rolled back: "
+                f"the store uses {store.model.spec}, its original model, so there is nothing to roll back."
+            )
         raise ReembedError("This store has never been switched to another model: there is nothing to roll back.")
     last = entries[-1]
     names = tables.table_names(db)
+    active = tables.active_tables(db)
     if last["previous"]["images"] not in names:
         raise ReembedError(f"The previous images table {last['previous']['images']!r} is gone; cannot roll back.")
-    files = db.open_table(tables.FILES)
-    if files.version != last["files_version"]:
-        try:
-            files.restore(last["files_version"])  # the file rows as they were at the switch
-        except Exception as exc:  # noqa: BLE001 - Lance raises several kinds for a cleaned-up version
-            raise ReembedError(
-                f"Cannot restore the files table to version {last['files_version']} ({exc}); was it removed by a "
-                "version cleanup? The store is unchanged."
-            ) from exc
-    rows = pa.table(
-        {"key": [tables.ACTIVE_SETTING, HISTORY_SETTING], "value": [json.dumps(last["previous"]), json.dumps(entries[:-1])]},
-        schema=tables.settings_schema(),
-    )
-    db.open_table(tables.SETTINGS).merge_insert("key").when_matched_update_all().when_not_matched_insert_all().execute(rows)
-    previous = ModelIdentity.from_json(last["previous_model"])
-    switched = ModelIdentity.from_json(last["model"])
-    return RollbackReport(previous.spec, switched.spec, int(last["files_version"]), last["tag"])
+    versions = last.get("previous_versions") or _tagged_versions(db, last)
+    for kind, name in last["previous"].items():
+        if name != active[kind] and name in names:  # a table still in use (a shared bank) keeps its rows
+            if kind in versions:
+                _restore(db, name, int(versions[kind]))
+            _carry_new_columns(db, active[kind], name)
+    _restore(db, tables.FILES, int(last["files_version"]))  # last: the only one of them searches see
+    undone = rolled_back(db) + [{**last, "rolled_back_at": tables.utc_now().isoformat()}]
+    _write_settings(db, {tables.ACTIVE_SETTING: last["previous"], HISTORY_SETTING: entries[:-1], ROLLBACKS_SETTING: undone})
+    for name in [tables.FILES, *last["previous"].values()]:
+        if name in names:
+            _tag(db.open_table(name), last["tag"], None)  # the tag kept that version for this rollback only
+    return RollbackReport(_spec(store, last["previous_model"]), _spec(store, last["model"]), int(last["files_version"]), last["tag"])
 
 
-def _tag(table, name: str, version: int) -> None:
-    """A Lance tag on a table version (best effort: older Lance versions without tags still roll back)."""
+def _restore(db, name: str, version: int) -> None:
+    """Table `name` back to its rows at `version` (a new version with those rows), unless it is there."""
+    table = db.open_table(name)
+    if table.version == version:
+        return
     try:
-        existing = table.tags.list()
-        if name in existing:
+        table.restore(version)
+    except Exception as exc:  # noqa: BLE001 - Lance raises several kinds for a cleaned-up version
+        raise ReembedError(
+            f"Cannot restore table {name!r} to version {version} ({exc}); was it removed by a version cleanup? "
+            "The store still uses its current model and files."
+        ) from exc
+
+
+def _tagged_versions(db, entry: dict) -> dict[str, int]:
+    """The previous tables' versions of a history entry written before they were recorded: its Lance tags."""
+    versions = {}
+    for kind, name in entry["previous"].items():
+        try:
+            tagged = db.open_table(name).tags.list().get(entry["tag"])
+        except Exception:  # noqa: BLE001 - no such table, or a Lance without tags: nothing to restore
+            tagged = None
+        if tagged:
+            versions[kind] = int(tagged["version"])
+    return versions
+
+
+def _spec(store: "Store", recorded: str) -> str:
+    return locate(store.db, store.path, ModelIdentity.from_json(recorded)).spec
+
+
+def _write_settings(db, values: dict) -> None:
+    tables.write_settings(db, {key: json.dumps(value) for key, value in values.items()})
+
+
+def _tag(table, name: str, version: int | None) -> None:
+    """Put a Lance tag on a table version, or remove it (version None). Best effort: older Lance versions
+    without tags still switch and roll back (tags only keep those versions from a cleanup)."""
+    try:
+        if name in table.tags.list():
             table.tags.delete(name)
-        table.tags.create(name, version)
+        if version is not None:
+            table.tags.create(name, version)
     except (AttributeError, NotImplementedError, ValueError, OSError, RuntimeError):
         pass
-

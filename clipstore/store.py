@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Callable, Iterable, Union
 
 from . import migrate, tables
 from .errors import ModelMismatchError, StoreDamagedError, StoreNotFoundError
+from .locations import locate
 from .imaging import DEFAULT_MAX_MEGAPIXELS, load_image
 from .ingest import FolderIngest, IngestOptions, ProgressCallback, StageProgress, check_source, read_prompt_manifest
 from .prompt_files import read_prompt_file
@@ -26,6 +27,7 @@ if TYPE_CHECKING:
     from .describe import DescribedFile, Describer, Description
     from .evaluation import EvalReport
     from .finetune import FinetuneOptions, FinetuneReport
+    from .locations import RelinkReport
     from .reembed import ReembedReport, RollbackReport
     from .retrieval_eval import RetrievalReport
     from .heads import HeadInfo
@@ -64,7 +66,7 @@ class Store:
         if current != self._model_table:
             stored = tables.stored_model(self.db.open_table(current))
             if stored is not None:
-                self._model = stored
+                self._model = locate(self.db, self.path, stored)
             self._model_table = current
         return self._model
 
@@ -339,14 +341,16 @@ class Store:
         options = replace(options or FinetuneOptions(), **overrides)
         report = finetune(self, options, progress)  # writes only its own folder: ingest may go on meanwhile
         if apply:
-            self.reembed(report.folder, progress=progress)
+            report = replace(report, switch=self.reembed(report.folder, progress=progress))
         return report
 
     def finetuned_models(self) -> list[dict]:
-        """The fine-tuned models saved in this store (their configs, with `folder`), newest first."""
+        """The fine-tuned models saved in this store (their configs, with `folder` and the `parent` identity
+        located in this store), newest first."""
         from .finetune import finetuned_models
+        from .locations import relinked
 
-        return finetuned_models(self.path)
+        return finetuned_models(self.path, relinked(self.db))
 
     def reembed(self, model: str, *, drop_missing: bool = False, batch_size: int = 32, progress=None) -> "ReembedReport":
         """Re-embed every image with `model` and switch the store to it atomically (see `clipstore.reembed`).
@@ -371,6 +375,19 @@ class Store:
         with write_lock(self.path):
             return rollback(self)
 
+    def relink_model(self, path: "str | os.PathLike[str]") -> "RelinkReport":
+        """Tell the store where the checkpoint file of its model is now, after it was moved (once: the store
+        remembers it). The file must have the SHA-256 the store's vectors were made with (or that of a model a
+        rollback returns to), else ModelMismatchError. Fine-tuned models inside the store need no relinking:
+        they move with it."""
+        from .locations import relink
+        from .locking import write_lock
+
+        with write_lock(self.path):
+            report = relink(self, path)
+        self._model_table = None  # locate the model again on next use
+        return report
+
     def evaluate_retrieval(
         self,
         *,
@@ -384,22 +401,27 @@ class Store:
         progress=None,
     ) -> "RetrievalReport":
         """Image->image mAP@k / R@1, text->image R@1 / R@10, zero-shot and k-NN classification accuracy on the
-        store's held-out labelled images, for the store's model and each of `models` side by side (default:
-        the newest fine-tuned model of this store, if any). See `clipstore.retrieval_eval`."""
+        store's held-out labelled images, for the store's model and each of `models` side by side. Default:
+        when the store uses one of its fine-tuned models, the base model it was tuned from (its parent); else
+        the newest fine-tuned model of this store, if any. See `clipstore.retrieval_eval`."""
         from .finetune import FinetuneOptions, load_images
         from .encoders.clip import load_clip_encoder
         from .retrieval_eval import DEFAULT_TEMPLATE, evaluate_retrieval
 
         options = FinetuneOptions(labels_from_folders=labels_from_folders, label_manifest=label_manifest, label_field=label_field)
         images = load_images(self, options)
-        encoders = [(f"{self.model.spec} (store)", self.encoder)]
-        if models is None:
-            saved = self.finetuned_models()
-            models = [saved[0]["folder"]] if saved else []
-        for spec in models:
-            identity, _ = self._resolve_switch_target(spec)
-            name = f"fine-tuned {os.path.basename(os.path.dirname(identity.checkpoint_path))}" if identity.checkpoint_path and "/models/" in identity.checkpoint_path else identity.spec
-            encoders.append((name, load_clip_encoder(identity, device=self._device, precision=self._precision)))
+        saved = self.finetuned_models()
+        current = self.model
+        compared = [(f"{_model_name(current, saved)} (store)", current)]
+        own = next((config for config in saved if _is_saved_model(current, config)), None)
+        if models is None and own is not None:
+            parent = ModelIdentity.from_dict(own["parent"])
+            compared.append((f"{_model_name(parent, saved)} (base of {own['id']})", parent))
+        else:
+            for spec in models if models is not None else [config["folder"] for config in saved[:1]]:
+                identity, _ = self._resolve_switch_target(spec)
+                compared.append((_model_name(identity, saved), identity))
+        encoders = [(name, load_clip_encoder(identity, device=self._device, precision=self._precision)) for name, identity in compared]
         return evaluate_retrieval(self, encoders, images, k=k, template=template or DEFAULT_TEMPLATE, splits=splits, progress=progress)
 
     def _resolve_switch_target(self, model: str) -> "tuple[ModelIdentity, bool]":
@@ -413,7 +435,7 @@ class Store:
             raise ModelSpecError(f"{model!r} matches {len(prefixed)} fine-tuned models of this store; give more of the id.")
         for config in exact or prefixed:
             folder = config["folder"]
-            parent = ModelIdentity.from_dict(config["parent"])
+            parent = ModelIdentity.from_dict(config["parent"])  # located by finetuned_models
             identity = finetuned_identity(parent, os.path.join(folder, "model.safetensors"))
             keeps_text = not config.get("text_encoder_changed", True) and parent.same_vectors_as(self.model)
             return identity, not keeps_text
@@ -571,6 +593,7 @@ def _store_model(db: "lancedb.DBConnection", store_path: str, requested: ModelId
     stored = tables.stored_model(tables.open_images(db)) if tables.table_exists(db, tables.active_tables(db)["images"]) else None
     if stored is None:
         return requested or resolve_model(DEFAULT_MODEL)
+    stored = locate(db, store_path, stored)
     if requested is None:
         return stored
     if not requested.same_vectors_as(stored):
@@ -600,8 +623,24 @@ def _switch_empty_store_model(db: "lancedb.DBConnection", store_path: str, model
         if _holds_no_vectors(db):
             active = tables.active_tables(db)
             db.drop_table(active["images"])
-            db.create_table(active["images"], schema=tables.images_schema(model))
+            db.create_table(active["images"], schema=tables.images_schema(model, store_path))
             if tables.table_exists(db, active["prompts"]):
                 db.drop_table(active["prompts"])
-                db.create_table(active["prompts"], schema=tables.prompts_schema(model))
+                db.create_table(active["prompts"], schema=tables.prompts_schema(model, store_path))
     return _store_model(db, store_path, model)
+
+
+def _is_saved_model(identity: ModelIdentity, config: dict) -> bool:
+    """True when `identity` is the fine-tuned model saved with `config` (same weights)."""
+    from .models import file_sha256
+
+    if not identity.checkpoint_sha256 or identity.pretrained:
+        return False
+    sha = config.get("model_sha256") or file_sha256(os.path.join(config["folder"], "model.safetensors"))
+    return sha == identity.checkpoint_sha256
+
+
+def _model_name(identity: ModelIdentity, saved: list[dict]) -> str:
+    """A model's name in a results table: `fine-tuned <id>` for a fine-tuned model of the store, else its spec."""
+    own = next((config for config in saved if _is_saved_model(identity, config)), None)
+    return f"fine-tuned {own['id']}" if own is not None else identity.spec

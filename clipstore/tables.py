@@ -48,7 +48,14 @@ def image_prompt_fields() -> list["pa.Field"]:
     return [pa.field("prompt", pa.string()), pa.field("prompt_source", pa.string())]
 
 
-def images_schema(model: ModelIdentity) -> "pa.Schema":
+def model_metadata(model: ModelIdentity, store_root: str | None = None) -> dict[bytes, bytes]:
+    """The schema metadata recording which model made a table's vectors (a checkpoint inside the store at
+    `store_root` is recorded relative to it, see `ModelIdentity.portable`)."""
+    recorded = model.portable(store_root) if store_root else model
+    return {MODEL_METADATA_KEY: recorded.to_json().encode()}
+
+
+def images_schema(model: ModelIdentity, store_root: str | None = None) -> "pa.Schema":
     """The current `images` schema: one row per distinct image content; `id` is the SHA-256 of the bytes.
 
     `prompt_offered` (migration 0005) is true once the row's prompt has been offered to the prompt bank; null
@@ -58,11 +65,20 @@ def images_schema(model: ModelIdentity) -> "pa.Schema":
 
     return pa.schema(
         images_base_fields(model) + image_prompt_fields() + [pa.field(PROMPT_OFFERED, pa.bool_())],
-        metadata={MODEL_METADATA_KEY: model.to_json().encode()},
+        metadata=model_metadata(model, store_root),
     )
 
 
-def prompts_schema(model: ModelIdentity) -> "pa.Schema":
+def vectors_schema_like(schema: "pa.Schema", column: str, model: ModelIdentity, store_root: str) -> "pa.Schema":
+    """`schema` (every column of an existing table) with `column` holding `model`'s vectors and the model
+    recorded in the metadata: the schema of a table re-embedded with another model."""
+    import pyarrow as pa
+
+    fields = [pa.field(column, pa.list_(pa.float32(), model.embed_dim)) if f.name == column else f for f in schema]
+    return pa.schema(fields, metadata=model_metadata(model, store_root))
+
+
+def prompts_schema(model: ModelIdentity, store_root: str | None = None) -> "pa.Schema":
     """The prompt bank: one row per kept prompt, in insertion order (`seq`), with both embeddings."""
     import pyarrow as pa
 
@@ -76,7 +92,7 @@ def prompts_schema(model: ModelIdentity) -> "pa.Schema":
             pa.field("source", pa.string()),
             pa.field("added_at", pa.timestamp("us", tz="UTC")),
         ],
-        metadata={MODEL_METADATA_KEY: model.to_json().encode()},
+        metadata=model_metadata(model, store_root),
     )
 
 
@@ -129,11 +145,16 @@ def read_setting(db: "lancedb.DBConnection", key: str) -> str | None:
 
 
 def write_setting(db: "lancedb.DBConnection", key: str, value: str) -> None:
+    write_settings(db, {key: value})
+
+
+def write_settings(db: "lancedb.DBConnection", values: dict[str, str]) -> None:
+    """Several settings (JSON text) in ONE commit: readers see all of them changed, or none."""
     import pyarrow as pa
 
     table = db.create_table(SETTINGS, schema=settings_schema(), exist_ok=True)
-    row = pa.table({"key": [key], "value": [value]}, schema=settings_schema())
-    table.merge_insert("key").when_matched_update_all().when_not_matched_insert_all().execute(row)
+    rows = pa.table({"key": list(values), "value": list(values.values())}, schema=settings_schema())
+    table.merge_insert("key").when_matched_update_all().when_not_matched_insert_all().execute(rows)
 
 
 def files_schema() -> "pa.Schema":
@@ -176,7 +197,8 @@ def table_exists(db: "lancedb.DBConnection", name: str) -> bool:
 
 
 def stored_model(table: "lancedb.table.Table") -> ModelIdentity | None:
-    """The model identity recorded in a table's schema metadata, or None."""
+    """The model identity recorded in a table's schema metadata, or None (as recorded: to use it, locate it
+    with `clipstore.locations.locate`)."""
     metadata = table.schema.metadata or {}
     raw = metadata.get(MODEL_METADATA_KEY)
     return ModelIdentity.from_json(raw.decode()) if raw else None

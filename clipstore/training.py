@@ -580,7 +580,7 @@ def train_head(store: "Store", options: TrainOptions, progress: Progress | None 
     head_id = created.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
     config = HeadConfig(
         head_id,
-        store.model,
+        store.model.portable(store.path),  # the store may move: see ModelIdentity.portable
         store.model.embed_dim,
         tables.MINILM_DIM,
         options.mix,
@@ -651,7 +651,7 @@ def _save(store: "Store", model, config: HeadConfig) -> str:
 def _run_key(store: "Store", options: TrainOptions, train: Pairs, validation: Pairs) -> str:
     """Identifies a training run: same store model, options and data -> same key -> its checkpoint resumes."""
     digest = hashlib.sha256()
-    digest.update(store.model.to_json().encode())
+    digest.update(store.model.portable(store.path).to_json().encode())  # a moved store still resumes
     digest.update(json.dumps(options.to_dict(), sort_keys=True).encode())
     for ids in (train.ids, validation.ids):
         digest.update("\n".join(ids).encode())

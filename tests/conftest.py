@@ -41,3 +41,25 @@ def photo_folder(tmp_path: Path) -> Path:
 @pytest.fixture
 def messy(tmp_path: Path) -> dict:
     return build_messy_folder(tmp_path / "messy")
+
+
+@pytest.fixture(scope="session")
+def noisy_checkpoint(tmp_path_factory) -> Path:
+    """A real open_clip checkpoint of the clipstore-mini architecture, outside any store: the bundled weights
+    with seeded noise (0.5 x each tensor's std), so its vectors are clearly another model's."""
+    import torch
+    from safetensors.torch import save_file
+
+    from clipstore.encoders.clip import load_clip_encoder
+    from clipstore.models import resolve_model
+
+    state = load_clip_encoder(resolve_model(MINI), device="cpu", precision="fp32").model.state_dict()
+    generator = torch.Generator().manual_seed(0)
+    noisy = {
+        name: (value + 0.5 * value.std() * torch.randn(value.shape, generator=generator)).contiguous()
+        if value.is_floating_point() and value.numel() > 1 else value.contiguous()
+        for name, value in state.items()
+    }
+    path = tmp_path_factory.mktemp("checkpoints") / "noisy-mini.safetensors"
+    save_file(noisy, str(path))
+    return path

@@ -18,7 +18,7 @@ import clipstore
 from clipstore import tables
 from clipstore.cli import main
 from clipstore.finetune import arc_margin_logits, caption_recall, info_nce_loss, map_at_k, mc_arc_margin_loss
-from clipstore.reembed import ReembedError, staging_names
+from clipstore.reembed import ReembedError, history, staging_names
 from clipstore.retrieval_eval import knn_accuracy, text_to_image
 from clipstore.world import render_folder
 
@@ -128,8 +128,135 @@ def test_rollback_restores_the_previous_model_vectors_and_files(world):
     assert store.model.spec == "clipstore-mini:world-v1" and store.count_images() == 40
     assert store.search_image(query, k=5) == before
     assert store.ingest(root / "later").added == 3  # the files rows went back too: they are ingested again
-    with pytest.raises(ReembedError, match="nothing to roll back"):
+    with pytest.raises(ReembedError, match=f"switch of this store \\(to {RANDOM}\\) was already rolled back: the store uses "
+                       "clipstore-mini:world-v1, its original model"):
         store.rollback()
+
+
+def test_a_store_never_switched_says_so_on_rollback(world):
+    store, _ = world
+    with pytest.raises(ReembedError, match="never been switched"):
+        store.rollback()
+
+
+ROLLBACK = "rollback"
+NOISY = "noisy checkpoint"  # stands for the noisy_checkpoint fixture's spec
+SEQUENCES = {
+    "B, rollback, B again": [RANDOM, ROLLBACK, RANDOM, ROLLBACK, RANDOM],
+    "B, C, rollback twice, C": [RANDOM, NOISY, ROLLBACK, ROLLBACK, NOISY],
+    "B, rollback, B, back to A": [RANDOM, ROLLBACK, RANDOM, "clipstore-mini:world-v1"],
+    "B, C, back to B": [RANDOM, NOISY, RANDOM],
+    "C, A, C, A": [NOISY, "clipstore-mini", NOISY, "clipstore-mini"],
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("steps", list(SEQUENCES.values()), ids=list(SEQUENCES))
+def test_switches_and_rollbacks_in_any_order(world, noisy_checkpoint, steps):
+    store, root = world
+    query = _any_image(root / "world")
+    noisy = f"clipstore-mini:{noisy_checkpoint}"
+    original = "clipstore-mini:world-v1"
+    specs = {NOISY: noisy, "clipstore-mini": original}
+    seen: dict[str, list] = {}
+    _assert_uses(store, original, seen, query)
+    models = [original]  # what each rollback returns to
+    for step in [*steps] + [ROLLBACK] * (len(steps) + 1):
+        if step == ROLLBACK and len(models) == 1:
+            break
+        if step == ROLLBACK:
+            report = store.rollback()
+            assert report.previous_model == models.pop() and report.model == models[-1]
+        else:
+            spec = specs.get(step, step)
+            report = store.reembed(spec)
+            assert report.switched and report.previous_model == models[-1]
+            if spec in seen:  # its table is still there and nothing changed since: nothing to embed
+                assert report.embedded == 0 and report.resumed == 40 and report.prompts_embedded == 0
+            models.append(spec)
+        _assert_uses(store, models[-1], seen, query)
+        live = [entry["tag"] for entry in history(store.db)]
+        assert live == [f"clipstore-switch-{n}" for n in range(1, len(models))]
+        assert set(store.db.open_table(tables.FILES).tags.list()) == set(live)  # a rollback drops its tag
+    with pytest.raises(ReembedError, match=f"already rolled back: the store uses {original}, its original model"):
+        store.rollback()
+
+
+def _assert_uses(store, spec: str, seen: dict, query: Path) -> None:
+    """The store (and a fresh connection to it) uses `spec`, its vectors are that model's, and a text search
+    gives what it gave the last time the store used `spec`."""
+    for opened in (store, clipstore.connect(store.path)):
+        assert opened.model.spec == spec and opened.info().model["spec"] == spec
+    assert store.count_images() == 40
+    assert store.search_image(query, k=1)[0].score == pytest.approx(1.0, abs=1e-3)  # made by this model
+    hits = [(hit.path, round(hit.score, 4)) for hit in store.search_text("a red circle", k=5)]
+    assert seen.setdefault(spec, hits) == hits
+
+
+def test_a_rollback_after_switching_back_to_a_reused_table_keeps_files_and_images_in_step(world, noisy_checkpoint):
+    store, root = world
+    noisy = f"clipstore-mini:{noisy_checkpoint}"
+    store.reembed(RANDOM)
+    store.reembed(noisy)
+    render_folder(root / "later", 3, seed=99)
+    assert store.ingest(root / "later").added == 3  # into the noisy model's table
+    assert store.reembed(RANDOM).embedded == 3  # the random model's table is reused: only the new images
+    store.rollback()
+    assert store.model.spec == noisy and store.count_images() == 43
+    store.rollback()  # back to the random model's table as it was at the switch: without the later images
+    assert store.model.spec == RANDOM and store.count_images() == store.count_files() == 40
+    assert store.ingest(root / "later").added == 3
+
+
+def test_switching_again_to_a_checkpoint_that_moved_reuses_its_vectors(world, noisy_checkpoint, tmp_path, monkeypatch):
+    """Issue #11 item 4: the table left by the first switch recorded the checkpoint's old path, and re-creating
+    it with the new one failed with "Schema Error: Provided schema does not match existing table schema"."""
+    from clipstore.encoders import clip
+
+    store, root = world
+    first = tmp_path / "first" / "model.safetensors"
+    first.parent.mkdir()
+    shutil.copyfile(noisy_checkpoint, first)
+    store.reembed(f"clipstore-mini:{first}")
+    before = store.search_text("a red circle", k=5)
+    store.rollback()
+    moved = tmp_path / "moved.safetensors"
+    shutil.move(first, moved)
+    report = store.reembed(f"clipstore-mini:{moved}")
+    assert report.embedded == 0 and report.resumed == 40
+    monkeypatch.setattr(clip, "_cache", {})  # load the weights afresh, from where the store says they are
+    reopened = clipstore.connect(store.path)
+    assert reopened.model.checkpoint_path == str(moved)
+    assert reopened.search_text("a red circle", k=5) == before
+
+
+def test_columns_added_to_the_images_table_are_carried_into_a_switch(world):
+    """A later migration may add a column (e.g. prompt_offered) to the current images table only: a switch,
+    a switch back to a table made before the column existed, and a rollback keep the column and its values."""
+    store, _ = world
+    images = tables.open_images(store.db)
+    ids = sorted(tables.read_columns(images, ["id"]).column("id").to_pylist())
+    images.add_columns({"prompt_offered": "prompt IS NOT NULL"})
+    images.update(where=f"id = '{ids[0]}'", values={"prompt_offered": False})
+
+    def offered() -> dict:
+        rows = tables.read_columns(tables.open_images(store.db), ["id", "prompt_offered"]).to_pylist()
+        return {row["id"]: row["prompt_offered"] for row in rows}
+
+    expected = {image_id: image_id != ids[0] for image_id in ids}
+    assert offered() == expected
+    store.reembed(RANDOM)
+    assert offered() == expected
+    store.rollback()
+    store.db.open_table(tables.IMAGES).update(where=f"id = '{ids[1]}'", values={"prompt_offered": False})
+    store.reembed(RANDOM)  # reuses the table of the first switch: the changed value comes along
+    assert offered() == {**expected, ids[1]: False}
+    tables.open_images(store.db).update(where=f"id = '{ids[2]}'", values={"prompt_offered": False})
+    tables.open_images(store.db).add_columns({"added_later": "width + 1"})
+    store.rollback()
+    assert tables.active_tables(store.db)["images"] == tables.IMAGES and offered() == {**expected, ids[1]: False}
+    rows = tables.read_columns(tables.open_images(store.db), ["width", "added_later"]).to_pylist()
+    assert [row["added_later"] for row in rows] == [row["width"] + 1 for row in rows]
 
 
 def test_missing_files_stop_the_switch_unless_dropped(world):
@@ -155,7 +282,9 @@ def test_heads_go_stale_after_a_switch_and_describe_says_so(tmp_path):
     store.reembed(RANDOM)
     assert store.heads()[0].stale
     description = store.describe(_any_image(tmp_path / "world"))
-    assert description.method == "model_b" and any("stale" in note for note in description.notes)
+    assert description.method == "model_b"
+    assert any(f"was trained on clipstore-mini:world-v1, not on the store's current encoder {RANDOM}; it is stale" in note
+               for note in description.notes), description.notes
     store.rollback()
     assert not store.heads()[0].stale and store.describe(_any_image(tmp_path / "world")).method in ("ensemble", "model_a", "model_b")
 
@@ -203,7 +332,7 @@ def test_cli_finetune_reembed_rollback_and_retrieval_eval(world):
     result = runner.invoke(main, ["rollback", "--store", store.path, "--json"])
     assert result.exit_code == 0 and json.loads(result.output)["model"] == "clipstore-mini:world-v1"
     result = runner.invoke(main, ["rollback", "--store", store.path])
-    assert result.exit_code == 1 and "nothing to roll back" in result.output
+    assert result.exit_code == 1 and "was already rolled back" in result.output and "nothing to roll back" in result.output
     result = runner.invoke(main, ["reembed", "--store", store.path, "--model", "clipstore-mini:world-v1"])
     assert result.exit_code == 1 and "already" in result.output
 

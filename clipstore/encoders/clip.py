@@ -163,13 +163,15 @@ def _create_model(identity: ModelIdentity) -> "torch.nn.Module":
             actual = file_sha256(path)
         except OSError as exc:
             raise ModelUnavailableError(
-                f"Cannot read checkpoint {path!r} ({exc.strerror or exc}). Restore the file, or open the store "
-                f"with --model {identity.architecture}:/new/path/to/the/same/checkpoint."
+                f"Cannot read checkpoint {path!r} ({exc.strerror or exc}). If the file was moved, tell the store "
+                "where it is now, once: `clipstore model relink /new/path/to/the/checkpoint --store STORE` "
+                "(Python: store.relink_model(path)); or restore the file."
             ) from exc
         if actual != identity.checkpoint_sha256:
             raise ModelMismatchError(
                 f"Checkpoint {path!r} has SHA-256 {actual[:12]}…, but the store's vectors were made by "
-                f"{identity.checkpoint_sha256[:12]}…. Point --model at the original checkpoint."
+                f"{identity.checkpoint_sha256[:12]}…. Point --model at the original checkpoint, or relink the store "
+                "to it: `clipstore model relink /path/to/the/original/checkpoint --store STORE`."
             )
         try:
             return open_clip.create_model(identity.architecture, pretrained=path)

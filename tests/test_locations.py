@@ -1,0 +1,216 @@
+"""Stores that are moved or copied keep working: fine-tuned models inside the store move with it, checkpoints
+outside it are relinked once (issue #11 items 3 and 13) — real stores, real clipstore-mini, real fine-tuning."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+import clipstore
+from clipstore import tables
+from clipstore.cli import main
+from clipstore.encoders import clip
+from clipstore.models import ModelIdentity
+from clipstore.reembed import history, staging_names
+from clipstore.world import render_folder
+
+BASE = "clipstore-mini:world-v1"
+
+
+@pytest.fixture(scope="module")
+def switched(tmp_path_factory):
+    """A store switched to a model fine-tuned in it (`clipstore finetune --apply`): (store path, images folder,
+    model id, the command's output)."""
+    root = tmp_path_factory.mktemp("switched")
+    render_folder(root / "world", 40, seed=8)
+    store = clipstore.connect(root / "s.clipstore", model=BASE)
+    store.ingest(root / "world")
+    result = CliRunner().invoke(
+        main, ["finetune", "--store", store.path, "--epochs", "1", "--batch-size", "16", "--no-augment", "--labels-from-folders", "--apply"]
+    )
+    assert result.exit_code == 0, result.output
+    return Path(store.path), root / "world", store.finetuned_models()[0]["id"], result.output
+
+
+@pytest.fixture
+def fresh_encoders(monkeypatch):
+    """Weights load afresh (from where the store says they are) instead of from this process's cache."""
+    monkeypatch.setattr(clip, "_cache", {})
+
+
+def _own_copy(switched, tmp_path: Path) -> Path:
+    path = tmp_path / "own.clipstore"
+    shutil.copytree(switched[0], path)
+    return path
+
+
+def _searches(store) -> list:
+    return [(hit.path, round(hit.score, 4)) for hit in store.search_text("a red circle", k=5)]
+
+
+def _in_store_model(path: Path, model_id: str) -> str:
+    return str(path / "models" / model_id / "model.safetensors")
+
+
+@pytest.mark.slow
+def test_finetune_apply_says_the_store_switched_and_how_to_undo(switched):
+    path, _, model_id, output = switched
+    assert f"The store now uses clipstore-mini:{_in_store_model(path, model_id)} (switched from {BASE})" in output
+    assert f"Undo with: clipstore rollback (back to {BASE})" in output
+    assert "clipstore reembed" not in output  # already switched: no advice to switch
+
+
+@pytest.mark.slow
+def test_a_switched_store_can_be_moved(switched, tmp_path, fresh_encoders):
+    path, world, model_id, _ = switched
+    before = _own_copy(switched, tmp_path)
+    expected = _searches(clipstore.connect(before))
+    moved = tmp_path / "elsewhere" / "moved.clipstore"
+    moved.parent.mkdir()
+    shutil.move(before, moved)
+
+    store = clipstore.connect(moved)  # no --model needed
+    assert store.model.checkpoint_path == _in_store_model(moved, model_id)
+    assert store.info().model["spec"] == f"clipstore-mini:{_in_store_model(moved, model_id)}"
+    assert _searches(store) == expected
+    assert store.search_image(sorted(world.rglob("*.png"))[0], k=1)[0].score == pytest.approx(1.0, abs=1e-3)
+    assert store.finetuned_models()[0]["parent"]["spec"] == BASE
+    result = CliRunner().invoke(main, ["info", "--store", str(moved), "--json"])
+    assert result.exit_code == 0 and json.loads(result.output)["model"]["spec"] == store.model.spec
+
+    # What the store records does not name the old place: the table metadata and the switch history.
+    recorded = tables.stored_model(tables.open_images(store.db))
+    assert recorded.checkpoint_path == f"models/{model_id}/model.safetensors"
+    assert ModelIdentity.from_json(history(store.db)[-1]["model"]).checkpoint_path == recorded.checkpoint_path
+
+    # ... and the switch can be undone and made again there.
+    assert store.rollback().model == BASE and store.model.spec == BASE
+    again = store.reembed(model_id)
+    assert again.embedded == 0 and again.resumed == 40 and _searches(store) == expected
+
+
+@pytest.mark.slow
+def test_a_copied_store_opens_beside_the_original(switched, tmp_path, fresh_encoders):
+    path, _, model_id, _ = switched
+    original = _own_copy(switched, tmp_path)
+    copy = tmp_path / "copy.clipstore"
+    shutil.copytree(original, copy)
+    stores = [clipstore.connect(original), clipstore.connect(copy)]
+    assert [s.model.checkpoint_path for s in stores] == [_in_store_model(original, model_id), _in_store_model(copy, model_id)]
+    expected = _searches(stores[0])
+    assert _searches(stores[1]) == expected
+    shutil.rmtree(original)  # the copy does not lean on the original
+    clip._cache.clear()
+    assert _searches(clipstore.connect(copy)) == expected
+
+
+@pytest.mark.slow
+def test_a_store_that_recorded_absolute_in_store_paths_still_opens_after_a_move(switched, tmp_path, monkeypatch, fresh_encoders):
+    """Stores written before in-store paths were relative hold the absolute path of models/<id>/...: after a
+    move the same file under the store is used when its SHA-256 matches."""
+    path, _, model_id, _ = switched
+    old = _own_copy(switched, tmp_path)
+    store = clipstore.connect(old)
+    store.rollback()
+    identity, _ = store._resolve_switch_target(model_id)
+    store.db.drop_table(staging_names(identity)["images"])
+    with monkeypatch.context() as patch:
+        patch.setattr(ModelIdentity, "portable", lambda self, root: self)  # the old code recorded paths as they were
+        store.reembed(model_id)
+    assert tables.stored_model(tables.open_images(store.db)).checkpoint_path == _in_store_model(old, model_id)
+    expected = _searches(store)
+    moved = tmp_path / "moved.clipstore"
+    shutil.move(old, moved)
+    reopened = clipstore.connect(moved)
+    assert reopened.model.checkpoint_path == _in_store_model(moved, model_id)
+    assert _searches(reopened) == expected
+
+
+@pytest.mark.slow
+def test_retrieval_eval_after_a_switch_compares_the_fine_tuned_model_with_its_base(switched, tmp_path):
+    path, _, model_id, _ = switched
+    store = clipstore.connect(_own_copy(switched, tmp_path))
+    options = dict(labels_from_folders=True, splits=("validation", "test"))
+    tuned, base = store.evaluate_retrieval(**options).rows
+    assert tuned.model == f"fine-tuned {model_id} (store)" and base.model == f"{BASE} (base of {model_id})"
+    output = CliRunner().invoke(main, ["eval", "--store", store.path, "--retrieval", "--labels-from-folders", "-q"]).output
+    assert f"\n{BASE} (base of {model_id}) " in output  # the whole name, however long
+
+    store.rollback()  # the base row scores what the store scores on its base model
+    assert store.evaluate_retrieval(models=[], **options).rows == (replace(base, model=f"{BASE} (store)"),)
+
+
+# --- checkpoints outside the store --------------------------------------------------------------------------
+
+
+@pytest.fixture
+def outside(noisy_checkpoint, tmp_path, photo_folder):
+    """A store made with a checkpoint file outside it: (store path, checkpoint path, text search results)."""
+    checkpoint = tmp_path / "weights" / "model.safetensors"
+    checkpoint.parent.mkdir()
+    shutil.copyfile(noisy_checkpoint, checkpoint)
+    store = clipstore.connect(tmp_path / "s.clipstore", model=f"clipstore-mini:{checkpoint}")
+    store.ingest(photo_folder)
+    return Path(store.path), checkpoint, _searches(store)
+
+
+def test_a_moved_outside_checkpoint_is_relinked_once(outside, tmp_path, fresh_encoders):
+    path, checkpoint, expected = outside
+    moved = tmp_path / "archive" / "renamed.safetensors"
+    moved.parent.mkdir()
+    shutil.move(checkpoint, moved)
+    store = clipstore.connect(path)  # opening needs no weights
+    with pytest.raises(clipstore.ModelUnavailableError, match="clipstore model relink"):
+        store.search_text("a red circle")
+
+    runner = CliRunner()
+    result = runner.invoke(main, ["model", "relink", str(moved), "--store", str(path), "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    assert report["path"] == str(moved) and report["previous_path"] == str(checkpoint)
+    assert report["model"] == f"clipstore-mini:{moved}"
+
+    reopened = clipstore.connect(path)  # no --model: the store remembers
+    assert reopened.model.checkpoint_path == str(moved)
+    assert _searches(reopened) == expected
+    result = runner.invoke(main, ["search", "a red circle", "--store", str(path), "-k", "5", "--json"])
+    assert result.exit_code == 0 and [h["path"] for h in json.loads(result.output)["hits"]] == [p for p, _ in expected]
+
+
+def test_relinking_a_file_with_other_weights_is_refused(outside, tmp_path):
+    path, checkpoint, _ = outside
+    other = tmp_path / "other.safetensors"
+    other.write_bytes(checkpoint.read_bytes()[:-8] + b"\0" * 8)
+    store = clipstore.connect(path)
+    with pytest.raises(clipstore.ModelMismatchError, match="not a checkpoint this store's vectors were made with"):
+        store.relink_model(other)
+    result = CliRunner().invoke(main, ["model", "relink", str(other), "--store", str(path)])
+    assert result.exit_code == 1 and result.output.startswith("Error: ") and "Traceback" not in result.output
+    assert clipstore.connect(path).model.checkpoint_path == str(checkpoint)  # nothing was remembered
+
+
+def test_relinking_a_store_on_published_weights_says_there_is_nothing_to_relink(store, photo_folder, noisy_checkpoint):
+    store.ingest(photo_folder)
+    with pytest.raises(clipstore.ModelSpecError, match="nothing to relink"):
+        store.relink_model(noisy_checkpoint)
+
+
+@pytest.mark.slow
+def test_heads_trained_on_a_fine_tuned_model_move_with_the_store(switched, tmp_path, fresh_encoders):
+    path, world, model_id, _ = switched
+    before = _own_copy(switched, tmp_path)
+    store = clipstore.connect(before)
+    head = store.train(epochs=1, freeze_vision=True, views=0)
+    recorded = json.loads((Path(head.folder) / "config.json").read_text())["base_model"]["checkpoint_path"]
+    assert recorded == f"models/{model_id}/model.safetensors"
+    moved = tmp_path / "moved.clipstore"
+    shutil.move(before, moved)
+    reopened = clipstore.connect(moved)
+    (info,) = reopened.heads()
+    assert not info.stale and info.base_model["spec"] == reopened.model.spec == f"clipstore-mini:{_in_store_model(moved, model_id)}"
+    assert reopened.describe(sorted(world.rglob("*.png"))[0]).head == head.head_id
