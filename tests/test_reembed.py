@@ -231,27 +231,28 @@ def test_switching_again_to_a_checkpoint_that_moved_reuses_its_vectors(world, no
 
 
 def test_columns_added_to_the_images_table_are_carried_into_a_switch(world):
-    """A later migration may add a column (e.g. prompt_offered) to the current images table only: a switch,
-    a switch back to a table made before the column existed, and a rollback keep the column and its values."""
+    """A later migration may add a column (as 0005 added `prompt_offered`; here a new `reviewed`) to the current
+    images table only: a switch, a switch back to a table made before the column existed, and a rollback keep
+    the column and its values."""
     store, _ = world
     images = tables.open_images(store.db)
     ids = sorted(tables.read_columns(images, ["id"]).column("id").to_pylist())
-    images.add_columns({"prompt_offered": "prompt IS NOT NULL"})
-    images.update(where=f"id = '{ids[0]}'", values={"prompt_offered": False})
+    images.add_columns({"reviewed": "prompt IS NOT NULL"})
+    images.update(where=f"id = '{ids[0]}'", values={"reviewed": False})
 
     def offered() -> dict:
-        rows = tables.read_columns(tables.open_images(store.db), ["id", "prompt_offered"]).to_pylist()
-        return {row["id"]: row["prompt_offered"] for row in rows}
+        rows = tables.read_columns(tables.open_images(store.db), ["id", "reviewed"]).to_pylist()
+        return {row["id"]: row["reviewed"] for row in rows}
 
     expected = {image_id: image_id != ids[0] for image_id in ids}
     assert offered() == expected
     store.reembed(RANDOM)
     assert offered() == expected
     store.rollback()
-    store.db.open_table(tables.IMAGES).update(where=f"id = '{ids[1]}'", values={"prompt_offered": False})
+    store.db.open_table(tables.IMAGES).update(where=f"id = '{ids[1]}'", values={"reviewed": False})
     store.reembed(RANDOM)  # reuses the table of the first switch: the changed value comes along
     assert offered() == {**expected, ids[1]: False}
-    tables.open_images(store.db).update(where=f"id = '{ids[2]}'", values={"prompt_offered": False})
+    tables.open_images(store.db).update(where=f"id = '{ids[2]}'", values={"reviewed": False})
     tables.open_images(store.db).add_columns({"added_later": "width + 1"})
     store.rollback()
     assert tables.active_tables(store.db)["images"] == tables.IMAGES and offered() == {**expected, ids[1]: False}
