@@ -285,8 +285,13 @@ def test_heads_go_stale_after_a_switch_and_describe_says_so(tmp_path):
     assert description.method == "model_b"
     assert any(f"was trained on clipstore-mini:world-v1, not on the store's current encoder {RANDOM}; it is stale" in note
                for note in description.notes), description.notes
+    assert description.head is None and description.parts["a"] is None  # the stale head is not used
     store.rollback()
-    assert not store.heads()[0].stale and store.describe(_any_image(tmp_path / "world")).method in ("ensemble", "model_a", "model_b")
+    head = store.heads()[0]
+    assert not head.stale
+    description = store.describe(_any_image(tmp_path / "world"))
+    assert description.head == head.id and description.parts["a"] is not None  # the head is used again
+    assert not any("stale" in note for note in description.notes), description.notes
 
 
 def test_mcip_finetune_saves_a_model_that_reembeds_without_touching_the_bank(world):
@@ -328,7 +333,8 @@ def test_cli_finetune_reembed_rollback_and_retrieval_eval(world):
     rows = json.loads(result.output)["rows"]
     assert len(rows) == 2 and {"image_map", "image_r1", "text_r1", "text_r10", "zero_shot_accuracy", "knn_accuracy"} <= set(rows[0])
     result = runner.invoke(main, ["reembed", "--store", store.path, "--model", model_id, "--json"])
-    assert result.exit_code == 0, result.output and json.loads(result.output)["switched"]
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["switched"] is True
     result = runner.invoke(main, ["rollback", "--store", store.path, "--json"])
     assert result.exit_code == 0 and json.loads(result.output)["model"] == "clipstore-mini:world-v1"
     result = runner.invoke(main, ["rollback", "--store", store.path])
