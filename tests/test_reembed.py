@@ -273,6 +273,7 @@ def test_missing_files_stop_the_switch_unless_dropped(world):
     assert store.ingest(root / "world").added == 1 and store.count_images() == 40
 
 
+@pytest.mark.slow
 def test_heads_go_stale_after_a_switch_and_describe_says_so(tmp_path):
     render_folder(tmp_path / "world", 60, seed=9)
     store = clipstore.connect(tmp_path / "h.clipstore", model=MINI)
@@ -294,6 +295,7 @@ def test_heads_go_stale_after_a_switch_and_describe_says_so(tmp_path):
     assert not any("stale" in note for note in description.notes), description.notes
 
 
+@pytest.mark.slow
 def test_mcip_finetune_saves_a_model_that_reembeds_without_touching_the_bank(world):
     store, root = world
     bank_before = tables.read_columns(tables.open_prompts(store.db), ["id", "clip_embedding"]).to_pylist()
@@ -312,6 +314,7 @@ def test_mcip_finetune_saves_a_model_that_reembeds_without_touching_the_bank(wor
     assert store.search_text("a red circle", k=1)
 
 
+@pytest.mark.slow
 def test_2sft_needs_labels_and_realigns_the_text_encoder(world):
     store, _ = world
     with pytest.raises(clipstore.TrainingDataError, match="labels"):
@@ -322,6 +325,7 @@ def test_2sft_needs_labels_and_realigns_the_text_encoder(world):
     assert switched.prompts_embedded == store.count_prompts()
 
 
+@pytest.mark.slow
 def test_cli_finetune_reembed_rollback_and_retrieval_eval(world):
     store, root = world
     runner = CliRunner()
@@ -343,6 +347,7 @@ def test_cli_finetune_reembed_rollback_and_retrieval_eval(world):
     assert result.exit_code == 1 and "already" in result.output
 
 
+@pytest.mark.slow
 def test_a_short_mcip_run_improves_image_to_image_and_keeps_text_to_image(tmp_path):
     """Seed 003's claim in miniature: labels = the rendered object colour (a structured attribute)."""
     world_dir = tmp_path / "world"
@@ -360,6 +365,7 @@ def test_a_short_mcip_run_improves_image_to_image_and_keeps_text_to_image(tmp_pa
     assert tuned.text_r10 >= base.text_r10 - 0.05
 
 
+@pytest.mark.slow
 def test_an_interrupted_finetune_resumes_from_its_last_epoch(world):
     store, _ = world
 
@@ -378,6 +384,7 @@ def test_an_interrupted_finetune_resumes_from_its_last_epoch(world):
     assert [h.epoch for h in report.history] == [0, 1, 2]
 
 
+@pytest.mark.slow
 def test_mcip_without_labels_learns_from_captions_alone(world):
     store, _ = world
     report = store.finetune(epochs=2, batch_size=16, augment=False, patience=5)
