@@ -23,7 +23,7 @@ from .errors import ClipstoreError, NothingToDescribeWithError
 from .heads import check_base, list_heads, read_config, resolve_head
 from .knn import KnnParams, bank_neighbours, euclidean, predict
 from .prompts import PromptHit, prompt_id
-from .results import FileFailure
+from .results import FileFailure, _jsonable
 
 if TYPE_CHECKING:
     from .store import Store
@@ -69,7 +69,7 @@ class Description:
         }
         if parts:
             data["parts"] = {k: None if v is None else [round(float(x), 6) for x in v] for k, v in self.parts.items()}
-        return data
+        return _jsonable(data)
 
 
 @dataclass(frozen=True)
@@ -78,6 +78,10 @@ class DescribedFile:
 
     path: str
     description: Description
+
+    def to_dict(self, *, parts: bool = False) -> dict[str, Any]:
+        """JSON-ready: {path, **description.to_dict()}, the record `clipstore describe FOLDER --json` prints."""
+        return {"path": self.path, **self.description.to_dict(parts=parts)}
 
 
 class Describer:

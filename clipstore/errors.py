@@ -40,12 +40,21 @@ class ModelMismatchError(ClipstoreError):
     """The store's vectors were made by a different model than the one requested."""
 
 
+class ReembedError(ClipstoreError):
+    """A re-embed cannot finish (e.g. image files are missing) or there is nothing to roll back to."""
+
+
 class SourceNotFoundError(ClipstoreError):
     """A folder or file given to ingest/search does not exist or cannot be read."""
 
 
 class PromptSelectionError(ClipstoreError):
     """Prompts to remove cannot be told apart: no selector, an empty match text, an unknown or ambiguous id."""
+
+
+class PromptFileError(ClipstoreError):
+    """A prompt file is not text in one of the formats read (an image, a binary file, undecodable text, a
+    Parquet file under another name), or it has no prompt column."""
 
 
 class InvalidImageError(ClipstoreError):

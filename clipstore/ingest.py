@@ -25,7 +25,7 @@ from . import tables
 from .errors import ClipstoreError, InvalidImageError, ManifestError, SourceNotFoundError
 from .image_prompts import ImagePrompt, prompt_from_image_bytes, prompt_from_sidecar
 from .imaging import DEFAULT_MAX_MEGAPIXELS, decode_image
-from .results import FileFailure, IngestReport
+from .results import FileFailure, IngestReport, _AsDict
 from .walk import FoundFile, walk_images
 
 if TYPE_CHECKING:
@@ -49,7 +49,7 @@ embedding and dedup work, spread over them)."""
 
 
 @dataclass(frozen=True)
-class IngestOptions:
+class IngestOptions(_AsDict):
     """Tuning knobs. batch_size: images per model forward pass; commit_every: images per table commit."""
 
     max_megapixels: float = DEFAULT_MAX_MEGAPIXELS

@@ -15,7 +15,7 @@ import re
 from pathlib import Path
 from typing import Iterable, Iterator
 
-from .errors import ClipstoreError, SourceNotFoundError
+from .errors import PromptFileError, SourceNotFoundError  # PromptFileError: importable from here as before
 
 PROMPT_COLUMNS = ("prompt", "text", "caption", "positive_prompt")
 """The column (CSV/TSV/Parquet) or key (JSONL/JSON) read when none is named: the first of these a file has."""
@@ -33,11 +33,6 @@ _BYTE_ORDER_MARKS = (
     (codecs.BOM_UTF16_BE, "utf-16"),
 )
 _LINE = re.compile(r"[^\r\n]*(?:\r\n|\r|\n)|[^\r\n]+\Z")  # universal newlines, line ends kept (csv wants them)
-
-
-class PromptFileError(ClipstoreError):
-    """A prompt file is not text in one of the formats read (an image, a binary file, undecodable text, a
-    Parquet file under another name), or it has no prompt column."""
 
 
 def check_prompt_file(path: str | os.PathLike[str]) -> tuple[Path, str]:

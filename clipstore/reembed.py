@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable
 
 from . import tables
-from .errors import ClipstoreError
+from .errors import ClipstoreError, ReembedError  # ReembedError: importable from here as before
 from .locations import LOCATIONS_SETTING, locate, relinked
 from .models import ModelIdentity, portable_path
 from .results import FileFailure, _AsDict
@@ -40,10 +40,6 @@ if TYPE_CHECKING:
 HISTORY_SETTING = "model_history"
 ROLLBACKS_SETTING = "model_rollbacks"
 SWITCH_TAG = "clipstore-switch-{n}"
-
-
-class ReembedError(ClipstoreError):
-    """A re-embed cannot finish (e.g. image files are missing) or there is nothing to roll back to."""
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,8 @@ class _AsDict:
 
 
 def _jsonable(value: Any) -> Any:
+    if hasattr(value, "tolist") and hasattr(value, "dtype"):  # numpy arrays and scalars, without importing numpy
+        value = value.tolist()
     if isinstance(value, float) and value != value:  # NaN ("not measured") is null in JSON
         return None
     if isinstance(value, dict):

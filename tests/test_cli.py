@@ -152,6 +152,7 @@ def test_world_render_writes_pngs_and_manifest(tmp_path):
     ]
 
 
+@pytest.mark.slow
 def test_demo_renders_ingests_and_searches(tmp_path):
     result = CliRunner().invoke(main, ["demo", str(tmp_path / "demo"), "--n", "40", "--json"])
     assert result.exit_code == 0, result.output
@@ -217,6 +218,7 @@ def test_prompts_commands(run, store_path, tmp_path):
     assert missing.exit_code == 1 and "no such file" in missing.output and "Traceback" not in missing.output
 
 
+@pytest.mark.slow
 def test_reader_closing_the_pipe_ends_quietly(store_path, photo_folder):
     import subprocess
     import sys

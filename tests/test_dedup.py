@@ -50,6 +50,7 @@ def corpus_vectors():
     return load_minilm_encoder().encode(texts, batch_size=256)
 
 
+@pytest.mark.slow
 def test_matches_the_brute_force_reference_on_20k_real_prompts(corpus_vectors):
     bank, new = corpus_vectors[:4000], corpus_vectors[4000:]
     reference = reference_deduplicate(new, bank)
@@ -64,6 +65,7 @@ def test_matches_the_brute_force_reference_on_20k_real_prompts(corpus_vectors):
     assert np.all(result.twin[rejected] < 4000) or np.all(np.isin(result.twin[rejected][result.twin[rejected] >= 4000] - 4000, kept))
 
 
+@pytest.mark.slow
 def test_index_mode_agrees_with_the_reference(corpus_vectors):
     reference = reference_deduplicate(corpus_vectors)
     result = deduplicate(corpus_vectors, exact=False)

@@ -132,6 +132,7 @@ def test_short_head_training_lowers_validation_loss_and_beats_zero_shot(trained)
     assert config["base_model"]["architecture"] == MINI and config["hyper_parameters"]["lr_fc"] == 1e-3
 
 
+@pytest.mark.slow
 def test_tuned_tower_training_with_differential_learning_rates(world_store):
     store, _ = world_store
     report = store.train(epochs=2, lr_vision=1e-4, batch_size=64, patience=5)
@@ -141,6 +142,7 @@ def test_tuned_tower_training_with_differential_learning_rates(world_store):
     assert description.head == report.head_id and description.parts["a"] is not None
 
 
+@pytest.mark.slow
 def test_training_resumes_from_its_last_checkpoint(world_store):
     store, _ = world_store
 
@@ -159,6 +161,7 @@ def test_training_resumes_from_its_last_checkpoint(world_store):
     assert [h.epoch for h in report.history] == [0, 1, 2, 3, 4]
 
 
+@pytest.mark.slow
 def test_describe_finds_the_exact_prompt_of_stored_images(trained, tmp_path):
     store, _ = trained
     small = tmp_path / "small"
@@ -228,6 +231,7 @@ def test_without_a_head_describe_uses_model_b_and_says_so(tmp_path, photo_folder
     assert len(description.prompts) == 3
 
 
+@pytest.mark.slow
 def test_eval_table_hides_the_answers_and_has_every_row(trained, world_store):
     store, report = trained
     result = store.evaluate(ablation=(None, 0.85))
@@ -242,6 +246,7 @@ def test_eval_table_hides_the_answers_and_has_every_row(trained, world_store):
     assert given.pairs == "given pairs" and given.rows[0].n == 24
 
 
+@pytest.mark.slow
 def test_cli_train_describe_eval(trained, world_store, tmp_path):
     store, _ = trained
     _, root = world_store

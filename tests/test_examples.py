@@ -6,6 +6,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+pytestmark = pytest.mark.slow  # each runs a script in a fresh interpreter that loads the models (~10 s)
+
 EXAMPLES = Path(__file__).parent.parent / "examples"
 
 

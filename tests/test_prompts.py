@@ -192,6 +192,7 @@ def test_render_world_folder_prompts_reach_the_bank(store, tmp_path):
     assert {row["prompt"] for row in store.db.open_table(tables.IMAGES).to_arrow().to_pylist()} == prompts
 
 
+@pytest.mark.slow
 def test_two_writers_cannot_let_near_duplicates_in(store, store_path):
     from clipstore.world.corpus import prompt_corpus
 

@@ -76,6 +76,7 @@ def test_offline_models_need_no_network(monkeypatch):
         ensure_weights_obtainable(resolve_model(spec))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("command", [["ingest", "{folder}"], ["prompts", "add", "{prompts}"]])
 def test_cli_offline_default_model_is_one_clear_line(tmp_path, photo_folder, command):
     prompts = tmp_path / "prompts.txt"
