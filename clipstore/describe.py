@@ -29,6 +29,9 @@ if TYPE_CHECKING:
     from .store import Store
 
 
+DESCRIBE_STAGE = "describe images"
+"""The progress stage of describing a folder: done/total count the image files found."""
+
 @dataclass(frozen=True)
 class Description:
     """An image's description.
@@ -250,7 +253,7 @@ def describe_paths(describer: Describer, root: str, *, k=None, alpha=None, top: 
     from .walk import walk_images
 
     found = list(walk_images(root))
-    report = progress or (lambda done, total: None)
+    report = progress or (lambda stage, done, total: None)
     for done, item in enumerate(found, start=1):
         if isinstance(item, FileFailure):
             yield item
@@ -262,7 +265,7 @@ def describe_paths(describer: Describer, root: str, *, k=None, alpha=None, top: 
                 yield FileFailure(item.path, str(exc))
             except OSError as exc:
                 yield FileFailure(item.path, f"cannot read the file ({exc.strerror or exc})")
-        report(done, len(found))
+        report(DESCRIBE_STAGE, done, len(found))
 
 
 def _minilm_for(store: "Store", texts: list[str]) -> np.ndarray:

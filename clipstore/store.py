@@ -155,7 +155,8 @@ class Store:
         nothing. Prompts are kept in the order given unless a kept prompt is a near-duplicate (MiniLM cosine
         >= the store's threshold, 0.85): those are reported in `duplicates` with the prompt they duplicate.
         Prompts holding control characters are reported in `rejected` with the reason; blank ones are
-        skipped. `source` labels the rows (default: the file name).
+        skipped. `source` labels the rows (default: the file name). `progress(stage, done, total)` follows the
+        embedding work, as stage "add prompts".
         """
         if isinstance(texts_or_path, (str, os.PathLike)):
             return self.add_prompt_files([texts_or_path], source=source, column=column, progress=progress)
@@ -300,7 +301,8 @@ class Store:
         use_images: bool = False,
         progress: ProgressCallback | None = None,
     ) -> "Iterator[DescribedFile | FileFailure]":
-        """Describe every image under `folder` (or one file), yielding a DescribedFile or a FileFailure each."""
+        """Describe every image under `folder` (or one file), yielding a DescribedFile or a FileFailure each;
+        `progress(stage, done, total)` is called after each file, as stage "describe images"."""
         from .describe import describe_paths
 
         root = check_source(folder)
