@@ -8,6 +8,7 @@ import os
 import click
 
 import clipstore
+from clipstore.paths import open_output
 from clipstore.training import TrainOptions
 
 from .common import (
@@ -106,7 +107,7 @@ def describe(image, store_path, model, k, alpha, top, head, with_images, out, qu
         if not out:
             raise click.UsageError("IMAGE is a folder: give --out FILE for the JSON lines of its descriptions.")
         described = failed = 0
-        with open(out, "w", encoding="utf-8") as lines, ProgressBar(enabled=show_progress(quiet)) as bar:
+        with open_output(out) as lines, ProgressBar(enabled=show_progress(quiet)) as bar:
             for item in store.describe_folder(image, k=k, alpha=alpha, top=top, head=head, use_images=with_images, progress=bar.update):
                 if isinstance(item, clipstore.FileFailure):
                     failed += 1

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Iterator
 import numpy as np
 
 from . import tables
-from .errors import ClipstoreError, NothingToDescribeWithError
+from .errors import ClipstoreError, InvalidOptionError, NothingToDescribeWithError
 from .heads import check_base, list_heads, read_config, resolve_head
 from .knn import KnnParams, bank_neighbours, euclidean, predict
 from .prompts import PromptHit, prompt_id
@@ -200,7 +200,7 @@ class Describer:
     ) -> Description:
         """Describe from a CLIP image embedding (and the preprocessed pixels, needed by a tuned-tower head)."""
         if alpha is not None and not 0.0 <= alpha <= 1.0:
-            raise ValueError(f"alpha must be within [0, 1], not {alpha}")
+            raise InvalidOptionError(f"alpha must be within [0, 1], not {alpha}")
         embedding = np.asarray(embedding, np.float32)
         embedding = embedding / max(float(np.linalg.norm(embedding)), 1e-12)
         notes = list(self.notes)

@@ -24,7 +24,7 @@ import numpy as np
 
 from . import tables
 from .dedup import deduplicate
-from .errors import PromptSelectionError
+from .errors import InvalidOptionError, PromptSelectionError
 from .results import _AsDict
 
 if TYPE_CHECKING:
@@ -231,7 +231,7 @@ class PromptBank:
         given = list(texts)
         sources = list(source) if isinstance(source, (list, tuple)) else [source] * len(given)
         if len(sources) != len(given):
-            raise ValueError(f"{len(sources)} source labels for {len(given)} prompts: give one label, or one per prompt.")
+            raise InvalidOptionError(f"{len(sources)} source labels for {len(given)} prompts: give one label, or one per prompt.")
         keep, texts, rejected = _screen(given)
         sources = [sources[i] for i in keep]
         if minilm_embeddings is not None:

@@ -11,6 +11,7 @@ from typing import Any, Callable, Iterator
 
 from PIL import Image, PngImagePlugin
 
+from ..errors import NotWritableError
 from .grammar import Scene, describe, sample_scene
 from .render import render_scene
 
@@ -85,6 +86,17 @@ def render_folder(
     called after each image.
     """
     folder = Path(out).expanduser()
+    try:
+        return _render(folder, n, seed, split, size, progress)
+    except BrokenPipeError:  # the reader of a progress display went away: not the output folder's fault
+        raise
+    except OSError as exc:
+        raise NotWritableError.from_os_error(
+            f"the rendered images to {folder}", exc, "Choose an output folder you can write to."
+        ) from exc
+
+
+def _render(folder: Path, n: int, seed: int, split: str, size: int, progress) -> WorldManifest:
     folder.mkdir(parents=True, exist_ok=True)
     manifest = folder / MANIFEST_NAME
     with open(manifest, "w", encoding="utf-8") as lines:
