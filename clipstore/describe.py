@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Iterator
 import numpy as np
 
 from . import tables
-from .errors import ClipstoreError, NothingToDescribeWithError
+from .errors import ClipstoreError, InvalidOptionError, NothingToDescribeWithError
 from .heads import check_base, list_heads, read_config, resolve_head
 from .knn import KnnParams, bank_neighbours, euclidean, predict
 from .prompts import PromptHit, prompt_id
@@ -28,6 +28,9 @@ from .results import FileFailure, _jsonable
 if TYPE_CHECKING:
     from .store import Store
 
+
+DESCRIBE_STAGE = "describe images"
+"""The progress stage of describing a folder: done/total count the image files found."""
 
 @dataclass(frozen=True)
 class Description:
@@ -201,7 +204,7 @@ class Describer:
     ) -> Description:
         """Describe from a CLIP image embedding (and the preprocessed pixels, needed by a tuned-tower head)."""
         if alpha is not None and not 0.0 <= alpha <= 1.0:
-            raise ValueError(f"alpha must be within [0, 1], not {alpha}")
+            raise InvalidOptionError(f"alpha must be within [0, 1], not {alpha}")
         embedding = np.asarray(embedding, np.float32)
         embedding = embedding / max(float(np.linalg.norm(embedding)), 1e-12)
         notes = list(self.notes)
@@ -254,7 +257,7 @@ def describe_paths(describer: Describer, root: str, *, k=None, alpha=None, top: 
     from .walk import walk_images
 
     found = list(walk_images(root))
-    report = progress or (lambda done, total: None)
+    report = progress or (lambda stage, done, total: None)
     for done, item in enumerate(found, start=1):
         if isinstance(item, FileFailure):
             yield item
@@ -266,7 +269,7 @@ def describe_paths(describer: Describer, root: str, *, k=None, alpha=None, top: 
                 yield FileFailure(item.path, str(exc))
             except OSError as exc:
                 yield FileFailure(item.path, f"cannot read the file ({exc.strerror or exc})")
-        report(done, len(found))
+        report(DESCRIBE_STAGE, done, len(found))
 
 
 def _minilm_for(store: "Store", texts: list[str]) -> np.ndarray:

@@ -71,3 +71,20 @@ class TrainingDataError(ClipstoreError):
 
 class NothingToDescribeWithError(ClipstoreError):
     """The store has neither prompts in its bank nor a trained Model A."""
+
+
+class InvalidOptionError(ClipstoreError, ValueError):
+    """An option value is out of range or malformed (a precision, a template, a split, ...). Also a ValueError,
+    as these were before they had their own class."""
+
+
+class NotWritableError(ClipstoreError):
+    """A store, output file or output folder cannot be created or written (read-only disk, a file in the
+    way, no permission, a full disk)."""
+
+    @classmethod
+    def from_os_error(cls, what: str, exc: OSError, advice: str) -> "NotWritableError":
+        """`what` cannot be written because of `exc`; `advice` says what to do."""
+        reason = exc.strerror or str(exc)
+        where = f" ({exc.filename})" if exc.filename and str(exc.filename) not in what else ""
+        return cls(f"Cannot write {what}: {reason}{where}. {advice}")

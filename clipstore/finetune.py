@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any, Callable
 import numpy as np
 
 from . import tables
-from .errors import TrainingDataError
+from .errors import InvalidOptionError, TrainingDataError
 from .models import ModelIdentity, file_sha256
 from .results import _AsDict
 
@@ -79,9 +79,9 @@ class FinetuneOptions(_AsDict):
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
-            raise ValueError(f"method must be one of {METHODS}, not {self.method!r}")
+            raise InvalidOptionError(f"method must be one of {METHODS}, not {self.method!r}")
         if self.epochs < 1 or self.batch_size < 2:
-            raise ValueError("epochs must be at least 1 and batch_size at least 2")
+            raise InvalidOptionError("epochs must be at least 1 and batch_size at least 2")
 
 
 @dataclass(frozen=True)

@@ -38,7 +38,7 @@ from typing import Union
 import numpy as np
 from PIL import Image
 
-from clipstore.errors import InvalidImageError
+from clipstore.errors import InvalidImageError, InvalidOptionError
 
 __all__ = [
     "DEFAULT_MAX_MEGAPIXELS",
@@ -430,7 +430,7 @@ def _check_limit(max_megapixels: float) -> None:
     except (TypeError, ValueError):
         valid = False
     if not valid:
-        raise ValueError(f"max_megapixels must be a positive number, not {max_megapixels!r}")
+        raise InvalidOptionError(f"max_megapixels must be a positive number, not {max_megapixels!r}")
 
 
 def _detail(exc: BaseException) -> str:

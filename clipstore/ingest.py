@@ -35,11 +35,11 @@ if TYPE_CHECKING:
     from .encoders.clip import ClipEncoder
     from .prompts import PromptBank
 
-ProgressCallback = Callable[[int, int], None]
-"""Called as progress(done, total) by one-stage operations (adding prompts, describing a folder)."""
+ProgressCallback = Callable[[str, int, int], None]
+"""Every long operation reports as progress(stage, done, total): `stage` names the work being counted (e.g.
+EMBED_STAGE and BANK_STAGE while ingesting); `done` of `total` of it is finished."""
 
-StageProgress = Callable[[str, int, int], None]
-"""Called as progress(stage, done, total) while ingesting; see EMBED_STAGE and BANK_STAGE."""
+StageProgress = ProgressCallback
 
 EMBED_STAGE = "embed images"
 """Ingest's first stage: done/total count the candidate files found (unchanged ones are done at once)."""
@@ -329,7 +329,7 @@ class FolderIngest:
             report = self._prompt_bank.add(
                 [row["prompt"] for row in pending],
                 [f"image:{row['prompt_source']}" for row in pending],
-                progress=lambda done, work: self.progress(BANK_STAGE, total * done // max(work, 1), total),
+                progress=lambda stage, done, work: self.progress(BANK_STAGE, total * done // max(work, 1), total),
             )
         except ClipstoreError as exc:
             # The images and their prompts are stored and stay unmarked: the next ingest offers them again.

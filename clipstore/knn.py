@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from . import tables
+from .errors import InvalidOptionError
 from .results import _AsDict
 
 if TYPE_CHECKING:
@@ -42,9 +43,9 @@ class KnnParams(_AsDict):
 
     def __post_init__(self) -> None:
         if self.k < 1:
-            raise ValueError(f"k must be at least 1, not {self.k}")
+            raise InvalidOptionError(f"k must be at least 1, not {self.k}")
         if self.coef <= 0:
-            raise ValueError(f"coef must be positive, not {self.coef}")
+            raise InvalidOptionError(f"coef must be positive, not {self.coef}")
 
     def with_k(self, k: int | None) -> "KnnParams":
         return self if k is None else replace(self, k=int(k))

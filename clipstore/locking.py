@@ -12,7 +12,7 @@ import time
 from contextlib import contextmanager
 from typing import Callable, Iterator
 
-from .errors import ClipstoreError
+from .errors import ClipstoreError, NotWritableError
 
 LOCK_FILE = ".clipstore-write.lock"
 
@@ -25,8 +25,16 @@ def write_lock(
 
     `on_wait` is called once if the lock is held by another process, before waiting (e.g. to tell the user).
     """
-    os.makedirs(store_path, exist_ok=True)
-    handle = open(os.path.join(store_path, LOCK_FILE), "a+b")
+    try:
+        os.makedirs(store_path, exist_ok=True)
+        handle = open(os.path.join(store_path, LOCK_FILE), "a+b")
+    except OSError as exc:
+        raise NotWritableError.from_os_error(
+            f"to the store at {store_path}",
+            exc,
+            "Reading and searching work without writing; to change the store, copy it to a writable disk (or get "
+            "write access) and pass --store with that path.",
+        ) from exc
     try:
         if not _try_lock(handle):
             if on_wait is not None:

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from . import tables
+from .errors import InvalidOptionError
 
 if TYPE_CHECKING:
     import lancedb
@@ -51,7 +52,7 @@ class Pairs:
     def split(self, name: str) -> "Pairs":
         """The pairs of one split ("train", "validation" or "test")."""
         if name not in SPLITS:
-            raise ValueError(f"split must be one of {SPLITS}, not {name!r}")
+            raise InvalidOptionError(f"split must be one of {SPLITS}, not {name!r}")
         return self.subset([i for i, s in enumerate(self.splits) if s == name])
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+from typing import TextIO
 
 STORE_ENV = "CLIPSTORE_STORE"
 
@@ -33,3 +34,14 @@ def user_default_store_path() -> str:
 def expand(path: str | os.PathLike[str]) -> str:
     """Absolute path with `~` expanded (symlinks are kept: a user's path is what they know it by)."""
     return os.path.abspath(os.path.expanduser(os.fspath(path)))
+
+
+def open_output(path: str | os.PathLike[str]) -> TextIO:
+    """`path` opened for writing UTF-8 text (a file a command writes its results to); raises
+    NotWritableError, saying why, when it cannot be created."""
+    from .errors import NotWritableError
+
+    try:
+        return open(expand(path), "w", encoding="utf-8")
+    except OSError as exc:
+        raise NotWritableError.from_os_error(f"{expand(path)}", exc, "Choose an output file in a folder you can write to.") from exc

@@ -13,6 +13,7 @@ Writers take the store's write lock, so two processes can never let near-duplica
 from __future__ import annotations
 
 import bisect
+import functools
 import hashlib
 import re
 from dataclasses import dataclass, field
@@ -23,7 +24,7 @@ import numpy as np
 
 from . import tables
 from .dedup import deduplicate
-from .errors import PromptSelectionError
+from .errors import InvalidOptionError, PromptSelectionError
 from .results import _AsDict
 
 if TYPE_CHECKING:
@@ -36,6 +37,8 @@ DEDUP_SETTING = "prompt_dedup_threshold"
 _WRITE_CHUNK = 50_000
 _EMBED_CHUNK = 4096
 MIN_ID_PREFIX = 6
+ADD_STAGE = "add prompts"
+"""The progress stage of adding prompts: done/total count the MiniLM, then CLIP embedding work."""
 """An id given to `remove` may be a prefix of a prompt's id this long or longer (`prompts list` shows 12)."""
 
 # C0 controls other than tab, line feed and carriage return (whitespace a CSV/JSON prompt may hold), DEL, the C1
@@ -213,28 +216,30 @@ class PromptBank:
         source: str | Sequence[str | None] | None = None,
         *,
         minilm_embeddings: np.ndarray | None = None,
-        progress: Callable[[int, int], None] | None = None,
+        progress: Callable[[str, int, int], None] | None = None,
     ) -> PromptInsertReport:
         """Insert prompts through the dedup gate; see the module docstring for the exact rule.
 
         Texts are stripped; blank ones are ignored; ones that are not clean text (`prompt_problem`) are
         reported in `rejected`. `source` is one label for all, or one per text. `minilm_embeddings` (n, 384),
         L2-normalised, may be given when already computed (they must be all-MiniLM-L6-v2's).
-        `progress(done, total)` follows the embedding work.
+        `progress(ADD_STAGE, done, total)` follows the embedding work (MiniLM for every prompt, then CLIP for
+        the kept ones: total is twice the number of prompts).
         """
         import pyarrow as pa
 
         given = list(texts)
         sources = list(source) if isinstance(source, (list, tuple)) else [source] * len(given)
         if len(sources) != len(given):
-            raise ValueError(f"{len(sources)} source labels for {len(given)} prompts: give one label, or one per prompt.")
+            raise InvalidOptionError(f"{len(sources)} source labels for {len(given)} prompts: give one label, or one per prompt.")
         keep, texts, rejected = _screen(given)
         sources = [sources[i] for i in keep]
         if minilm_embeddings is not None:
             minilm_embeddings = np.asarray(minilm_embeddings, dtype=np.float32)[keep]
         if not texts:
             return PromptInsertReport(rejected=rejected)
-        report = progress or (lambda done, total: None)
+        progress = progress or (lambda stage, done, total: None)
+        report = functools.partial(progress, ADD_STAGE)
         total_work = 2 * len(texts)
         if minilm_embeddings is None:
             minilm_embeddings = self._embed(self._minilm().encode, texts, report, 0, total_work)

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Callable, Sequence
 
 import numpy as np
 
-from .errors import TrainingDataError
+from .errors import InvalidOptionError, TrainingDataError
 from .results import _AsDict
 
 if TYPE_CHECKING:
@@ -89,6 +89,23 @@ def knn_accuracy(query: np.ndarray, query_labels: Sequence[str], gallery: np.nda
     return float(correct / len(top))
 
 
+def check_template(template: str) -> None:
+    """Raise InvalidOptionError unless `template` is a zero-shot prompt template holding `{label}` and no
+    other braces (e.g. "a photo of a {label}")."""
+    try:
+        varies = template.format(label="a") != template.format(label="b")
+    except (KeyError, IndexError, ValueError) as exc:
+        problem = f"it cannot be filled in ({exc})"
+    else:
+        if varies:
+            return
+        problem = "it has no {label}"
+    raise InvalidOptionError(
+        f"The zero-shot template {template!r} is not usable: {problem}. Write the class label as {{label}} and "
+        'double any other brace, e.g. --template "a photo of a {label}".'
+    )
+
+
 def evaluate_retrieval(
     store: "Store",
     encoders: Sequence[tuple[str, "ClipEncoder"]],
@@ -104,7 +121,8 @@ def evaluate_retrieval(
     from .training import _decode
 
     if "train" in splits:
-        raise ValueError("the train split is the k-NN gallery and what fine-tuning learns from: evaluate on held-out splits")
+        raise InvalidOptionError("the train split is the k-NN gallery and what fine-tuning learns from: evaluate on held-out splits")
+    check_template(template)
     test = [int(r) for split in splits for r in images.rows(split) if images.labels[r] is not None]
     train = [int(r) for r in images.rows("train") if images.labels[r] is not None]
     if len({images.labels[r] for r in test}) < 2:
@@ -134,10 +152,7 @@ def evaluate_retrieval(
         mean_ap, r1 = image_retrieval(test_vectors, labels[:n_test], k)
         text_vectors = encoder.encode_texts([images.prompts[rows[i]] for i in prompted]) if prompted else np.zeros((0, vectors.shape[1]))
         t1, t10 = text_to_image(test_vectors, text_vectors, np.array(prompted, dtype=np.int64))
-        try:
-            label_texts = [template.format(label=label) for label in names]
-        except (KeyError, IndexError, ValueError) as exc:
-            raise ValueError(f"the zero-shot template {template!r} must contain {{label}} and no other braces ({exc!r})") from None
+        label_texts = [template.format(label=label) for label in names]
         label_vectors = encoder.encode_texts(label_texts)
         zero_shot = zero_shot_accuracy(test_vectors, labels[:n_test], label_vectors, names)
         knn = knn_accuracy(test_vectors, labels[:n_test], train_vectors, labels[n_test:], k)

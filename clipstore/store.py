@@ -155,7 +155,8 @@ class Store:
         nothing. Prompts are kept in the order given unless a kept prompt is a near-duplicate (MiniLM cosine
         >= the store's threshold, 0.85): those are reported in `duplicates` with the prompt they duplicate.
         Prompts holding control characters are reported in `rejected` with the reason; blank ones are
-        skipped. `source` labels the rows (default: the file name).
+        skipped. `source` labels the rows (default: the file name). `progress(stage, done, total)` follows the
+        embedding work, as stage "add prompts".
         """
         if isinstance(texts_or_path, (str, os.PathLike)):
             return self.add_prompt_files([texts_or_path], source=source, column=column, progress=progress)
@@ -300,7 +301,8 @@ class Store:
         use_images: bool = False,
         progress: ProgressCallback | None = None,
     ) -> "Iterator[DescribedFile | FileFailure]":
-        """Describe every image under `folder` (or one file), yielding a DescribedFile or a FileFailure each."""
+        """Describe every image under `folder` (or one file), yielding a DescribedFile or a FileFailure each;
+        `progress(stage, done, total)` is called after each file, as stage "describe images"."""
         from .describe import describe_paths
 
         root = check_source(folder)
@@ -406,8 +408,9 @@ class Store:
         the newest fine-tuned model of this store, if any. See `clipstore.retrieval_eval`."""
         from .finetune import FinetuneOptions, load_images
         from .encoders.clip import load_clip_encoder
-        from .retrieval_eval import DEFAULT_TEMPLATE, evaluate_retrieval
+        from .retrieval_eval import DEFAULT_TEMPLATE, check_template, evaluate_retrieval
 
+        check_template(template or DEFAULT_TEMPLATE)  # before any image is loaded
         options = FinetuneOptions(labels_from_folders=labels_from_folders, label_manifest=label_manifest, label_field=label_field)
         images = load_images(self, options)
         saved = self.finetuned_models()
@@ -537,6 +540,7 @@ def connect(
 
         # A new store's model must be loadable: never leave an empty store behind for weights we cannot get.
         ensure_weights_obtainable(requested or resolve_model(DEFAULT_MODEL))
+        _create_folder(store_path)
     db = lancedb.connect(store_path, read_consistency_interval=timedelta(0))
     migrate.check_not_newer(db, store_path)
     if exists:
@@ -550,6 +554,18 @@ def connect(
             # Another process may have created the store first, with its model: check against that one.
             identity = _store_model(db, store_path, requested)
     return Store(store_path, db, identity, device=device, precision=precision)
+
+
+def _create_folder(store_path: str) -> None:
+    """The folder of a new store (LanceDB would create it, failing with its own words)."""
+    from .errors import NotWritableError
+
+    try:
+        os.makedirs(store_path, exist_ok=True)
+    except OSError as exc:
+        raise NotWritableError.from_os_error(
+            f"a new store at {store_path}", exc, "Choose a --store path in a folder you can write to."
+        ) from exc
 
 
 def _check_complete(db: "lancedb.DBConnection", store_path: str) -> None:

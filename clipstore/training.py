@@ -30,7 +30,7 @@ import numpy as np
 
 from . import tables
 from .dedup import deduplicate
-from .errors import TrainingDataError
+from .errors import InvalidOptionError, TrainingDataError
 from .heads import FORMAT_VERSION, HeadConfig, heads_folder, record_head
 from .knn import KnnParams, matrix_neighbours, predict
 from .pairs import Pairs, load_pairs
@@ -72,9 +72,9 @@ class TrainOptions(_AsDict):
 
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.batch_size < 1:
-            raise ValueError("epochs and batch_size must be at least 1")
+            raise InvalidOptionError("epochs and batch_size must be at least 1")
         if not 0.0 <= self.mix <= 1.0:
-            raise ValueError(f"mix (eq. 3's alpha) must be within [0, 1], not {self.mix}")
+            raise InvalidOptionError(f"mix (eq. 3's alpha) must be within [0, 1], not {self.mix}")
 
 
 @dataclass(frozen=True)

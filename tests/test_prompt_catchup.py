@@ -199,9 +199,10 @@ def test_ingest_reports_its_stages_the_prompt_bank_included(rendered, reference_
 
 def test_cli_ingest_shows_the_prompt_bank_stage_and_the_prompts_of_earlier_runs(rendered, store, store_path, monkeypatch):
     from clipstore import cli
+    from clipstore.cli.common import ProgressBar
 
     shown: list[str] = []
-    monkeypatch.setattr(cli._StageBar, "update", lambda self, stage, done, total: shown.append(stage))
+    monkeypatch.setattr(ProgressBar, "update", lambda self, stage, done, total: shown.append(stage))
     with monkeypatch.context() as patch:
         patch.setattr(tables, "update_where_in", lambda *args, **kwargs: None)  # a run that never marked its rows
         store.ingest(rendered)

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Iterator, Sequence
 
 import numpy as np
 
-from ..errors import ModelMismatchError, ModelUnavailableError
+from ..errors import InvalidOptionError, ModelMismatchError, ModelUnavailableError
 from ..models import (
     MINI_ARCHITECTURE,
     MINI_WEIGHTS_SHA256,
@@ -49,7 +49,7 @@ def cpu_supports_bf16() -> bool:
 def resolve_precision(precision: str, device: str) -> str:
     """The precision `auto` means on this machine: bf16 on bf16-capable CPUs and on CUDA, else fp32."""
     if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {PRECISIONS}, not {precision!r}")
+        raise InvalidOptionError(f"precision must be one of {PRECISIONS}, not {precision!r}")
     if precision != "auto":
         return precision
     if device.startswith("cuda"):

@@ -12,6 +12,8 @@ import random
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from ..errors import InvalidOptionError
+
 SHAPES = ("circle", "square", "triangle", "star", "hexagon", "diamond", "cross", "ring", "pentagon")
 COLOURS: dict[str, tuple[int, int, int]] = {
     "red": (214, 39, 40),
@@ -114,7 +116,7 @@ def is_heldout_combination(shape: str, colour: str) -> bool:
 def sample_scene(rng: random.Random, split: str = "train") -> Scene:
     """Draw a random scene of `split` ("train": never a held-out pair; "heldout": only held-out pairs)."""
     if split not in SPLITS:
-        raise ValueError(f"split must be one of {SPLITS}, not {split!r}")
+        raise InvalidOptionError(f"split must be one of {SPLITS}, not {split!r}")
     while True:
         shape, colour = rng.choice(SHAPES), rng.choice(list(COLOURS))
         if is_heldout_combination(shape, colour) == (split == "heldout"):

@@ -11,11 +11,14 @@ from typing import Any, Callable, Iterator
 
 from PIL import Image, PngImagePlugin
 
+from ..errors import NotWritableError
 from .grammar import Scene, describe, sample_scene
 from .render import render_scene
 
 MANIFEST_NAME = "manifest.jsonl"
 DEFAULT_SIZE = 128
+RENDER_STAGE = "render images"
+"""The progress stage of `render_folder`: done/total count the images written."""
 
 
 @dataclass(frozen=True)
@@ -74,14 +77,26 @@ def render_folder(
     seed: int = 0,
     split: str = "train",
     size: int = DEFAULT_SIZE,
-    progress: Callable[[int, int], None] | None = None,
+    progress: Callable[[str, int, int], None] | None = None,
 ) -> WorldManifest:
     """Write n samples as PNGs under `out/<shape>/` plus `out/manifest.jsonl` (path, prompt, labels).
 
     Each PNG carries its prompt in a `parameters` text chunk, the way Stable Diffusion front ends do.
-    The same (n, seed, split, size) always writes byte-identical files.
+    The same (n, seed, split, size) always writes byte-identical files. `progress(RENDER_STAGE, done, n)` is
+    called after each image.
     """
     folder = Path(out).expanduser()
+    try:
+        return _render(folder, n, seed, split, size, progress)
+    except BrokenPipeError:  # the reader of a progress display went away: not the output folder's fault
+        raise
+    except OSError as exc:
+        raise NotWritableError.from_os_error(
+            f"the rendered images to {folder}", exc, "Choose an output folder you can write to."
+        ) from exc
+
+
+def _render(folder: Path, n: int, seed: int, split: str, size: int, progress) -> WorldManifest:
     folder.mkdir(parents=True, exist_ok=True)
     manifest = folder / MANIFEST_NAME
     with open(manifest, "w", encoding="utf-8") as lines:
@@ -94,7 +109,7 @@ def render_folder(
             record = {"path": relative.as_posix(), "prompt": sample.prompt, "labels": sample.labels}
             lines.write(json.dumps(record, ensure_ascii=False) + "\n")
             if progress:
-                progress(done, n)
+                progress(RENDER_STAGE, done, n)
     return WorldManifest(str(folder.resolve()), str(manifest.resolve()), n, seed, split, size)
 
 
