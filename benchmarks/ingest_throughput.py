@@ -26,8 +26,8 @@ from PIL import Image, ImageDraw
 
 import clipstore
 from clipstore.encoders.clip import ClipEncoder
-from clipstore.imaging import load_image
-from clipstore.models import resolve_model
+from clipstore.ingest.imaging import load_image
+from clipstore.encoders.identity import resolve_model
 
 
 def write_photos(folder: Path, n: int, size: tuple[int, int]) -> list[Path]:

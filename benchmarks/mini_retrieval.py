@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 
 from clipstore.encoders.clip import ClipEncoder
-from clipstore.models import resolve_model
+from clipstore.encoders.identity import resolve_model
 from clipstore.world import generate
 from clipstore.world.pretrain import retrieval_scores
 

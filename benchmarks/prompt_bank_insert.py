@@ -70,7 +70,7 @@ def sample_agreement(all_vectors: np.ndarray, m: int, accepted: np.ndarray, samp
     The sample is scored against all kept items in one blocked pass (each sampled item only sees the kept
     items before it).
     """
-    from clipstore.dedup import DEFAULT_THRESHOLD
+    from clipstore.prompts.dedup import DEFAULT_THRESHOLD
 
     rng = np.random.default_rng(seed)
     n = len(accepted)
@@ -116,7 +116,7 @@ def main() -> None:
             bank_size = store.count_prompts()
             bank = np.zeros((0, 384), np.float32)
             if bank_size:
-                from clipstore.prompts import load_bank
+                from clipstore.prompts.bank import load_bank
 
                 bank = load_bank(store.db)[2]
             start = time.perf_counter()
@@ -175,7 +175,7 @@ def fill_bank(store, filler: list[str], target: int, cache: Path) -> None:
 
 
 def store_lock(store):
-    from clipstore.locking import write_lock
+    from clipstore.db.locking import write_lock
 
     return write_lock(store.path)
 

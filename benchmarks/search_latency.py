@@ -20,9 +20,9 @@ import pyarrow as pa
 def main() -> None:
     import lancedb
 
-    from clipstore import tables
-    from clipstore.models import resolve_model
-    from clipstore.search import ImageSearcher
+    from clipstore.db import tables
+    from clipstore.encoders.identity import resolve_model
+    from clipstore.search.searcher import ImageSearcher
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=100_000)

@@ -15,7 +15,7 @@ import click
 
 import clipstore
 
-from . import describe, images, models, prompts
+from clipstore.cli import describe, images, models, prompts
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

@@ -9,9 +9,9 @@ import click
 
 import clipstore
 from clipstore.paths import open_output
-from clipstore.training import TrainOptions
+from clipstore.describe.train import TrainOptions
 
-from .common import (
+from clipstore.cli.common import (
     ProgressBar,
     clipstore_errors,
     field_option,

@@ -5,9 +5,9 @@ from __future__ import annotations
 import click
 
 import clipstore
-from clipstore.ingest import IngestOptions, check_source
+from clipstore.ingest.run import IngestOptions, check_source
 
-from .common import ProgressBar, clipstore_errors, field_option, json_option, print_json, quiet_option, show_progress, store_options
+from clipstore.cli.common import ProgressBar, clipstore_errors, field_option, json_option, print_json, quiet_option, show_progress, store_options
 
 
 def _print_hits(hits: list[clipstore.SearchHit], as_json: bool) -> None:

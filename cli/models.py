@@ -7,9 +7,9 @@ from typing import TYPE_CHECKING
 import click
 
 import clipstore
-from clipstore.finetune import METHODS, FinetuneOptions
+from clipstore.finetune.run import METHODS, FinetuneOptions
 
-from .common import (
+from clipstore.cli.common import (
     ProgressBar,
     clipstore_errors,
     field_option,
@@ -24,7 +24,7 @@ from .common import (
 )
 
 if TYPE_CHECKING:
-    from clipstore.reembed import ReembedReport
+    from clipstore.switch.reembed import ReembedReport
 
 
 @click.command(short_help="Fine-tune the image encoder (MCIP or 2SFT).")

@@ -5,9 +5,9 @@ from __future__ import annotations
 import click
 
 import clipstore
-from clipstore.prompt_files import PROMPT_COLUMNS, check_prompt_file
+from clipstore.prompts.files import PROMPT_COLUMNS, check_prompt_file
 
-from .common import (
+from clipstore.cli.common import (
     ProgressBar,
     clipstore_errors,
     echo_first,

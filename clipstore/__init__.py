@@ -12,15 +12,17 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from .errors import (
+from clipstore.errors import (
     ClipstoreError,
     HeadNotFoundError,
     InvalidImageError,
+    InvalidOptionError,
     ManifestError,
     ModelMismatchError,
     ModelSpecError,
     ModelUnavailableError,
     NothingToDescribeWithError,
+    NotWritableError,
     PromptFileError,
     PromptSelectionError,
     ReembedError,
@@ -30,24 +32,24 @@ from .errors import (
     StoreVersionError,
     TrainingDataError,
 )
-from .paths import default_store_path
-from .results import FileFailure, IngestReport, MigrationStatus, SearchHit, StoreInfo
+from clipstore.paths import default_store_path
+from clipstore.results import FileFailure, IngestReport, MigrationStatus, SearchHit, StoreInfo
 
 # Imported on first use (PEP 562 `__getattr__` below): these modules bring numpy, LanceDB's helpers or torch.
 _LAZY_MODULES = {
-    "store": ("Store",),
-    "models": ("ModelIdentity",),
-    "ingest": ("IngestOptions",),
-    "prompts": ("DuplicatePrompt", "PromptHit", "PromptInsertReport", "PromptRemoveReport", "RejectedPrompt", "StoredPrompt"),
-    "knn": ("KnnParams",),
-    "training": ("EpochStats", "TrainOptions", "TrainReport"),
-    "heads": ("HeadInfo",),
-    "describe": ("DescribedFile", "Describer", "Description"),
-    "evaluation": ("EvalReport", "EvalRow"),
-    "finetune": ("FinetuneEpoch", "FinetuneOptions", "FinetuneReport"),
-    "reembed": ("ReembedReport", "RollbackReport"),
-    "retrieval_eval": ("RetrievalReport", "RetrievalRow"),
-    "locations": ("RelinkReport",),
+    "store.facade": ("Store",),
+    "encoders.identity": ("ModelIdentity",),
+    "ingest.run": ("IngestOptions",),
+    "prompts.bank": ("DuplicatePrompt", "PromptHit", "PromptInsertReport", "PromptRemoveReport", "RejectedPrompt", "StoredPrompt"),
+    "describe.model_b": ("KnnParams",),
+    "describe.train": ("EpochStats", "TrainOptions", "TrainReport"),
+    "describe.heads": ("HeadInfo",),
+    "describe.describer": ("DescribedFile", "Describer", "Description"),
+    "describe.evaluate": ("EvalReport", "EvalRow"),
+    "finetune.run": ("FinetuneEpoch", "FinetuneOptions", "FinetuneReport"),
+    "switch.reembed": ("ReembedReport", "RollbackReport"),
+    "finetune.retrieval": ("RetrievalReport", "RetrievalRow"),
+    "switch.locations": ("RelinkReport",),
     "demo": ("DemoResult", "DemoSearch"),
     "encoders.clip": ("ClipEncoder",),
     "encoders.minilm": ("MiniLMEncoder",),
@@ -55,22 +57,22 @@ _LAZY_MODULES = {
 _LAZY = {name: module for module, names in _LAZY_MODULES.items() for name in names}
 
 if TYPE_CHECKING:
-    from .demo import DemoResult, DemoSearch
-    from .describe import DescribedFile, Describer, Description
-    from .encoders.clip import ClipEncoder
-    from .encoders.minilm import MiniLMEncoder
-    from .evaluation import EvalReport, EvalRow
-    from .finetune import FinetuneEpoch, FinetuneOptions, FinetuneReport
-    from .heads import HeadInfo
-    from .ingest import IngestOptions
-    from .knn import KnnParams
-    from .locations import RelinkReport
-    from .models import ModelIdentity
-    from .prompts import DuplicatePrompt, PromptHit, PromptInsertReport, PromptRemoveReport, RejectedPrompt, StoredPrompt
-    from .reembed import ReembedReport, RollbackReport
-    from .retrieval_eval import RetrievalReport, RetrievalRow
-    from .store import Store
-    from .training import EpochStats, TrainOptions, TrainReport
+    from clipstore.demo import DemoResult, DemoSearch
+    from clipstore.describe.describer import DescribedFile, Describer, Description
+    from clipstore.encoders.clip import ClipEncoder
+    from clipstore.encoders.minilm import MiniLMEncoder
+    from clipstore.describe.evaluate import EvalReport, EvalRow
+    from clipstore.finetune.run import FinetuneEpoch, FinetuneOptions, FinetuneReport
+    from clipstore.describe.heads import HeadInfo
+    from clipstore.ingest.run import IngestOptions
+    from clipstore.describe.model_b import KnnParams
+    from clipstore.switch.locations import RelinkReport
+    from clipstore.encoders.identity import ModelIdentity
+    from clipstore.prompts.bank import DuplicatePrompt, PromptHit, PromptInsertReport, PromptRemoveReport, RejectedPrompt, StoredPrompt
+    from clipstore.switch.reembed import ReembedReport, RollbackReport
+    from clipstore.finetune.retrieval import RetrievalReport, RetrievalRow
+    from clipstore.store.facade import Store
+    from clipstore.describe.train import EpochStats, TrainOptions, TrainReport
 
 __version__ = "0.1.0"
 
@@ -79,11 +81,13 @@ __all__ = sorted(
         "ClipstoreError",
         "HeadNotFoundError",
         "InvalidImageError",
+        "InvalidOptionError",
         "ManifestError",
         "ModelMismatchError",
         "ModelSpecError",
         "ModelUnavailableError",
         "NothingToDescribeWithError",
+        "NotWritableError",
         "PromptFileError",
         "PromptSelectionError",
         "ReembedError",
@@ -106,7 +110,7 @@ __all__ = sorted(
 
 def connect(path: Any = None, **kwargs: Any) -> "Store":
     """Open (or create) a store; see `clipstore.store.connect` for the arguments."""
-    from .store import connect as _connect
+    from clipstore.store.facade import connect as _connect
 
     return _connect(path, **kwargs)
 

@@ -6,8 +6,8 @@ import os
 import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
-from .results import IngestReport, SearchHit, _AsDict
-from .world.samples import WorldManifest, read_manifest, render_folder
+from clipstore.results import IngestReport, SearchHit, _AsDict
+from clipstore.world.samples import WorldManifest, read_manifest, render_folder
 
 TEXT_QUERIES = 4
 
@@ -45,8 +45,8 @@ def run_demo(out: str | os.PathLike[str], *, n: int = 300, seed: int = 0, k: int
     """
     import random
 
-    from .store import connect
-    from .world.grammar import Scene, describe
+    from clipstore.store.facade import connect
+    from clipstore.world.grammar import Scene, describe
 
     root = Path(out).expanduser().resolve()
     manifest: WorldManifest = render_folder(root / "images", n, seed=seed)

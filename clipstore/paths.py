@@ -39,7 +39,7 @@ def expand(path: str | os.PathLike[str]) -> str:
 def open_output(path: str | os.PathLike[str]) -> TextIO:
     """`path` opened for writing UTF-8 text (a file a command writes its results to); raises
     NotWritableError, saying why, when it cannot be created."""
-    from .errors import NotWritableError
+    from clipstore.errors import NotWritableError
 
     try:
         return open(expand(path), "w", encoding="utf-8")

@@ -11,7 +11,7 @@ to what the migrations build).
 
 import pyarrow as pa
 
-from clipstore import tables
+from clipstore.db import tables
 
 IMAGES = "images"
 FILES = "files"

@@ -9,7 +9,7 @@ Frozen: the names, schemas and metadata key below are literal, as this migration
 
 import pyarrow as pa
 
-from clipstore import tables
+from clipstore.db import tables
 
 IMAGES = "images"
 PROMPTS = "prompts"

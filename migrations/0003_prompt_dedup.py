@@ -14,7 +14,7 @@ tables, deleting rows by id), never for a schema, a name or a setting.
 import numpy as np
 import pyarrow as pa
 
-from clipstore import tables
+from clipstore.db import tables
 
 PROMPTS = "prompts"
 SETTINGS = "_clipstore_settings"

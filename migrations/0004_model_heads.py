@@ -8,7 +8,7 @@ Frozen: the name and schema below are literal, as this migration first wrote the
 
 import pyarrow as pa
 
-from clipstore import tables
+from clipstore.db import tables
 
 HEADS = "_clipstore_heads"
 HEADS_SCHEMA = pa.schema(

@@ -9,7 +9,7 @@ refuses the ones it already holds). Idempotent: a table that has the column is l
 
 import pyarrow as pa
 
-from clipstore import tables
+from clipstore.db import tables
 
 # Literal on purpose: what this migration does must not change when the live schema helpers do.
 IMAGES = "images"

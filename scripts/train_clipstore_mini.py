@@ -13,7 +13,7 @@ import argparse
 import dataclasses
 import sys
 
-from clipstore.models import file_sha256
+from clipstore.encoders.identity import file_sha256
 from clipstore.world.pretrain import PretrainConfig, pretrain
 
 

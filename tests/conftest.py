@@ -51,7 +51,7 @@ def noisy_checkpoint(tmp_path_factory) -> Path:
     from safetensors.torch import save_file
 
     from clipstore.encoders.clip import load_clip_encoder
-    from clipstore.models import resolve_model
+    from clipstore.encoders.identity import resolve_model
 
     state = load_clip_encoder(resolve_model(MINI), device="cpu", precision="fp32").model.state_dict()
     generator = torch.Generator().manual_seed(0)

@@ -11,9 +11,9 @@ from click.testing import CliRunner
 import clipstore
 from clipstore.cli import main
 from clipstore.errors import ClipstoreError, InvalidOptionError, NotWritableError
-from clipstore.finetune import FinetuneOptions
-from clipstore.ingest import IngestOptions
-from clipstore.training import TrainOptions
+from clipstore.finetune.run import FinetuneOptions
+from clipstore.ingest.run import IngestOptions
+from clipstore.describe.train import TrainOptions
 
 
 def _option_defaults(command_name: str) -> dict:
@@ -120,7 +120,7 @@ def test_a_store_that_cannot_be_written_is_one_clear_line(store, store_path, tmp
         lambda: TrainOptions(mix=2.0),
         lambda: FinetuneOptions(method="sgd"),
         lambda: __import__("clipstore.encoders.clip", fromlist=["x"]).resolve_precision("fp16", "cpu"),
-        lambda: __import__("clipstore.retrieval_eval", fromlist=["x"]).check_template("{label"),
+        lambda: __import__("clipstore.finetune.retrieval", fromlist=["x"]).check_template("{label"),
     ],
 )
 def test_bad_option_values_are_invalid_option_errors_and_still_value_errors(make):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from clipstore.dedup import deduplicate, reference_deduplicate
+from clipstore.prompts.dedup import deduplicate, reference_deduplicate
 
 
 def _unit(*rows):

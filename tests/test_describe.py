@@ -14,12 +14,12 @@ import pytest
 from click.testing import CliRunner
 
 import clipstore
-from clipstore.augment import mentions_sides, shuffle_words, text_variants
+from clipstore.training.augment import mentions_sides, shuffle_words, text_variants
 from clipstore.cli import main
-from clipstore.knn import KnnParams, bank_neighbours, fuse, knn_weights, matrix_neighbours, predict
-from clipstore.pairs import load_pairs, split_for
-from clipstore.prompts import prompt_id
-from clipstore.training import TrainOptions, blend
+from clipstore.describe.model_b import KnnParams, bank_neighbours, fuse, knn_weights, matrix_neighbours, predict
+from clipstore.describe.pairs import load_pairs, split_for
+from clipstore.prompts.bank import prompt_id
+from clipstore.describe.train import TrainOptions, blend
 from clipstore.world import render_folder
 
 MINI = "clipstore-mini"
@@ -198,7 +198,7 @@ def test_describe_uses_the_ensemble_and_reports_its_parts(trained):
 def test_model_b_retrieves_through_lancedb_like_the_exact_matrix(trained):
     store, _ = trained
     pairs = load_pairs(store.db)
-    from clipstore.training import bank_view
+    from clipstore.describe.train import bank_view
 
     bank = bank_view(store, [])
     for row in range(5):

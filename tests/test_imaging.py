@@ -33,7 +33,7 @@ from image_factory import (  # noqa: E402
 )
 
 from clipstore.errors import ClipstoreError, InvalidImageError  # noqa: E402
-from clipstore.imaging import (  # noqa: E402
+from clipstore.ingest.imaging import (  # noqa: E402
     DEFAULT_MAX_MEGAPIXELS,
     IMAGE_EXTENSIONS,
     DecodedImage,

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 import clipstore
-from clipstore import tables
-from clipstore.ingest import FolderIngest
+from clipstore.db import tables
+from clipstore.ingest.run import FolderIngest
 from image_factory import pattern_image, write_image, write_oversized_png
 
 
@@ -178,7 +178,7 @@ def test_unreadable_folder_is_reported_not_fatal(store, photo_folder, monkeypatc
             raise PermissionError(13, "Permission denied", os.fspath(path))
         return real_scandir(path)
 
-    monkeypatch.setattr("clipstore.walk.os.scandir", scandir)
+    monkeypatch.setattr("clipstore.ingest.walk.os.scandir", scandir)
     report = store.ingest(photo_folder)
     assert report.added == 6
     assert [(f.path, f.reason) for f in report.failed] == [(str(locked), "cannot read folder: Permission denied")]
@@ -223,8 +223,8 @@ def test_crash_midway_then_rerun_finishes_with_no_duplicate_or_lost_rows(store, 
 
 
 def _ingest_small_commits(store, folder):
-    from clipstore.ingest import IngestOptions
-    from clipstore.locking import write_lock
+    from clipstore.ingest.run import IngestOptions
+    from clipstore.db.locking import write_lock
 
     with write_lock(store.path):
         run = FolderIngest(store.db, lambda: store.encoder, str(folder), options=IngestOptions(batch_size=4, commit_every=8))
@@ -291,8 +291,8 @@ def test_prune_keeps_rows_under_a_folder_that_is_only_unreadable(store, photo_fo
             raise PermissionError(13, "Permission denied", os.fspath(path))
         return real_scandir(path)
 
-    monkeypatch.setattr("clipstore.walk.os.scandir", scandir)
-    monkeypatch.setattr("clipstore.ingest.os.path.exists", lambda p: False if str(p).startswith(str(locked)) else real_exists(p))
+    monkeypatch.setattr("clipstore.ingest.walk.os.scandir", scandir)
+    monkeypatch.setattr("clipstore.ingest.run.os.path.exists", lambda p: False if str(p).startswith(str(locked)) else real_exists(p))
     report = store.ingest(photo_folder, prune=True)
     assert report.pruned == 0
     assert len(_file_rows(store)) == 6

@@ -12,11 +12,11 @@ import pytest
 from click.testing import CliRunner
 
 import clipstore
-from clipstore import tables
+from clipstore.db import tables
 from clipstore.cli import main
 from clipstore.encoders import clip
-from clipstore.models import ModelIdentity
-from clipstore.reembed import history, staging_names
+from clipstore.encoders.identity import ModelIdentity
+from clipstore.switch.reembed import history, staging_names
 from clipstore.world import render_folder
 
 BASE = "clipstore-mini:world-v1"

@@ -19,12 +19,12 @@ import pyarrow.compute as pc
 import pytest
 
 import clipstore
-from clipstore import migrate, tables
-from clipstore.dedup import reference_deduplicate
+from clipstore.db import migrate, tables
+from clipstore.prompts.dedup import reference_deduplicate
 from clipstore.encoders.minilm import load_minilm_encoder
-from clipstore.heads import HEADS_TABLE, heads_schema
-from clipstore.models import resolve_model
-from clipstore.prompts import prompt_id
+from clipstore.describe.heads import HEADS_TABLE, heads_schema
+from clipstore.encoders.identity import resolve_model
+from clipstore.prompts.bank import prompt_id
 
 MINI = "clipstore-mini"
 MIGRATIONS = migrate.available_migrations()

@@ -9,7 +9,7 @@ import pytest
 
 import clipstore
 from clipstore.encoders.clip import load_clip_encoder
-from clipstore.models import MINI_WEIGHTS_SHA256, bundled_mini_weights, file_sha256, resolve_model
+from clipstore.encoders.identity import MINI_WEIGHTS_SHA256, bundled_mini_weights, file_sha256, resolve_model
 from clipstore.world import Scene, generate, render_scene
 
 

@@ -7,7 +7,7 @@ import pytest
 
 import clipstore
 from clipstore.encoders.clip import ClipEncoder, load_clip_encoder, resolve_precision
-from clipstore.models import DEFAULT_MODEL, ModelIdentity, resolve_model
+from clipstore.encoders.identity import DEFAULT_MODEL, ModelIdentity, resolve_model
 from image_factory import pattern_image
 
 
@@ -118,7 +118,7 @@ def test_reduced_scale_jpeg_decoding_keeps_embeddings(tmp_path):
     """Ingest decodes big JPEGs at reduced DCT scale; the embedding must stay what a full decode gives."""
     import io
 
-    from clipstore.imaging import decode_image
+    from clipstore.ingest.imaging import decode_image
 
     encoder = load_clip_encoder(resolve_model("clipstore-mini"), device="cpu", precision="fp32")
     agreement = []

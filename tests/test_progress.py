@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from clipstore.describe import DESCRIBE_STAGE
-from clipstore.prompts import ADD_STAGE
+from clipstore.describe.describer import DESCRIBE_STAGE
+from clipstore.prompts.bank import ADD_STAGE
 from clipstore.world import render_folder
 from clipstore.world.samples import RENDER_STAGE
 

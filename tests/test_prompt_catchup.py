@@ -19,8 +19,8 @@ import pytest
 from click.testing import CliRunner
 
 import clipstore
-from clipstore import migrate, tables
-from clipstore.ingest import BANK_STAGE, EMBED_STAGE
+from clipstore.db import migrate, tables
+from clipstore.ingest.run import BANK_STAGE, EMBED_STAGE
 from workers import ingest_and_hold
 
 MINI = "clipstore-mini"

@@ -13,9 +13,9 @@ import pytest
 from PIL import Image, PngImagePlugin
 
 import clipstore
-from clipstore import tables
-from clipstore.image_prompts import comfyui_prompt, positive_prompt, prompt_from_image_bytes
-from clipstore.prompts import prompt_id
+from clipstore.db import tables
+from clipstore.prompts.image_prompts import comfyui_prompt, positive_prompt, prompt_from_image_bytes
+from clipstore.prompts.bank import prompt_id
 from workers import insert_prompts
 
 RED = "a large red circle on a plain white background"

@@ -15,11 +15,12 @@ import torch
 from click.testing import CliRunner
 
 import clipstore
-from clipstore import tables
+from clipstore.encoders.identity import resolve_model
+from clipstore.db import tables
 from clipstore.cli import main
-from clipstore.finetune import arc_margin_logits, caption_recall, info_nce_loss, map_at_k, mc_arc_margin_loss
-from clipstore.reembed import ReembedError, history, staging_names
-from clipstore.retrieval_eval import knn_accuracy, text_to_image
+from clipstore.finetune.run import arc_margin_logits, caption_recall, info_nce_loss, map_at_k, mc_arc_margin_loss
+from clipstore.switch.reembed import ReembedError, history, staging_names
+from clipstore.finetune.retrieval import knn_accuracy, text_to_image
 from clipstore.world import render_folder
 
 MINI = "clipstore-mini"
@@ -103,7 +104,7 @@ def test_a_crash_midway_keeps_the_old_vectors_and_a_rerun_resumes(world):
     assert store.model.spec == "clipstore-mini:world-v1"
     assert store.search_image(query, k=5) == before and store.search_text("a red circle", k=3) == text_before
     assert clipstore.connect(store.path).model.spec == "clipstore-mini:world-v1"
-    staged = store.db.open_table(staging_names(clipstore.models.resolve_model(RANDOM))["images"]).count_rows()
+    staged = store.db.open_table(staging_names(resolve_model(RANDOM))["images"]).count_rows()
     assert staged == 24  # three whole batches of 8 were committed before the crash
 
     report = store.reembed(RANDOM, batch_size=8)

@@ -7,9 +7,9 @@ import pyarrow as pa
 import pytest
 
 import clipstore
-from clipstore import migrate, tables
-from clipstore.models import MINI_WEIGHTS_SHA256
-from clipstore.store import connect
+from clipstore.db import migrate, tables
+from clipstore.encoders.identity import MINI_WEIGHTS_SHA256
+from clipstore.store.facade import connect
 
 
 def test_new_store_records_model_identity_with_the_images_table(store, store_path):

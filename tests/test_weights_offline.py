@@ -13,7 +13,7 @@ import pytest
 import clipstore
 from clipstore.encoders.clip import load_clip_encoder
 from clipstore.encoders.weights import ensure_weights_obtainable
-from clipstore.models import resolve_model
+from clipstore.encoders.identity import resolve_model
 
 
 @pytest.fixture

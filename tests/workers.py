@@ -17,8 +17,8 @@ def ingest_and_hold(store_path: str, folder: str, hold_after: int) -> None:
     rows committed so far are on disk and the rest (and the prompt bank update) are not. The test kills it."""
     import time
 
-    from clipstore.ingest import EMBED_STAGE, FolderIngest, IngestOptions
-    from clipstore.locking import write_lock
+    from clipstore.ingest.run import EMBED_STAGE, FolderIngest, IngestOptions
+    from clipstore.db.locking import write_lock
 
     store = clipstore.connect(store_path)
 

@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING, Iterator, Sequence
 
 import numpy as np
 
-from ..errors import InvalidOptionError, ModelMismatchError, ModelUnavailableError
-from ..models import (
+from clipstore.errors import InvalidOptionError, ModelMismatchError, ModelUnavailableError
+from clipstore.encoders.identity import (
     MINI_ARCHITECTURE,
     MINI_WEIGHTS_SHA256,
     MINI_WEIGHTS_TAG,
@@ -180,7 +180,7 @@ def _create_model(identity: ModelIdentity) -> "torch.nn.Module":
                 f"Cannot load checkpoint {path!r} into {identity.architecture}: {exc}. "
                 "Check that the file is an open_clip checkpoint for that architecture."
             ) from exc
-    from .weights import ensure_weights_obtainable
+    from clipstore.encoders.weights import ensure_weights_obtainable
 
     ensure_weights_obtainable(identity)  # offline: one clear error now, not minutes of download retries
     try:

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
-from ..errors import ModelUnavailableError
+from clipstore.errors import ModelUnavailableError
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer

@@ -14,8 +14,8 @@ import socket
 import threading
 from urllib.parse import urlsplit
 
-from ..errors import ModelUnavailableError
-from ..models import MINI_ARCHITECTURE, RANDOM_WEIGHTS, ModelIdentity
+from clipstore.errors import ModelUnavailableError
+from clipstore.encoders.identity import MINI_ARCHITECTURE, RANDOM_WEIGHTS, ModelIdentity
 
 REACHABILITY_TIMEOUT_S = 3.0
 """How long a connection to the download host may take before the host counts as unreachable."""

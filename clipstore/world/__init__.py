@@ -9,9 +9,9 @@ an (image, prompt, labels) triple, prompts are written in many paraphrases (so n
         sample.image, sample.prompt, sample.labels
 """
 
-from .grammar import COLOURS, SHAPES, SPLITS, Scene, describe, is_heldout_combination, sample_scene
-from .render import render_scene
-from .samples import WorldManifest, WorldSample, generate, render_folder
+from clipstore.world.grammar import COLOURS, SHAPES, SPLITS, Scene, describe, is_heldout_combination, sample_scene
+from clipstore.world.render import render_scene
+from clipstore.world.samples import WorldManifest, WorldSample, generate, render_folder
 
 __all__ = [
     "COLOURS",

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import random
 
-from .grammar import describe, sample_scene
+from clipstore.world.grammar import describe, sample_scene
 
 _SUBJECTS = (
     "an old lighthouse keeper", "a red fox", "a cyberpunk samurai", "a tiny robot", "a medieval castle",

@@ -12,7 +12,7 @@ import random
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from ..errors import InvalidOptionError
+from clipstore.errors import InvalidOptionError
 
 SHAPES = ("circle", "square", "triangle", "star", "hexagon", "diamond", "cross", "ring", "pentagon")
 COLOURS: dict[str, tuple[int, int, int]] = {

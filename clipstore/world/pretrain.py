@@ -17,9 +17,9 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ..models import MINI_ARCHITECTURE, RANDOM_WEIGHTS, resolve_model
-from .grammar import describe, sample_scene
-from .samples import generate, sample_rng
+from clipstore.encoders.identity import MINI_ARCHITECTURE, RANDOM_WEIGHTS, resolve_model
+from clipstore.world.grammar import describe, sample_scene
+from clipstore.world.samples import generate, sample_rng
 
 
 @dataclass(frozen=True)

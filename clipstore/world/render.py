@@ -12,7 +12,7 @@ import random
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-from .grammar import BACKGROUNDS, COLOURS, Scene
+from clipstore.world.grammar import BACKGROUNDS, COLOURS, Scene
 
 _SUPERSAMPLE = 2
 _RADIUS = {"small": 0.11, "medium": 0.18, "large": 0.27}  # of the image side, for a single object

@@ -11,9 +11,9 @@ from typing import Any, Callable, Iterator
 
 from PIL import Image, PngImagePlugin
 
-from ..errors import NotWritableError
-from .grammar import Scene, describe, sample_scene
-from .render import render_scene
+from clipstore.errors import NotWritableError
+from clipstore.world.grammar import Scene, describe, sample_scene
+from clipstore.world.render import render_scene
 
 MANIFEST_NAME = "manifest.jsonl"
 DEFAULT_SIZE = 128

@@ -28,19 +28,19 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
-from . import tables
-from .dedup import deduplicate
-from .errors import InvalidOptionError, TrainingDataError
-from .heads import FORMAT_VERSION, HeadConfig, heads_folder, record_head
-from .knn import KnnParams, matrix_neighbours, predict
-from .pairs import Pairs, load_pairs
-from .prompts import load_bank, prompt_id
-from .results import _AsDict
+from clipstore.db import tables
+from clipstore.prompts.dedup import deduplicate
+from clipstore.errors import InvalidOptionError, TrainingDataError
+from clipstore.describe.heads import FORMAT_VERSION, HeadConfig, heads_folder, record_head
+from clipstore.describe.model_b import KnnParams, matrix_neighbours, predict
+from clipstore.describe.pairs import Pairs, load_pairs
+from clipstore.prompts.bank import load_bank, prompt_id
+from clipstore.results import _AsDict
 
 if TYPE_CHECKING:
     import torch
 
-    from .store import Store
+    from clipstore.store.facade import Store
 
 Progress = Callable[[str, int, int], None]
 
@@ -149,7 +149,7 @@ def dedup_mask(targets: np.ndarray, threshold: float | None) -> np.ndarray:
 
 
 def _decode(store: "Store", path: str | None, max_side: int):
-    from .imaging import load_image
+    from clipstore.ingest.imaging import load_image
 
     if path is None:
         return None
@@ -166,7 +166,7 @@ def augmented_embeddings(store: "Store", pairs: Pairs, views: int, seed: int, pr
     (copies of the stored one where the file cannot be read)."""
     import torch
 
-    from .augment import image_augmenter, mentions_sides
+    from clipstore.training.augment import image_augmenter, mentions_sides
 
     n, d = pairs.embeddings.shape
     out = np.repeat(pairs.embeddings[:, None, :], 1 + views, axis=1).astype(np.float32)
@@ -322,7 +322,7 @@ def fit_frozen_head(
     """
     import torch
 
-    from .model_a import ModelA, cosine_loss
+    from clipstore.describe.model_a import ModelA, cosine_loss
 
     torch.manual_seed(options.seed)
     n, views, dim = inputs.shape
@@ -373,9 +373,9 @@ def fit_tuned_tower(
     """Train the vision tower and the head together on augmented images (pixels decoded once, kept small)."""
     import torch
 
-    from .augment import image_augmenter, mentions_sides
-    from .encoders.clip import _create_model
-    from .model_a import ModelA, cosine_loss
+    from clipstore.training.augment import image_augmenter, mentions_sides
+    from clipstore.encoders.clip import _create_model
+    from clipstore.describe.model_a import ModelA, cosine_loss
 
     identity = store.model
     torch.manual_seed(options.seed)
@@ -519,7 +519,7 @@ def tune_alpha(a: np.ndarray, b: np.ndarray, targets: np.ndarray) -> tuple[float
 
 def train_head(store: "Store", options: TrainOptions, progress: Progress | None = None) -> TrainReport:
     """Train Model A on the store's pairs, tune Model B and alpha, save the head; see the module docstring."""
-    from .model_a import predict_from_embeddings
+    from clipstore.describe.model_a import predict_from_embeddings
 
     report = progress or (lambda stage, done, total: None)
     pairs = load_pairs(store.db)
@@ -535,7 +535,7 @@ def train_head(store: "Store", options: TrainOptions, progress: Progress | None 
     val_targets = minilm_targets(store, list(validation.prompts))
     variants = train_targets[:, None, :]
     if options.text_augment > 0:
-        from .augment import text_variants
+        from clipstore.training.augment import text_variants
 
         rng = random.Random(options.seed)
         extra = [text_variants(text, options.text_augment, rng) for text in train.prompts]
@@ -616,7 +616,7 @@ def train_head(store: "Store", options: TrainOptions, progress: Progress | None 
 def _tower_predictions(store: "Store", model, pairs: Pairs) -> np.ndarray:
     import torch
 
-    from .model_a import predict_from_embeddings, predict_from_pixels
+    from clipstore.describe.model_a import predict_from_embeddings, predict_from_pixels
 
     out = predict_from_embeddings(model, pairs.embeddings)  # fallback for unreadable files
     rows, pixels = [], []
@@ -631,7 +631,7 @@ def _tower_predictions(store: "Store", model, pairs: Pairs) -> np.ndarray:
 
 
 def _save(store: "Store", model, config: HeadConfig) -> str:
-    from .model_a import save_weights
+    from clipstore.describe.model_a import save_weights
 
     root = heads_folder(store.path)
     final = os.path.join(root, config.id)
@@ -641,7 +641,7 @@ def _save(store: "Store", model, config: HeadConfig) -> str:
     with open(os.path.join(partial, "config.json"), "w", encoding="utf-8") as handle:
         handle.write(config.to_json())
     os.replace(partial, final)
-    from .locking import write_lock
+    from clipstore.db.locking import write_lock
 
     with write_lock(store.path):
         record_head(store.db, store.path, config, final)

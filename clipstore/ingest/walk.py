@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-from .imaging import IMAGE_EXTENSIONS, sniff_image_format
-from .results import FileFailure
+from clipstore.ingest.imaging import IMAGE_EXTENSIONS, sniff_image_format
+from clipstore.results import FileFailure
 
 _SNIFF_BYTES = 32
 

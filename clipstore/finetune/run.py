@@ -36,14 +36,14 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
-from . import tables
-from .errors import InvalidOptionError, TrainingDataError
-from .models import ModelIdentity, file_sha256
-from .results import _AsDict
+from clipstore.db import tables
+from clipstore.errors import InvalidOptionError, TrainingDataError
+from clipstore.encoders.identity import ModelIdentity, file_sha256
+from clipstore.results import _AsDict
 
 if TYPE_CHECKING:
-    from .reembed import ReembedReport
-    from .store import Store
+    from clipstore.switch.reembed import ReembedReport
+    from clipstore.store.facade import Store
 
 Progress = Callable[[str, int, int], None]
 MODELS_FOLDER = "models"
@@ -137,7 +137,7 @@ class ImageSet:
 
 def load_images(store: "Store", options: FinetuneOptions) -> ImageSet:
     """Every stored image with a readable file, its own prompt, its label (if asked for) and split."""
-    from .pairs import _readable, split_for
+    from clipstore.describe.pairs import _readable, split_for
 
     images = tables.open_images(store.db)
     columns = ["id", "embedding"] + (["prompt"] if "prompt" in images.schema.names else [])
@@ -176,7 +176,7 @@ def load_images(store: "Store", options: FinetuneOptions) -> ImageSet:
 
 def _manifest_labels(path: str, field_name: str) -> dict[str, str]:
     """{absolute image path: label} from a CSV/TSV/JSONL manifest; `field_name` may be dotted (labels.shape)."""
-    from .ingest import read_manifest_records
+    from clipstore.ingest.run import read_manifest_records
 
     base, records = read_manifest_records(path, "label manifest")
     labels = {}
@@ -203,7 +203,7 @@ class Captions:
 
 def pseudo_captions(store: "Store", images: ImageSet, count: int, threshold: float | None) -> Captions:
     """Each image's own prompt (if any) plus its top-`count` bank prompts by CLIP similarity (>= threshold)."""
-    from .training import bank_view
+    from clipstore.describe.train import bank_view
 
     # The held-out images' own prompts are not offered as pseudo-captions of other images.
     bank = bank_view(store, [p for p, s in zip(images.prompts, images.splits) if p and s != "train"])
@@ -343,8 +343,8 @@ def finetune(store: "Store", options: FinetuneOptions, progress: Progress | None
     """Fine-tune the store's CLIP model (see the module docstring) and save it in the store."""
     import torch
 
-    from .encoders.clip import _create_model
-    from .training import TrainingLoop, _decode
+    from clipstore.encoders.clip import _create_model
+    from clipstore.describe.train import TrainingLoop, _decode
 
     report = progress or (lambda stage, done, total: None)
     notes: list[str] = []
@@ -392,7 +392,7 @@ def finetune(store: "Store", options: FinetuneOptions, progress: Progress | None
     train_rows = np.array([r for r in train_rows if decoded[int(r)] is not None], np.int64)
     val_rows = np.array([r for r in val_rows if decoded[int(r)] is not None], np.int64)
 
-    from .augment import image_augmenter
+    from clipstore.training.augment import image_augmenter
 
     augment = image_augmenter(identity.image_size, identity.mean, identity.std, rotation=10.0, crop_scale=(0.6, 1.0))
     preprocess = store.encoder.preprocess
@@ -578,7 +578,7 @@ def _realign_text(store, model, images, captions, train_rows, val_rows, decoded,
     import open_clip
     import torch
 
-    from .training import TrainingLoop
+    from clipstore.describe.train import TrainingLoop
 
     tokenizer = open_clip.get_tokenizer(store.model.architecture)
     text_of = [images.prompts[r] or (captions.texts[captions.positives[r][0]] if captions.positives[r][0] >= 0 else None) for r in range(len(images.ids))]

@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from . import tables
-from .errors import InvalidOptionError
+from clipstore.db import tables
+from clipstore.errors import InvalidOptionError
 
 if TYPE_CHECKING:
     import lancedb
@@ -61,7 +61,7 @@ def split_for(image_id: str, prompt: str | None) -> str:
     Stable Diffusion outputs of several seeds, lands in the same split and a held-out answer is never trained
     on), else by its id. Stable across runs, machines and store growth."""
     if prompt and prompt.strip():
-        from .prompts import prompt_id
+        from clipstore.prompts.bank import prompt_id
 
         return split_of(prompt_id(prompt.strip()))
     return split_of(image_id)

@@ -23,12 +23,12 @@ from typing import TYPE_CHECKING, Callable, Sequence
 
 import numpy as np
 
-from .errors import ClipstoreError, TrainingDataError as EvaluationDataError
-from .heads import check_base, list_heads, read_config, resolve_head
-from .knn import KnnParams
-from .pairs import Pairs, load_pairs
-from .results import _AsDict
-from .training import (
+from clipstore.errors import ClipstoreError, TrainingDataError as EvaluationDataError
+from clipstore.describe.heads import check_base, list_heads, read_config, resolve_head
+from clipstore.describe.model_b import KnnParams
+from clipstore.describe.pairs import Pairs, load_pairs
+from clipstore.results import _AsDict
+from clipstore.describe.train import (
     TrainOptions,
     avg_cos,
     bank_view,
@@ -42,7 +42,7 @@ from .training import (
 )
 
 if TYPE_CHECKING:
-    from .store import Store
+    from clipstore.store.facade import Store
 
 DEFAULT_ABLATION = (None, 0.85, 0.75)
 
@@ -68,7 +68,7 @@ class EvalReport(_AsDict):
 
 def external_pairs(store: "Store", records: Sequence[tuple[str, str]], progress=None) -> Pairs:
     """(path, prompt) pairs that need not be in the store: their images are embedded with the store's model."""
-    from .imaging import load_image
+    from clipstore.ingest.imaging import load_image
 
     ids, prompts, paths, vectors = [], [], [], []
     encoder = store.encoder
@@ -98,7 +98,7 @@ def evaluate(
     progress: Callable[[str, int, int], None] | None = None,
 ) -> EvalReport:
     """Evaluate every method on held-out pairs (default: the store's test split); see the module docstring."""
-    from .model_a import load_model_a, predict_from_embeddings
+    from clipstore.describe.model_a import load_model_a, predict_from_embeddings
 
     report = progress or (lambda stage, done, total: None)
     stored = load_pairs(store.db)
@@ -160,11 +160,11 @@ def evaluate(
             report("ablation", step, len(ablation))
 
     if config is not None:
-        from .training import _tower_predictions
+        from clipstore.describe.train import _tower_predictions
 
         visual = None
         if config.vision_tuned:
-            from .encoders.clip import _create_model
+            from clipstore.encoders.clip import _create_model
 
             visual = _create_model(store.model).visual.float()
         model = load_model_a(folder, config, visual)

@@ -20,7 +20,7 @@ from importlib import resources
 from pathlib import Path, PurePath
 from typing import Any, Mapping
 
-from .errors import ModelSpecError
+from clipstore.errors import ModelSpecError
 
 DEFAULT_MODEL = "ViT-B-32:laion2b_s34b_b79k"
 """The model a new store uses when none is named: a real CLIP, downloaded by open_clip on first use."""

@@ -18,13 +18,13 @@ from typing import TYPE_CHECKING, Callable, Sequence
 
 import numpy as np
 
-from .errors import InvalidOptionError, TrainingDataError
-from .results import _AsDict
+from clipstore.errors import InvalidOptionError, TrainingDataError
+from clipstore.results import _AsDict
 
 if TYPE_CHECKING:
-    from .encoders.clip import ClipEncoder
-    from .finetune import ImageSet
-    from .store import Store
+    from clipstore.encoders.clip import ClipEncoder
+    from clipstore.finetune.run import ImageSet
+    from clipstore.store.facade import Store
 
 DEFAULT_TEMPLATE = "a photo of a {label}"
 
@@ -55,7 +55,7 @@ class RetrievalReport(_AsDict):
 
 def image_retrieval(embeddings: np.ndarray, labels: Sequence, k: int) -> tuple[float, float]:
     """mAP@k and R@1 of every image against all the others (same label = relevant)."""
-    from .finetune import map_at_k
+    from clipstore.finetune.run import map_at_k
 
     return map_at_k(np.asarray(embeddings, np.float32), list(labels), k)
 
@@ -118,7 +118,7 @@ def evaluate_retrieval(
 ) -> RetrievalReport:
     """Score each (name, encoder) on the held-out labelled images of `images` (the `splits`, by default the
     test split; never "train", which is the k-NN gallery); see the module docstring."""
-    from .training import _decode
+    from clipstore.describe.train import _decode
 
     if "train" in splits:
         raise InvalidOptionError("the train split is the k-NN gallery and what fine-tuning learns from: evaluate on held-out splits")

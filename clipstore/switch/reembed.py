@@ -28,14 +28,14 @@ import json
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable
 
-from . import tables
-from .errors import ClipstoreError, ReembedError  # ReembedError: importable from here as before
-from .locations import LOCATIONS_SETTING, locate, relinked
-from .models import ModelIdentity, portable_path
-from .results import FileFailure, _AsDict
+from clipstore.db import tables
+from clipstore.errors import ClipstoreError, ReembedError  # ReembedError: importable from here as before
+from clipstore.switch.locations import LOCATIONS_SETTING, locate, relinked
+from clipstore.encoders.identity import ModelIdentity, portable_path
+from clipstore.results import FileFailure, _AsDict
 
 if TYPE_CHECKING:
-    from .store import Store
+    from clipstore.store.facade import Store
 
 HISTORY_SETTING = "model_history"
 ROLLBACKS_SETTING = "model_rollbacks"
@@ -94,8 +94,8 @@ def reembed(
     """
     import pyarrow as pa
 
-    from .encoders.clip import load_clip_encoder
-    from .imaging import load_image
+    from clipstore.encoders.clip import load_clip_encoder
+    from clipstore.ingest.imaging import load_image
 
     report = progress or (lambda stage, done, total: None)
     current = store.model

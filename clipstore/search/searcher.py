@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from . import tables
-from .results import SearchHit
+from clipstore.db import tables
+from clipstore.results import SearchHit
 
 if TYPE_CHECKING:
     import lancedb

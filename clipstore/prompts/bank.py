@@ -22,16 +22,16 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
 
 import numpy as np
 
-from . import tables
-from .dedup import deduplicate
-from .errors import InvalidOptionError, PromptSelectionError
-from .results import _AsDict
+from clipstore.db import tables
+from clipstore.prompts.dedup import deduplicate
+from clipstore.errors import InvalidOptionError, PromptSelectionError
+from clipstore.results import _AsDict
 
 if TYPE_CHECKING:
     import lancedb
 
-    from .encoders.clip import ClipEncoder
-    from .encoders.minilm import MiniLMEncoder
+    from clipstore.encoders.clip import ClipEncoder
+    from clipstore.encoders.minilm import MiniLMEncoder
 
 DEDUP_SETTING = "prompt_dedup_threshold"
 _WRITE_CHUNK = 50_000

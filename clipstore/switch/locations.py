@@ -16,15 +16,15 @@ import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from . import tables
-from .errors import ModelMismatchError, ModelSpecError
-from .models import ModelIdentity, file_sha256, portable_path
-from .results import _AsDict
+from clipstore.db import tables
+from clipstore.errors import ModelMismatchError, ModelSpecError
+from clipstore.encoders.identity import ModelIdentity, file_sha256, portable_path
+from clipstore.results import _AsDict
 
 if TYPE_CHECKING:
     import lancedb
 
-    from .store import Store
+    from clipstore.store.facade import Store
 
 LOCATIONS_SETTING = "model_locations"
 
@@ -85,7 +85,7 @@ def relink(store: "Store", path: "str | os.PathLike[str]") -> RelinkReport:
 
 def _recorded_models(store: "Store") -> list[ModelIdentity]:
     """The store's model, then every model of its switch history (a rollback returns to them), located."""
-    from .reembed import history
+    from clipstore.switch.reembed import history
 
     models = [store.model]
     for entry in reversed(history(store.db)):

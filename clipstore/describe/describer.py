@@ -18,15 +18,15 @@ from typing import TYPE_CHECKING, Any, Iterator
 
 import numpy as np
 
-from . import tables
-from .errors import ClipstoreError, InvalidOptionError, NothingToDescribeWithError
-from .heads import check_base, list_heads, read_config, resolve_head
-from .knn import KnnParams, bank_neighbours, euclidean, predict
-from .prompts import PromptHit, prompt_id
-from .results import FileFailure, _jsonable
+from clipstore.db import tables
+from clipstore.errors import ClipstoreError, InvalidOptionError, NothingToDescribeWithError
+from clipstore.describe.heads import check_base, list_heads, read_config, resolve_head
+from clipstore.describe.model_b import KnnParams, bank_neighbours, euclidean, predict
+from clipstore.prompts.bank import PromptHit, prompt_id
+from clipstore.results import FileFailure, _jsonable
 
 if TYPE_CHECKING:
-    from .store import Store
+    from clipstore.store.facade import Store
 
 
 DESCRIBE_STAGE = "describe images"
@@ -134,11 +134,11 @@ class Describer:
     @property
     def model_a(self):
         if self._model is None and self._config is not None:
-            from .model_a import load_model_a
+            from clipstore.describe.model_a import load_model_a
 
             visual = None
             if self._config.vision_tuned:
-                from .encoders.clip import _create_model
+                from clipstore.encoders.clip import _create_model
 
                 visual = _create_model(self.store.model).visual.float()
             self._model = load_model_a(self._folder, self._config, visual)
@@ -149,7 +149,7 @@ class Describer:
         return self._model
 
     def _predict_a(self, image_embedding: np.ndarray, pixels) -> np.ndarray:
-        from .model_a import predict_from_embeddings, predict_from_pixels
+        from clipstore.describe.model_a import predict_from_embeddings, predict_from_pixels
 
         if self._config.vision_tuned:
             return predict_from_pixels(self.model_a, pixels[None])[0]
@@ -172,7 +172,7 @@ class Describer:
         return (mixed / max(np.linalg.norm(mixed), 1e-12)).astype(np.float32)
 
     def _image_neighbours(self, image_embedding: np.ndarray, params: KnnParams, exclude_image: str | None) -> np.ndarray | None:
-        from .pairs import load_pairs
+        from clipstore.describe.pairs import load_pairs
 
         if self._image_prompts is None:
             pairs = load_pairs(self.store.db)
@@ -253,8 +253,8 @@ class Describer:
 
 def describe_paths(describer: Describer, root: str, *, k=None, alpha=None, top: int = 5, progress=None) -> Iterator[DescribedFile | FileFailure]:
     """Describe every image under `root` (a folder, recursively, or one file); failures are yielded, not raised."""
-    from .imaging import load_image
-    from .walk import walk_images
+    from clipstore.ingest.imaging import load_image
+    from clipstore.ingest.walk import walk_images
 
     found = list(walk_images(root))
     report = progress or (lambda stage, done, total: None)
@@ -277,7 +277,7 @@ def _minilm_for(store: "Store", texts: list[str]) -> np.ndarray:
     vectors = np.zeros((len(texts), tables.MINILM_DIM), np.float32)
     if not texts:
         return vectors
-    from .prompts import load_bank
+    from clipstore.prompts.bank import load_bank
 
     ids, _, bank = load_bank(store.db)
     position = {pid: i for i, pid in enumerate(ids)}

@@ -15,7 +15,7 @@ import re
 from pathlib import Path
 from typing import Iterable, Iterator
 
-from .errors import PromptFileError, SourceNotFoundError  # PromptFileError: importable from here as before
+from clipstore.errors import PromptFileError, SourceNotFoundError  # PromptFileError: importable from here as before
 
 PROMPT_COLUMNS = ("prompt", "text", "caption", "positive_prompt")
 """The column (CSV/TSV/Parquet) or key (JSONL/JSON) read when none is named: the first of these a file has."""
@@ -47,7 +47,7 @@ def check_prompt_file(path: str | os.PathLike[str]) -> tuple[Path, str]:
         raise SourceNotFoundError(f"Cannot read prompts from {file}: no such file.")
     with open(file, "rb") as handle:
         head = handle.read(_SNIFF_BYTES)
-    from .imaging import _describe_content, sniff_image_format
+    from clipstore.ingest.imaging import _describe_content, sniff_image_format
 
     image_format = sniff_image_format(head)
     if image_format is not None:

@@ -22,9 +22,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from . import tables
-from .errors import InvalidOptionError
-from .results import _AsDict
+from clipstore.db import tables
+from clipstore.errors import InvalidOptionError
+from clipstore.results import _AsDict
 
 if TYPE_CHECKING:
     import lancedb

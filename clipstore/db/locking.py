@@ -12,7 +12,7 @@ import time
 from contextlib import contextmanager
 from typing import Callable, Iterator
 
-from .errors import ClipstoreError, NotWritableError
+from clipstore.errors import ClipstoreError, NotWritableError
 
 LOCK_FILE = ".clipstore-write.lock"
 

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .heads import WEIGHTS_FILE, HeadConfig
+from clipstore.describe.heads import WEIGHTS_FILE, HeadConfig
 
 
 class ModelA(nn.Module):

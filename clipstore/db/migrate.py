@@ -15,10 +15,10 @@ from functools import lru_cache
 from importlib import resources
 from typing import TYPE_CHECKING, Callable
 
-from . import tables
-from .errors import StoreVersionError
-from .models import ModelIdentity
-from .results import MigrationStatus
+from clipstore.db import tables
+from clipstore.errors import StoreVersionError
+from clipstore.encoders.identity import ModelIdentity
+from clipstore.results import MigrationStatus
 
 if TYPE_CHECKING:
     import lancedb

@@ -6,17 +6,17 @@ import os
 from datetime import timedelta
 from typing import TYPE_CHECKING, Callable, Iterable, Union
 
-from . import migrate, tables
-from .errors import ModelMismatchError, StoreDamagedError, StoreNotFoundError
-from .locations import locate
-from .imaging import DEFAULT_MAX_MEGAPIXELS, load_image
-from .ingest import FolderIngest, IngestOptions, ProgressCallback, StageProgress, check_source, read_prompt_manifest
-from .prompt_files import read_prompt_file
-from .prompts import PromptBank, PromptHit, PromptInsertReport, PromptRemoveReport, StoredPrompt, dedup_threshold
-from .models import DEFAULT_MODEL, ModelIdentity, resolve_model
-from .paths import default_store_path, expand
-from .results import IngestReport, MigrationStatus, SearchHit, StoreInfo
-from .search import ImageSearcher, normalise_prefix
+from clipstore.db import migrate, tables
+from clipstore.errors import ModelMismatchError, StoreDamagedError, StoreNotFoundError
+from clipstore.switch.locations import locate
+from clipstore.ingest.imaging import DEFAULT_MAX_MEGAPIXELS, load_image
+from clipstore.ingest.run import FolderIngest, IngestOptions, ProgressCallback, StageProgress, check_source, read_prompt_manifest
+from clipstore.prompts.files import read_prompt_file
+from clipstore.prompts.bank import PromptBank, PromptHit, PromptInsertReport, PromptRemoveReport, StoredPrompt, dedup_threshold
+from clipstore.encoders.identity import DEFAULT_MODEL, ModelIdentity, resolve_model
+from clipstore.paths import default_store_path, expand
+from clipstore.results import IngestReport, MigrationStatus, SearchHit, StoreInfo
+from clipstore.search.searcher import ImageSearcher, normalise_prefix
 
 if TYPE_CHECKING:
     from typing import Iterator
@@ -24,18 +24,18 @@ if TYPE_CHECKING:
     import lancedb
     from PIL import Image
 
-    from .describe import DescribedFile, Describer, Description
-    from .evaluation import EvalReport
-    from .finetune import FinetuneOptions, FinetuneReport
-    from .locations import RelinkReport
-    from .reembed import ReembedReport, RollbackReport
-    from .retrieval_eval import RetrievalReport
-    from .heads import HeadInfo
-    from .results import FileFailure
-    from .training import TrainOptions, TrainReport
+    from clipstore.describe.describer import DescribedFile, Describer, Description
+    from clipstore.describe.evaluate import EvalReport
+    from clipstore.finetune.run import FinetuneOptions, FinetuneReport
+    from clipstore.switch.locations import RelinkReport
+    from clipstore.switch.reembed import ReembedReport, RollbackReport
+    from clipstore.finetune.retrieval import RetrievalReport
+    from clipstore.describe.heads import HeadInfo
+    from clipstore.results import FileFailure
+    from clipstore.describe.train import TrainOptions, TrainReport
 
-    from .encoders.clip import ClipEncoder
-    from .encoders.minilm import MiniLMEncoder
+    from clipstore.encoders.clip import ClipEncoder
+    from clipstore.encoders.minilm import MiniLMEncoder
 
 ImageQuery = Union[str, "os.PathLike[str]", bytes, bytearray, memoryview, "Image.Image"]
 
@@ -76,7 +76,7 @@ class Store:
     @property
     def encoder(self) -> "ClipEncoder":
         """The store's CLIP encoder (loaded on first use, shared across stores in this process)."""
-        from .encoders.clip import load_clip_encoder
+        from clipstore.encoders.clip import load_clip_encoder
 
         return load_clip_encoder(self.model, device=self._device, precision=self._precision)
 
@@ -108,7 +108,7 @@ class Store:
         at the end of every run from every stored image whose prompt it was not offered yet (`prompt_offered`),
         so prompts of an earlier run that was interrupted, crashed or could not update the bank are not lost.
         """
-        from .locking import write_lock
+        from clipstore.db.locking import write_lock
 
         root = check_source(folder, prune=prune)
         manifest_prompts = read_prompt_manifest(manifest) if manifest is not None else None
@@ -131,7 +131,7 @@ class Store:
     @property
     def minilm(self) -> "MiniLMEncoder":
         """The all-MiniLM-L6-v2 sentence encoder (loaded on first use, shared in this process)."""
-        from .encoders.minilm import load_minilm_encoder
+        from clipstore.encoders.minilm import load_minilm_encoder
 
         return load_minilm_encoder(device=self._device if self._device and self._device != "auto" else None)
 
@@ -185,7 +185,7 @@ class Store:
         return self._add_prompt_texts(texts, sources, progress)
 
     def _add_prompt_texts(self, texts: list[str], source, progress) -> PromptInsertReport:
-        from .locking import write_lock
+        from clipstore.db.locking import write_lock
 
         with write_lock(self.path):
             return self._prompt_bank.add(texts, source, progress=progress)
@@ -208,7 +208,7 @@ class Store:
         bank = self._prompt_bank
         if dry_run:
             return bank.remove(ids, source, match, dry_run=True)
-        from .locking import write_lock
+        from clipstore.db.locking import write_lock
 
         with write_lock(self.path):
             return bank.remove(ids, source, match)
@@ -241,22 +241,22 @@ class Store:
         """
         from dataclasses import replace
 
-        from .training import TrainOptions, train_head
+        from clipstore.describe.train import TrainOptions, train_head
 
         options = replace(options or TrainOptions(), **overrides)
         return train_head(self, options, progress)  # takes the write lock only to record the head
 
     def heads(self) -> "list[HeadInfo]":
         """The trained Model A heads, newest first (`stale` ones were trained on another encoder)."""
-        from .heads import list_heads
+        from clipstore.describe.heads import list_heads
 
         return list_heads(self.db, self.path, self.model)
 
     def describer(self, *, head: "str | os.PathLike[str] | None" = None, use_images: bool = False) -> "Describer":
         """A describer for this store's current bank and heads (loads the head once; reused by `describe`
         until a table changes)."""
-        from .describe import Describer
-        from .heads import HEADS_TABLE
+        from clipstore.describe.describer import Describer
+        from clipstore.describe.heads import HEADS_TABLE
 
         names = tables.table_names(self.db)
         active = tables.active_tables(self.db)
@@ -303,7 +303,7 @@ class Store:
     ) -> "Iterator[DescribedFile | FileFailure]":
         """Describe every image under `folder` (or one file), yielding a DescribedFile or a FileFailure each;
         `progress(stage, done, total)` is called after each file, as stage "describe images"."""
-        from .describe import describe_paths
+        from clipstore.describe.describer import describe_paths
 
         root = check_source(folder)
         describer = self.describer(head=head, use_images=use_images)
@@ -320,7 +320,7 @@ class Store:
         """Avg-Cos (eq. 8) of the zero-shot baseline, the data-filter ablation, Model A, Model B and the
         ensemble on held-out pairs: the store's test split, or `pairs` (a CSV/TSV/JSONL manifest with path and
         prompt, like ingest's --manifest). See `clipstore.evaluation`."""
-        from .evaluation import DEFAULT_ABLATION, evaluate, external_pairs
+        from clipstore.describe.evaluate import DEFAULT_ABLATION, evaluate, external_pairs
 
         held_out = None
         if pairs is not None:
@@ -338,7 +338,7 @@ class Store:
         """
         from dataclasses import replace
 
-        from .finetune import FinetuneOptions, finetune
+        from clipstore.finetune.run import FinetuneOptions, finetune
 
         options = replace(options or FinetuneOptions(), **overrides)
         report = finetune(self, options, progress)  # writes only its own folder: ingest may go on meanwhile
@@ -349,8 +349,8 @@ class Store:
     def finetuned_models(self) -> list[dict]:
         """The fine-tuned models saved in this store (their configs, with `folder` and the `parent` identity
         located in this store), newest first."""
-        from .finetune import finetuned_models
-        from .locations import relinked
+        from clipstore.finetune.run import finetuned_models
+        from clipstore.switch.locations import relinked
 
         return finetuned_models(self.path, relinked(self.db))
 
@@ -362,8 +362,8 @@ class Store:
         interrupted run resumes. The prompt bank's CLIP text embeddings are kept when the new model's text
         encoder is the current one's (an MCIP fine-tune) and re-embedded otherwise.
         """
-        from .locking import write_lock
-        from .reembed import reembed
+        from clipstore.db.locking import write_lock
+        from clipstore.switch.reembed import reembed
 
         target, text_changed = self._resolve_switch_target(model)
         with write_lock(self.path):
@@ -371,8 +371,8 @@ class Store:
 
     def rollback(self) -> "RollbackReport":
         """Undo the last model switch: the previous model, its vectors and the file rows as they were then."""
-        from .locking import write_lock
-        from .reembed import rollback
+        from clipstore.db.locking import write_lock
+        from clipstore.switch.reembed import rollback
 
         with write_lock(self.path):
             return rollback(self)
@@ -382,8 +382,8 @@ class Store:
         remembers it). The file must have the SHA-256 the store's vectors were made with (or that of a model a
         rollback returns to), else ModelMismatchError. Fine-tuned models inside the store need no relinking:
         they move with it."""
-        from .locations import relink
-        from .locking import write_lock
+        from clipstore.switch.locations import relink
+        from clipstore.db.locking import write_lock
 
         with write_lock(self.path):
             report = relink(self, path)
@@ -406,9 +406,9 @@ class Store:
         store's held-out labelled images, for the store's model and each of `models` side by side. Default:
         when the store uses one of its fine-tuned models, the base model it was tuned from (its parent); else
         the newest fine-tuned model of this store, if any. See `clipstore.retrieval_eval`."""
-        from .finetune import FinetuneOptions, load_images
-        from .encoders.clip import load_clip_encoder
-        from .retrieval_eval import DEFAULT_TEMPLATE, check_template, evaluate_retrieval
+        from clipstore.finetune.run import FinetuneOptions, load_images
+        from clipstore.encoders.clip import load_clip_encoder
+        from clipstore.finetune.retrieval import DEFAULT_TEMPLATE, check_template, evaluate_retrieval
 
         check_template(template or DEFAULT_TEMPLATE)  # before any image is loaded
         options = FinetuneOptions(labels_from_folders=labels_from_folders, label_manifest=label_manifest, label_field=label_field)
@@ -428,8 +428,8 @@ class Store:
         return evaluate_retrieval(self, encoders, images, k=k, template=template or DEFAULT_TEMPLATE, splits=splits, progress=progress)
 
     def _resolve_switch_target(self, model: str) -> "tuple[ModelIdentity, bool]":
-        from .errors import ModelSpecError
-        from .finetune import finetuned_identity
+        from clipstore.errors import ModelSpecError
+        from clipstore.finetune.run import finetuned_identity
 
         saved = self.finetuned_models()
         exact = [c for c in saved if model == c.get("id") or os.path.abspath(os.path.expanduser(model)) == c["folder"]]
@@ -536,7 +536,7 @@ def connect(
             raise StoreNotFoundError(f"{store_path} is a file, not a store folder. Choose another --store path.")
     requested = resolve_model(model) if model else None  # a bad spec fails before anything is written
     if not exists:
-        from .encoders.weights import ensure_weights_obtainable
+        from clipstore.encoders.weights import ensure_weights_obtainable
 
         # A new store's model must be loadable: never leave an empty store behind for weights we cannot get.
         ensure_weights_obtainable(requested or resolve_model(DEFAULT_MODEL))
@@ -547,7 +547,7 @@ def connect(
         _check_complete(db, store_path)
     identity = _store_model(db, store_path, requested)
     if apply_migrations and any(not status.applied for status in migrate.migration_status(db)):
-        from .locking import write_lock
+        from clipstore.db.locking import write_lock
 
         with write_lock(store_path):
             migrate.apply_pending(migrate.MigrationContext(db, store_path, identity))
@@ -558,7 +558,7 @@ def connect(
 
 def _create_folder(store_path: str) -> None:
     """The folder of a new store (LanceDB would create it, failing with its own words)."""
-    from .errors import NotWritableError
+    from clipstore.errors import NotWritableError
 
     try:
         os.makedirs(store_path, exist_ok=True)
@@ -571,7 +571,7 @@ def _create_folder(store_path: str) -> None:
 def _check_complete(db: "lancedb.DBConnection", store_path: str) -> None:
     """Every table the store's applied migrations created must still be there (a `.lance` folder deleted or
     lost in a partial copy would otherwise fail later, deep inside a command, with LanceDB's own words)."""
-    from .heads import HEADS_TABLE
+    from clipstore.describe.heads import HEADS_TABLE
 
     applied = migrate.applied_migrations(db)
     names = tables.table_names(db)
@@ -598,7 +598,7 @@ def _is_store(path: str) -> bool:
 
 def _only_clipstore_entries(path: str) -> bool:
     """True for an empty folder, or one holding only what a store creation that stopped midway leaves."""
-    from .locking import LOCK_FILE
+    from clipstore.db.locking import LOCK_FILE
 
     ours = {LOCK_FILE} | {f"{name}.lance" for name in (tables.IMAGES, tables.FILES, tables.MIGRATIONS)}
     return set(os.listdir(path)) <= ours
@@ -633,7 +633,7 @@ def _holds_no_vectors(db: "lancedb.DBConnection") -> bool:
 
 def _switch_empty_store_model(db: "lancedb.DBConnection", store_path: str, model: ModelIdentity) -> ModelIdentity:
     """A store without vectors has nothing to mix: re-create its images table for the requested model."""
-    from .locking import write_lock
+    from clipstore.db.locking import write_lock
 
     with write_lock(store_path):
         if _holds_no_vectors(db):
@@ -648,7 +648,7 @@ def _switch_empty_store_model(db: "lancedb.DBConnection", store_path: str, model
 
 def _is_saved_model(identity: ModelIdentity, config: dict) -> bool:
     """True when `identity` is the fine-tuned model saved with `config` (same weights)."""
-    from .models import file_sha256
+    from clipstore.encoders.identity import file_sha256
 
     if not identity.checkpoint_sha256 or identity.pretrained:
         return False

@@ -17,12 +17,12 @@ import os
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
-from . import tables
-from .errors import HeadNotFoundError, ModelMismatchError
-from .knn import KnnParams
-from .locations import locate
-from .models import ModelIdentity
-from .results import _AsDict
+from clipstore.db import tables
+from clipstore.errors import HeadNotFoundError, ModelMismatchError
+from clipstore.describe.model_b import KnnParams
+from clipstore.switch.locations import locate
+from clipstore.encoders.identity import ModelIdentity
+from clipstore.results import _AsDict
 
 if TYPE_CHECKING:
     import lancedb

@@ -21,19 +21,19 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Iterator
 
-from . import tables
-from .errors import ClipstoreError, InvalidImageError, ManifestError, SourceNotFoundError
-from .image_prompts import ImagePrompt, prompt_from_image_bytes, prompt_from_sidecar
-from .imaging import DEFAULT_MAX_MEGAPIXELS, decode_image
-from .results import FileFailure, IngestReport, _AsDict
-from .walk import FoundFile, walk_images
+from clipstore.db import tables
+from clipstore.errors import ClipstoreError, InvalidImageError, ManifestError, SourceNotFoundError
+from clipstore.prompts.image_prompts import ImagePrompt, prompt_from_image_bytes, prompt_from_sidecar
+from clipstore.ingest.imaging import DEFAULT_MAX_MEGAPIXELS, decode_image
+from clipstore.results import FileFailure, IngestReport, _AsDict
+from clipstore.ingest.walk import FoundFile, walk_images
 
 if TYPE_CHECKING:
     import lancedb
     import torch
 
-    from .encoders.clip import ClipEncoder
-    from .prompts import PromptBank
+    from clipstore.encoders.clip import ClipEncoder
+    from clipstore.prompts.bank import PromptBank
 
 ProgressCallback = Callable[[str, int, int], None]
 """Every long operation reports as progress(stage, done, total): `stage` names the work being counted (e.g.
@@ -424,7 +424,7 @@ def prune_only_allowed_missing(root: str, prune: bool) -> bool:
 
 def check_source(folder: str | os.PathLike[str], *, prune: bool = False) -> str:
     """Absolute path of an ingest source; SourceNotFoundError when it does not exist (and we are not pruning)."""
-    from .paths import expand
+    from clipstore.paths import expand
 
     root = expand(folder)
     if not prune_only_allowed_missing(root, prune):

@@ -11,7 +11,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Iterable, Iterator
 
-from .models import ModelIdentity
+from clipstore.encoders.identity import ModelIdentity
 
 if TYPE_CHECKING:
     import lancedb

@@ -1,0 +1,4 @@
+"""What the two trainers (Model A heads and encoder fine-tuning) share.
+
+- `augment`: image and text augmentations.
+"""
