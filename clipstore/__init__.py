@@ -42,7 +42,8 @@ _LAZY_MODULES = {
     "ingest.run": ("IngestOptions",),
     "prompts.bank": ("DuplicatePrompt", "PromptHit", "PromptInsertReport", "PromptRemoveReport", "RejectedPrompt", "StoredPrompt"),
     "describe.model_b": ("KnnParams",),
-    "describe.train": ("EpochStats", "TrainOptions", "TrainReport"),
+    "describe.train": ("TrainOptions", "TrainReport"),
+    "training.loop": ("EpochStats",),
     "describe.heads": ("HeadInfo",),
     "describe.describer": ("DescribedFile", "Describer", "Description"),
     "describe.evaluate": ("EvalReport", "EvalRow"),
@@ -72,7 +73,8 @@ if TYPE_CHECKING:
     from clipstore.switch.reembed import ReembedReport, RollbackReport
     from clipstore.finetune.retrieval import RetrievalReport, RetrievalRow
     from clipstore.store.facade import Store
-    from clipstore.describe.train import EpochStats, TrainOptions, TrainReport
+    from clipstore.describe.train import TrainOptions, TrainReport
+    from clipstore.training.loop import EpochStats
 
 __version__ = "0.1.0"
 

@@ -12,9 +12,11 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Iterable, Iterator
 
 from clipstore.encoders.identity import ModelIdentity
+from clipstore.encoders.minilm import MINILM_DIM
 
 if TYPE_CHECKING:
     import lancedb
+    import numpy as np
     import pyarrow as pa
 
 IMAGES = "images"
@@ -23,7 +25,6 @@ PROMPTS = "prompts"
 SETTINGS = "_clipstore_settings"
 MIGRATIONS = "_clipstore_migrations"
 MODEL_METADATA_KEY = b"clipstore.model"
-MINILM_DIM = 384
 PROMPT_OFFERED = "prompt_offered"
 
 
@@ -210,6 +211,29 @@ def read_columns(table: "lancedb.table.Table", columns: list[str], where: str | 
     if where is not None:
         query = query.where(where)
     return query.select(columns).limit(None).to_arrow()
+
+
+def vector_matrix(column: "pa.ChunkedArray | pa.Array") -> "np.ndarray":
+    """A fixed-size-list vector column as a float32 matrix of shape (rows, dim)."""
+    import numpy as np
+    import pyarrow as pa
+
+    if isinstance(column, pa.ChunkedArray):
+        column = column.combine_chunks()
+    dim = column.type.list_size
+    flat = column.flatten().to_numpy(zero_copy_only=False)
+    return np.asarray(flat, dtype=np.float32).reshape(len(column), dim)
+
+
+def paths_by_image(db: "lancedb.DBConnection") -> dict[str, list[str]]:
+    """Every stored path of every image id (several paths share an id when their bytes are identical), each
+    list sorted."""
+    grouped: dict[str, list[str]] = {}
+    for row in read_columns(db.open_table(FILES), ["path", "image_id"]).to_pylist():
+        grouped.setdefault(row["image_id"], []).append(row["path"])
+    for paths in grouped.values():
+        paths.sort()
+    return grouped
 
 
 def sql_in(column: str, values: Iterable[str]) -> str:

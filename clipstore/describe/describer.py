@@ -24,6 +24,8 @@ from clipstore.describe.heads import check_base, list_heads, read_config, resolv
 from clipstore.describe.model_b import KnnParams, bank_neighbours, euclidean, predict
 from clipstore.prompts.bank import PromptHit, prompt_id
 from clipstore.results import FileFailure, _jsonable
+from clipstore.progress import silent
+from clipstore.encoders.minilm import MINILM_DIM
 
 if TYPE_CHECKING:
     from clipstore.store.facade import Store
@@ -138,9 +140,9 @@ class Describer:
 
             visual = None
             if self._config.vision_tuned:
-                from clipstore.encoders.clip import _create_model
+                from clipstore.encoders.clip import vision_tower
 
-                visual = _create_model(self.store.model).visual.float()
+                visual = vision_tower(self.store.model)
             self._model = load_model_a(self._folder, self._config, visual)
             if visual is not None and self.store.encoder.precision == "bf16":
                 import torch
@@ -257,7 +259,7 @@ def describe_paths(describer: Describer, root: str, *, k=None, alpha=None, top: 
     from clipstore.ingest.walk import walk_images
 
     found = list(walk_images(root))
-    report = progress or (lambda stage, done, total: None)
+    report = progress or silent
     for done, item in enumerate(found, start=1):
         if isinstance(item, FileFailure):
             yield item
@@ -274,7 +276,7 @@ def describe_paths(describer: Describer, root: str, *, k=None, alpha=None, top: 
 
 def _minilm_for(store: "Store", texts: list[str]) -> np.ndarray:
     """MiniLM embeddings of texts: the bank's stored ones where the text is in the bank, else computed."""
-    vectors = np.zeros((len(texts), tables.MINILM_DIM), np.float32)
+    vectors = np.zeros((len(texts), MINILM_DIM), np.float32)
     if not texts:
         return vectors
     from clipstore.prompts.bank import load_bank

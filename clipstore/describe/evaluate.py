@@ -40,6 +40,7 @@ from clipstore.describe.train import (
     model_b_predictions,
     split_for_training,
 )
+from clipstore.progress import silent
 
 if TYPE_CHECKING:
     from clipstore.store.facade import Store
@@ -100,7 +101,7 @@ def evaluate(
     """Evaluate every method on held-out pairs (default: the store's test split); see the module docstring."""
     from clipstore.describe.model_a import load_model_a, predict_from_embeddings
 
-    report = progress or (lambda stage, done, total: None)
+    report = progress or silent
     stored = load_pairs(store.db)
     held_out = pairs if pairs is not None else stored.split("test")
     label = "given pairs" if pairs is not None else "store test split"
@@ -164,9 +165,9 @@ def evaluate(
 
         visual = None
         if config.vision_tuned:
-            from clipstore.encoders.clip import _create_model
+            from clipstore.encoders.clip import vision_tower
 
-            visual = _create_model(store.model).visual.float()
+            visual = vision_tower(store.model)
         model = load_model_a(folder, config, visual)
         a = _tower_predictions(store, model, held_out) if config.vision_tuned else predict_from_embeddings(model, held_out.embeddings)
         rows.append(EvalRow("Model A", avg_cos(a, targets), n))

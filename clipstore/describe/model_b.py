@@ -25,6 +25,7 @@ import numpy as np
 from clipstore.db import tables
 from clipstore.errors import InvalidOptionError
 from clipstore.results import _AsDict
+from clipstore.encoders.minilm import MINILM_DIM
 
 if TYPE_CHECKING:
     import lancedb
@@ -118,9 +119,9 @@ def bank_neighbours(db: "lancedb.DBConnection", image_embedding: np.ndarray, k: 
         .to_arrow()
     )
     if rows.num_rows == 0:
-        return Neighbours((), (), np.zeros(0), np.zeros((0, tables.MINILM_DIM), np.float32))
-    clip = _matrix(rows.column("clip_embedding"))
-    minilm = _matrix(rows.column("minilm_embedding"))
+        return Neighbours((), (), np.zeros(0), np.zeros((0, MINILM_DIM), np.float32))
+    clip = tables.vector_matrix(rows.column("clip_embedding"))
+    minilm = tables.vector_matrix(rows.column("minilm_embedding"))
     distances = euclidean(_unit(clip) @ query)
     order = np.argsort(distances, kind="stable")
     return Neighbours(
@@ -148,11 +149,6 @@ def matrix_neighbours(queries: np.ndarray, keys: np.ndarray, k: int, exclude: np
     order = np.argsort(-top_scores, axis=1, kind="stable")
     top = np.take_along_axis(top, order, axis=1)
     return top, euclidean(np.take_along_axis(scores, top, axis=1))
-
-
-def _matrix(column) -> np.ndarray:
-    flat = column.combine_chunks().flatten().to_numpy(zero_copy_only=False)
-    return np.asarray(flat, dtype=np.float32).reshape(len(column), -1)
 
 
 def _unit(vectors: np.ndarray) -> np.ndarray:

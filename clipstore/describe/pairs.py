@@ -86,17 +86,13 @@ def load_pairs(db: "lancedb.DBConnection") -> Pairs:
     rows.sort()
     if not rows:
         return _empty(images)
-    dim = data.schema.field("embedding").type.list_size
-    flat = data.column("embedding").combine_chunks().flatten().to_numpy(zero_copy_only=False)
-    vectors = np.asarray(flat, dtype=np.float32).reshape(data.num_rows, dim)[[n for _, _, n in rows]]
-    paths: dict[str, list[str]] = {}
-    for row in tables.read_columns(db.open_table(tables.FILES), ["path", "image_id"]).to_pylist():
-        paths.setdefault(row["image_id"], []).append(row["path"])
+    vectors = tables.vector_matrix(data.column("embedding"))[[n for _, _, n in rows]]
+    paths = tables.paths_by_image(db)
     ids = tuple(i for i, _, _ in rows)
     return Pairs(
         ids,
         tuple(p.strip() for _, p, _ in rows),
-        tuple(_readable(sorted(paths.get(i, ()))) for i in ids),
+        tuple(_readable(paths.get(i, [])) for i in ids),
         vectors,
         tuple(split_for(i, p) for i, (_, p, _) in zip(ids, rows)),
     )

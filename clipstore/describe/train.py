@@ -16,15 +16,13 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 import os
 import random
 import shutil
 import uuid
-from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Any, Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -36,13 +34,17 @@ from clipstore.describe.model_b import KnnParams, matrix_neighbours, predict
 from clipstore.describe.pairs import Pairs, load_pairs
 from clipstore.prompts.bank import load_bank, prompt_id
 from clipstore.results import _AsDict
+from clipstore.progress import Progress, silent
+from clipstore.encoders.minilm import MINILM_DIM
+from clipstore.training.images import load_training_image
+from clipstore.training.loop import EpochStats, TrainingLoop
+from clipstore.training.runs import run_key, saved_folder
 
 if TYPE_CHECKING:
     import torch
 
     from clipstore.store.facade import Store
 
-Progress = Callable[[str, int, int], None]
 
 MIN_PAIRS = 10
 K_GRID = (1, 2, 3, 5, 10, 20, 50, 100)
@@ -75,16 +77,6 @@ class TrainOptions(_AsDict):
             raise InvalidOptionError("epochs and batch_size must be at least 1")
         if not 0.0 <= self.mix <= 1.0:
             raise InvalidOptionError(f"mix (eq. 3's alpha) must be within [0, 1], not {self.mix}")
-
-
-@dataclass(frozen=True)
-class EpochStats(_AsDict):
-    """One epoch: mean training loss (NaN for epoch 0, before any step) and validation loss / Avg-Cos."""
-
-    epoch: int
-    train_loss: float
-    validation_loss: float
-    validation_avg_cos: float
 
 
 @dataclass(frozen=True)
@@ -135,7 +127,7 @@ def minilm_targets(store: "Store", texts: list[str]) -> np.ndarray:
     """Unit MiniLM embeddings of texts (computed once per distinct text)."""
     unique = sorted(set(texts))
     if not unique:
-        return np.zeros((0, tables.MINILM_DIM), np.float32)
+        return np.zeros((0, MINILM_DIM), np.float32)
     vectors = np.asarray(store.minilm.encode(unique), np.float32)
     index = {text: i for i, text in enumerate(unique)}
     return vectors[[index[t] for t in texts]]
@@ -146,19 +138,6 @@ def dedup_mask(targets: np.ndarray, threshold: float | None) -> np.ndarray:
     if threshold is None or len(targets) == 0:
         return np.ones(len(targets), bool)
     return deduplicate(targets, None, threshold).accepted
-
-
-def _decode(store: "Store", path: str | None, max_side: int):
-    from clipstore.ingest.imaging import load_image
-
-    if path is None:
-        return None
-    try:
-        image = load_image(path, min_side=store.model.decode_min_side).image
-    except Exception:  # noqa: BLE001 - an unreadable file only loses its augmentations
-        return None
-    image.thumbnail((max_side, max_side))
-    return image
 
 
 def augmented_embeddings(store: "Store", pairs: Pairs, views: int, seed: int, progress: Progress) -> np.ndarray:
@@ -178,7 +157,7 @@ def augmented_embeddings(store: "Store", pairs: Pairs, views: int, seed: int, pr
     rng = random.Random(seed)
     batch, slots = [], []
     for i in range(n):
-        image = _decode(store, pairs.paths[i], int(identity.image_size * 1.3))
+        image = load_training_image(pairs.paths[i], min_side=store.model.decode_min_side, max_side=int(identity.image_size * 1.3))
         if image is not None:
             flip = not mentions_sides(pairs.prompts[i])
             for v in range(views):
@@ -193,116 +172,6 @@ def augmented_embeddings(store: "Store", pairs: Pairs, views: int, seed: int, pr
     return out
 
 
-# --- the training loop --------------------------------------------------------------------------------------
-
-
-class TrainingLoop:
-    """Epochs of AdamW with warm-up + cosine decay, early stopping and per-epoch checkpoints."""
-
-    def __init__(self, model, options, steps_per_epoch: int, checkpoint: str | None, groups: list[dict] | None = None):
-        """`options` needs epochs, patience, warmup_fraction and weight_decay; `groups` are AdamW parameter
-        groups (default: Model A's head at lr_fc and its vision tower at lr_vision)."""
-        import torch
-
-        self.model = model
-        self.options = options
-        if groups is None:
-            groups = [{"params": model.head_parameters(), "lr": options.lr_fc}]
-            if model.vision_parameters():
-                groups.append({"params": model.vision_parameters(), "lr": options.lr_vision})
-        self.optimizer = torch.optim.AdamW(groups, weight_decay=options.weight_decay)
-        total = max(1, steps_per_epoch * options.epochs)
-        warm = max(1, int(total * options.warmup_fraction))
-
-        def factor(step: int) -> float:
-            if step < warm:
-                return (step + 1) / warm
-            return 0.5 * (1.0 + math.cos(math.pi * min(1.0, (step - warm) / max(1, total - warm))))
-
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, factor)
-        self.checkpoint = checkpoint
-        self.epoch = 0
-        self.best = -math.inf
-        self.best_epoch = 0
-        self.best_state: dict[str, Any] | None = None
-        self.bad_epochs = 0
-        self.history: list[EpochStats] = []
-        self.resumed_from = 0
-
-    def step(self, loss) -> float:
-        """One AdamW step on `loss` and one scheduler step; returns the loss value."""
-        self.optimizer.zero_grad()
-        loss.backward()
-        self.optimizer.step()
-        self.scheduler.step()
-        return loss.item()
-
-    def resume(self) -> None:
-        import torch
-
-        if not self.checkpoint or not os.path.isfile(self.checkpoint):
-            return
-        state = torch.load(self.checkpoint, map_location="cpu", weights_only=False)
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        self.epoch, self.best, self.best_epoch = state["epoch"], state["best"], state["best_epoch"]
-        self.best_state, self.bad_epochs = state["best_state"], state["bad_epochs"]
-        self.history = [EpochStats(**row) for row in state["history"]]
-        self.resumed_from = self.epoch
-
-    def save(self) -> None:
-        import torch
-
-        if not self.checkpoint:
-            return
-        state = {
-            "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
-            "epoch": self.epoch,
-            "best": self.best,
-            "best_epoch": self.best_epoch,
-            "best_state": self.best_state,
-            "bad_epochs": self.bad_epochs,
-            "history": [asdict(row) for row in self.history],
-        }
-        partial = self.checkpoint + ".partial"
-        torch.save(state, partial)
-        os.replace(partial, self.checkpoint)  # a checkpoint is whole or absent
-
-    def record(self, train_loss: float, validation_avg_cos: float) -> None:
-        self.history.append(EpochStats(self.epoch, train_loss, 1.0 - validation_avg_cos, validation_avg_cos))
-        if math.isnan(validation_avg_cos):  # nothing to validate on: keep the latest weights, never stop early
-            self.best_epoch, self.bad_epochs = self.epoch, 0
-            self.best_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
-        elif validation_avg_cos > self.best + 1e-6 or self.best_state is None:
-            self.best, self.best_epoch, self.bad_epochs = validation_avg_cos, self.epoch, 0
-            self.best_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
-        else:
-            self.bad_epochs += 1
-
-    def run(self, train_epoch: Callable[[int], float], validate: Callable[[], float]) -> bool:
-        """Train until `epochs` or early stop; returns whether it stopped early. Loads the best weights."""
-        if self.epoch == 0 and not self.history:
-            self.model.eval()
-            self.record(float("nan"), validate())  # epoch 0: the untrained head, the reference to beat
-            self.save()
-        stopped = False
-        while self.epoch < self.options.epochs:
-            if self.bad_epochs >= self.options.patience:
-                stopped = True
-                break
-            self.model.train()
-            loss = train_epoch(self.epoch)
-            self.epoch += 1
-            self.model.eval()
-            self.record(loss, validate())
-            self.save()
-        if self.best_state is not None:
-            self.model.load_state_dict(self.best_state)
-        self.model.eval()
-        return stopped
 
 
 def fit_frozen_head(
@@ -328,13 +197,13 @@ def fit_frozen_head(
     n, views, dim = inputs.shape
     model = ModelA(dim, targets.shape[1], options.mix, options.dropout)
     steps = math.ceil(n / options.batch_size)
-    loop = TrainingLoop(model, options, steps, checkpoint)
+    loop = TrainingLoop(model, options, steps, checkpoint, _parameter_groups(model, options))
     loop.resume()
     x_all = torch.from_numpy(inputs)
     t_all = torch.from_numpy(target_variants if target_variants is not None else targets[:, None, :])
     x_val = torch.from_numpy(val_inputs)
     t_val = torch.from_numpy(val_targets)
-    report = progress or (lambda stage, done, total: None)
+    report = progress or silent
 
     def train_epoch(epoch: int) -> float:
         rng = np.random.default_rng(options.seed * 100_003 + epoch)
@@ -374,17 +243,17 @@ def fit_tuned_tower(
     import torch
 
     from clipstore.training.augment import image_augmenter, mentions_sides
-    from clipstore.encoders.clip import _create_model
+    from clipstore.encoders.clip import vision_tower
     from clipstore.describe.model_a import ModelA, cosine_loss
 
     identity = store.model
     torch.manual_seed(options.seed)
-    visual = _create_model(identity).visual.float()
-    model = ModelA(identity.embed_dim, tables.MINILM_DIM, options.mix, options.dropout, visual)
+    visual = vision_tower(identity)
+    model = ModelA(identity.embed_dim, MINILM_DIM, options.mix, options.dropout, visual)
     max_side = int(identity.image_size * 1.3)
     images = []
     for i in range(len(train)):
-        images.append(_decode(store, train.paths[i], max_side))
+        images.append(load_training_image(train.paths[i], min_side=store.model.decode_min_side, max_side=max_side))
         progress("load", i + 1, len(train) + len(validation))
     keep = [i for i, image in enumerate(images) if image is not None]
     if len(keep) < 2:
@@ -394,7 +263,7 @@ def fit_tuned_tower(
         )
     val_pixels = []
     for i in range(len(validation)):
-        image = _decode(store, validation.paths[i], max_side)
+        image = load_training_image(validation.paths[i], min_side=store.model.decode_min_side, max_side=max_side)
         val_pixels.append(None if image is None else store.encoder.preprocess(image))
         progress("load", len(train) + i + 1, len(train) + len(validation))
     val_rows = [i for i, p in enumerate(val_pixels) if p is not None]
@@ -405,7 +274,7 @@ def fit_tuned_tower(
     targets_all = torch.from_numpy(targets_variants)
     n = len(keep)
     steps = math.ceil(n / options.batch_size)
-    loop = TrainingLoop(model, options, steps, checkpoint)
+    loop = TrainingLoop(model, options, steps, checkpoint, _parameter_groups(model, options))
     loop.resume()
 
     def train_epoch(epoch: int) -> float:
@@ -427,7 +296,7 @@ def fit_tuned_tower(
         return float(np.mean(losses))
 
     def validate() -> float:
-        predictions = np.zeros((len(validation), tables.MINILM_DIM), np.float32)
+        predictions = np.zeros((len(validation), MINILM_DIM), np.float32)
         with torch.inference_mode():
             if val_x is not None:
                 out = torch.cat([model(val_x[i : i + 64]) for i in range(0, len(val_x), 64)])
@@ -521,7 +390,7 @@ def train_head(store: "Store", options: TrainOptions, progress: Progress | None 
     """Train Model A on the store's pairs, tune Model B and alpha, save the head; see the module docstring."""
     from clipstore.describe.model_a import predict_from_embeddings
 
-    report = progress or (lambda stage, done, total: None)
+    report = progress or silent
     pairs = load_pairs(store.db)
     train, validation = split_for_training(pairs)
     notes: list[str] = []
@@ -582,7 +451,7 @@ def train_head(store: "Store", options: TrainOptions, progress: Progress | None 
         head_id,
         store.model.portable(store.path),  # the store may move: see ModelIdentity.portable
         store.model.embed_dim,
-        tables.MINILM_DIM,
+        MINILM_DIM,
         options.mix,
         not options.freeze_vision,
         float(alpha),
@@ -621,7 +490,7 @@ def _tower_predictions(store: "Store", model, pairs: Pairs) -> np.ndarray:
     out = predict_from_embeddings(model, pairs.embeddings)  # fallback for unreadable files
     rows, pixels = [], []
     for i in range(len(pairs)):
-        image = _decode(store, pairs.paths[i], int(store.model.image_size * 1.3))
+        image = load_training_image(pairs.paths[i], min_side=store.model.decode_min_side, max_side=int(store.model.image_size * 1.3))
         if image is not None:
             rows.append(i)
             pixels.append(store.encoder.preprocess(image))
@@ -633,14 +502,11 @@ def _tower_predictions(store: "Store", model, pairs: Pairs) -> np.ndarray:
 def _save(store: "Store", model, config: HeadConfig) -> str:
     from clipstore.describe.model_a import save_weights
 
-    root = heads_folder(store.path)
-    final = os.path.join(root, config.id)
-    partial = final + ".partial"
-    os.makedirs(partial, exist_ok=True)
-    save_weights(model, partial)
-    with open(os.path.join(partial, "config.json"), "w", encoding="utf-8") as handle:
-        handle.write(config.to_json())
-    os.replace(partial, final)
+    final = os.path.join(heads_folder(store.path), config.id)
+    with saved_folder(final) as folder:
+        save_weights(model, folder)
+        with open(os.path.join(folder, "config.json"), "w", encoding="utf-8") as handle:
+            handle.write(config.to_json())
     from clipstore.db.locking import write_lock
 
     with write_lock(store.path):
@@ -648,12 +514,14 @@ def _save(store: "Store", model, config: HeadConfig) -> str:
     return final
 
 
+def _parameter_groups(model, options: TrainOptions) -> list[dict]:
+    """AdamW groups of seed 001's differential learning rates: the head at `lr_fc`, the tower at `lr_vision`."""
+    groups = [{"params": model.head_parameters(), "lr": options.lr_fc}]
+    if model.vision_parameters():
+        groups.append({"params": model.vision_parameters(), "lr": options.lr_vision})
+    return groups
+
+
 def _run_key(store: "Store", options: TrainOptions, train: Pairs, validation: Pairs) -> str:
     """Identifies a training run: same store model, options and data -> same key -> its checkpoint resumes."""
-    digest = hashlib.sha256()
-    digest.update(store.model.portable(store.path).to_json().encode())  # a moved store still resumes
-    digest.update(json.dumps(options.to_dict(), sort_keys=True).encode())
-    for ids in (train.ids, validation.ids):
-        digest.update("\n".join(ids).encode())
-        digest.update(b"|")
-    return digest.hexdigest()[:16]
+    return run_key(store.model, store.path, options.to_dict(), ["\n".join(train.ids), "\n".join(validation.ids)])

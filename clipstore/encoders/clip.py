@@ -78,7 +78,7 @@ class ClipEncoder:
         self.device = device or default_device()
         self.precision = resolve_precision(precision, self.device)
         self._dtype = torch.bfloat16 if self.precision == "bf16" else torch.float32
-        model = _create_model(identity)
+        model = create_model(identity)
         model.eval().requires_grad_(False)
         self.model = model.to(device=self.device, dtype=self._dtype)
         self._preprocess = _image_transform(identity)
@@ -145,7 +145,9 @@ def load_clip_encoder(identity: ModelIdentity, *, device: str | None = None, pre
         return _cache[key]
 
 
-def _create_model(identity: ModelIdentity) -> "torch.nn.Module":
+def create_model(identity: ModelIdentity) -> "torch.nn.Module":
+    """A fresh float32 open_clip model with `identity`'s weights (checked against its SHA-256), for training
+    or inference; `ClipEncoder` wraps one for inference."""
     import open_clip
     import torch
 
@@ -192,6 +194,11 @@ def _create_model(identity: ModelIdentity) -> "torch.nn.Module":
             f"with --model {identity.architecture}:/path/to/weights, or use --model clipstore-mini "
             "(bundled, offline, render-world only)."
         ) from exc
+
+
+def vision_tower(identity: ModelIdentity) -> "torch.nn.Module":
+    """The image encoder of `identity`'s model alone (float32, trainable), e.g. for Model A's tuned tower."""
+    return create_model(identity).visual.float()
 
 
 def _load_bundled_mini(identity: ModelIdentity) -> "torch.nn.Module":

@@ -10,11 +10,10 @@ from __future__ import annotations
 import threading
 from typing import TYPE_CHECKING, Sequence
 
-import numpy as np
-
 from clipstore.errors import ModelUnavailableError
 
 if TYPE_CHECKING:
+    import numpy as np
     from sentence_transformers import SentenceTransformer
 
 MINILM_NAME = "sentence-transformers/all-MiniLM-L6-v2"
@@ -51,8 +50,10 @@ class MiniLMEncoder:
             ) from exc
         self._lock = threading.Lock()
 
-    def encode(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
+    def encode(self, texts: Sequence[str], batch_size: int = 64) -> "np.ndarray":
         """Embed texts; returns float32 of shape (len(texts), 384), rows L2-normalised."""
+        import numpy as np
+
         if len(texts) == 0:
             return np.zeros((0, self.dim), dtype=np.float32)
         with self._lock:

@@ -20,6 +20,7 @@ import numpy as np
 
 from clipstore.errors import InvalidOptionError, TrainingDataError
 from clipstore.results import _AsDict
+from clipstore.progress import silent
 
 if TYPE_CHECKING:
     from clipstore.encoders.clip import ClipEncoder
@@ -118,7 +119,7 @@ def evaluate_retrieval(
 ) -> RetrievalReport:
     """Score each (name, encoder) on the held-out labelled images of `images` (the `splits`, by default the
     test split; never "train", which is the k-NN gallery); see the module docstring."""
-    from clipstore.describe.train import _decode
+    from clipstore.training.images import load_training_image
 
     if "train" in splits:
         raise InvalidOptionError("the train split is the k-NN gallery and what fine-tuning learns from: evaluate on held-out splits")
@@ -130,12 +131,12 @@ def evaluate_retrieval(
             "Retrieval evaluation needs labelled held-out images of at least 2 classes (labels from "
             "--labels-from-folders or --label-manifest; about 10% of the images are held out)."
         )
-    report = progress or (lambda stage, done, total: None)
+    report = progress or silent
     rows = test + train
     decoded = []
     max_side = int(max(encoder.identity.image_size for _, encoder in encoders) * 1.3)  # every model's input, no more
     for done, r in enumerate(rows, start=1):
-        decoded.append(_decode(store, images.paths[r], max_side))
+        decoded.append(load_training_image(images.paths[r], min_side=store.model.decode_min_side, max_side=max_side))
         report("load", done, len(rows))
     keep = [i for i, image in enumerate(decoded) if image is not None]
     rows = [rows[i] for i in keep]

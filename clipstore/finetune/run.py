@@ -24,7 +24,6 @@ Switching the store's vectors to it is a separate, explicit step (`clipstore ree
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
@@ -32,7 +31,7 @@ import random
 import shutil
 import uuid
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -40,12 +39,14 @@ from clipstore.db import tables
 from clipstore.errors import InvalidOptionError, TrainingDataError
 from clipstore.encoders.identity import ModelIdentity, file_sha256
 from clipstore.results import _AsDict
+from clipstore.progress import Progress, silent
+from clipstore.training.images import load_training_image
+from clipstore.training.runs import run_key, saved_folder
 
 if TYPE_CHECKING:
     from clipstore.switch.reembed import ReembedReport
     from clipstore.store.facade import Store
 
-Progress = Callable[[str, int, int], None]
 MODELS_FOLDER = "models"
 METHODS = ("mcip", "2sft")
 
@@ -142,17 +143,14 @@ def load_images(store: "Store", options: FinetuneOptions) -> ImageSet:
     images = tables.open_images(store.db)
     columns = ["id", "embedding"] + (["prompt"] if "prompt" in images.schema.names else [])
     data = tables.read_columns(images, columns)
-    paths: dict[str, list[str]] = {}
-    for row in tables.read_columns(store.db.open_table(tables.FILES), ["path", "image_id"]).to_pylist():
-        paths.setdefault(row["image_id"], []).append(row["path"])
+    paths = tables.paths_by_image(store.db)
     manifest_labels = _manifest_labels(options.label_manifest, options.label_field) if options.label_manifest else {}
     ids = data.column("id").to_pylist()
     prompts = data.column("prompt").to_pylist() if "prompt" in columns else [None] * len(ids)
-    flat = data.column("embedding").combine_chunks().flatten().to_numpy(zero_copy_only=False)
-    vectors = np.asarray(flat, np.float32).reshape(len(ids), -1)
+    vectors = tables.vector_matrix(data.column("embedding"))
     keep, out_paths, out_labels = [], [], []
     for row in np.argsort(np.array(ids, dtype=object), kind="stable"):
-        candidates = sorted(paths.get(ids[row], ()))
+        candidates = paths.get(ids[row], [])
         path = _readable(candidates)
         if path is None:
             continue
@@ -343,10 +341,10 @@ def finetune(store: "Store", options: FinetuneOptions, progress: Progress | None
     """Fine-tune the store's CLIP model (see the module docstring) and save it in the store."""
     import torch
 
-    from clipstore.encoders.clip import _create_model
-    from clipstore.describe.train import TrainingLoop, _decode
+    from clipstore.encoders.clip import create_model
+    from clipstore.training.loop import TrainingLoop
 
-    report = progress or (lambda stage, done, total: None)
+    report = progress or silent
     notes: list[str] = []
     images = load_images(store, options)
     train_rows, val_rows = images.rows("train"), images.rows("validation")
@@ -374,7 +372,7 @@ def finetune(store: "Store", options: FinetuneOptions, progress: Progress | None
 
     identity = store.model
     torch.manual_seed(options.seed)
-    model = _create_model(identity).float()
+    model = create_model(identity).float()
     model.requires_grad_(False)
     visual = model.visual
     visual.requires_grad_(True)
@@ -387,7 +385,7 @@ def finetune(store: "Store", options: FinetuneOptions, progress: Progress | None
     max_side = int(identity.image_size * 1.3)
     decoded = {}
     for done, row in enumerate(np.concatenate([train_rows, val_rows]), start=1):
-        decoded[int(row)] = _decode(store, images.paths[row], max_side)
+        decoded[int(row)] = load_training_image(images.paths[row], min_side=store.model.decode_min_side, max_side=max_side)
         report("load", done, len(train_rows) + len(val_rows))
     train_rows = np.array([r for r in train_rows if decoded[int(r)] is not None], np.int64)
     val_rows = np.array([r for r in val_rows if decoded[int(r)] is not None], np.int64)
@@ -578,7 +576,7 @@ def _realign_text(store, model, images, captions, train_rows, val_rows, decoded,
     import open_clip
     import torch
 
-    from clipstore.describe.train import TrainingLoop
+    from clipstore.training.loop import TrainingLoop
 
     tokenizer = open_clip.get_tokenizer(store.model.architecture)
     text_of = [images.prompts[r] or (captions.texts[captions.positives[r][0]] if captions.positives[r][0] >= 0 else None) for r in range(len(images.ids))]
@@ -664,16 +662,13 @@ class _TextHolder:
 def _save_model(store: "Store", model, model_id: str, config: dict[str, Any]) -> str:
     from safetensors.torch import save_file
 
-    root = os.path.join(store.path, MODELS_FOLDER)
-    final = os.path.join(root, model_id)
-    partial = final + ".partial"
-    os.makedirs(partial, exist_ok=True)
-    state = {name: tensor.detach().float().contiguous().cpu() for name, tensor in model.state_dict().items()}
-    save_file(state, os.path.join(partial, "model.safetensors"))
-    config["model_sha256"] = file_sha256(os.path.join(partial, "model.safetensors"))
-    with open(os.path.join(partial, "config.json"), "w", encoding="utf-8") as handle:
-        json.dump(config, handle, indent=2, sort_keys=True)
-    os.replace(partial, final)
+    final = os.path.join(store.path, MODELS_FOLDER, model_id)
+    with saved_folder(final) as folder:
+        state = {name: tensor.detach().float().contiguous().cpu() for name, tensor in model.state_dict().items()}
+        save_file(state, os.path.join(folder, "model.safetensors"))
+        config["model_sha256"] = file_sha256(os.path.join(folder, "model.safetensors"))
+        with open(os.path.join(folder, "config.json"), "w", encoding="utf-8") as handle:
+            json.dump(config, handle, indent=2, sort_keys=True)
     return final
 
 
@@ -702,9 +697,5 @@ def finetuned_identity(parent: ModelIdentity, checkpoint: str) -> ModelIdentity:
 
 
 def _run_key(store: "Store", options: FinetuneOptions, images: ImageSet) -> str:
-    digest = hashlib.sha256()
-    digest.update(store.model.portable(store.path).to_json().encode())  # a moved store still resumes
-    digest.update(json.dumps(options.to_dict(), sort_keys=True).encode())
-    digest.update("\n".join(images.ids).encode())
-    digest.update(json.dumps(images.labels).encode())  # a changed label set must not resume old margin centres
-    return digest.hexdigest()[:16]
+    # A changed label set must not resume old margin centres: the labels are part of the key.
+    return run_key(store.model, store.path, options.to_dict(), ["\n".join(images.ids), json.dumps(images.labels)])

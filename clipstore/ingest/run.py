@@ -27,6 +27,7 @@ from clipstore.prompts.image_prompts import ImagePrompt, prompt_from_image_bytes
 from clipstore.ingest.imaging import DEFAULT_MAX_MEGAPIXELS, decode_image
 from clipstore.results import FileFailure, IngestReport, _AsDict
 from clipstore.ingest.walk import FoundFile, walk_images
+from clipstore.progress import Progress, silent
 
 if TYPE_CHECKING:
     import lancedb
@@ -34,12 +35,6 @@ if TYPE_CHECKING:
 
     from clipstore.encoders.clip import ClipEncoder
     from clipstore.prompts.bank import PromptBank
-
-ProgressCallback = Callable[[str, int, int], None]
-"""Every long operation reports as progress(stage, done, total): `stage` names the work being counted (e.g.
-EMBED_STAGE and BANK_STAGE while ingesting); `done` of `total` of it is finished."""
-
-StageProgress = ProgressCallback
 
 EMBED_STAGE = "embed images"
 """Ingest's first stage: done/total count the candidate files found (unchanged ones are done at once)."""
@@ -99,14 +94,14 @@ class FolderIngest:
         *,
         exclude: tuple[str, ...] = (),
         options: IngestOptions = IngestOptions(),
-        progress: StageProgress | None = None,
+        progress: Progress | None = None,
         manifest_prompts: dict[str, str] | None = None,
         prompt_bank: "PromptBank | None" = None,
     ):
         self.root = root
         self.exclude = exclude
         self.options = options
-        self.progress = progress or (lambda stage, done, total: None)
+        self.progress = progress or silent
         self.images = tables.open_images(db)
         self.files = db.open_table(tables.FILES)
         self._encoder_factory = encoder_factory

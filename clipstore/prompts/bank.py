@@ -26,6 +26,7 @@ from clipstore.db import tables
 from clipstore.prompts.dedup import deduplicate
 from clipstore.errors import InvalidOptionError, PromptSelectionError
 from clipstore.results import _AsDict
+from clipstore.progress import silent
 
 if TYPE_CHECKING:
     import lancedb
@@ -169,16 +170,12 @@ def load_bank(db: "lancedb.DBConnection", *, with_clip: bool = False):
     data = tables.read_columns(table, columns)
     order = np.argsort(data.column("seq").to_numpy(), kind="stable")
     data = data.take(order)
-    vectors = _matrix(data.column("minilm_embedding"), tables.MINILM_DIM)
+    vectors = tables.vector_matrix(data.column("minilm_embedding"))
     found = (data.column("id").to_pylist(), data.column("text").to_pylist(), vectors)
     if not with_clip:
         return found
-    return (*found, _matrix(data.column("clip_embedding"), table.schema.field("clip_embedding").type.list_size))
+    return (*found, tables.vector_matrix(data.column("clip_embedding")))
 
-
-def _matrix(column, dim: int) -> np.ndarray:
-    flat = column.combine_chunks().flatten().to_numpy(zero_copy_only=False)
-    return np.asarray(flat, dtype=np.float32).reshape(len(column), dim)
 
 
 def dedup_existing_prompts(db: "lancedb.DBConnection", threshold: float) -> int:
@@ -238,7 +235,7 @@ class PromptBank:
             minilm_embeddings = np.asarray(minilm_embeddings, dtype=np.float32)[keep]
         if not texts:
             return PromptInsertReport(rejected=rejected)
-        progress = progress or (lambda stage, done, total: None)
+        progress = progress or silent
         report = functools.partial(progress, ADD_STAGE)
         total_work = 2 * len(texts)
         if minilm_embeddings is None:

@@ -82,14 +82,8 @@ class ImageSearcher:
         if self._snapshot is None or self._snapshot.versions != versions:
             data = tables.read_columns(images, ["id", "embedding"])
             ids = np.asarray(data.column("id").to_pylist(), dtype=object)
-            dim = data.schema.field("embedding").type.list_size
-            flat = data.column("embedding").combine_chunks().flatten().to_numpy(zero_copy_only=False)
-            vectors = np.asarray(flat, dtype=np.float32).reshape(len(ids), dim)
-            paths_by_id: dict[str, list[str]] = {}
-            for row in tables.read_columns(files, ["path", "image_id"]).to_pylist():
-                paths_by_id.setdefault(row["image_id"], []).append(row["path"])
-            for paths in paths_by_id.values():
-                paths.sort()
+            vectors = tables.vector_matrix(data.column("embedding"))
+            paths_by_id = tables.paths_by_image(self._db)
             linked = np.fromiter((i in paths_by_id for i in ids), dtype=bool, count=len(ids))
             self._snapshot = Snapshot(versions, ids, vectors, paths_by_id, linked)
         return self._snapshot

@@ -10,13 +10,14 @@ from clipstore.db import migrate, tables
 from clipstore.errors import ModelMismatchError, StoreDamagedError, StoreNotFoundError
 from clipstore.switch.locations import locate
 from clipstore.ingest.imaging import DEFAULT_MAX_MEGAPIXELS, load_image
-from clipstore.ingest.run import FolderIngest, IngestOptions, ProgressCallback, StageProgress, check_source, read_prompt_manifest
+from clipstore.ingest.run import FolderIngest, IngestOptions, check_source, read_prompt_manifest
 from clipstore.prompts.files import read_prompt_file
 from clipstore.prompts.bank import PromptBank, PromptHit, PromptInsertReport, PromptRemoveReport, StoredPrompt, dedup_threshold
 from clipstore.encoders.identity import DEFAULT_MODEL, ModelIdentity, resolve_model
 from clipstore.paths import default_store_path, expand
 from clipstore.results import IngestReport, MigrationStatus, SearchHit, StoreInfo
 from clipstore.search.searcher import ImageSearcher, normalise_prefix
+from clipstore.progress import Progress
 
 if TYPE_CHECKING:
     from typing import Iterator
@@ -87,7 +88,7 @@ class Store:
         prune: bool = False,
         max_megapixels: float = DEFAULT_MAX_MEGAPIXELS,
         batch_size: int = 32,
-        progress: StageProgress | None = None,
+        progress: Progress | None = None,
         on_lock_wait: Callable[[], None] | None = None,
         manifest: str | os.PathLike[str] | None = None,
     ) -> IngestReport:
@@ -145,7 +146,7 @@ class Store:
         *,
         source: str | None = None,
         column: str | None = None,
-        progress: ProgressCallback | None = None,
+        progress: Progress | None = None,
     ) -> PromptInsertReport:
         """Add prompts to the bank: an iterable of texts, or the path of a prompt file.
 
@@ -168,7 +169,7 @@ class Store:
         *,
         source: str | None = None,
         column: str | None = None,
-        progress: ProgressCallback | None = None,
+        progress: Progress | None = None,
     ) -> PromptInsertReport:
         """Add the prompts of several files (in order, dedup across all of them); see `add_prompts`.
 
@@ -299,7 +300,7 @@ class Store:
         top: int = 5,
         head: "str | os.PathLike[str] | None" = None,
         use_images: bool = False,
-        progress: ProgressCallback | None = None,
+        progress: Progress | None = None,
     ) -> "Iterator[DescribedFile | FileFailure]":
         """Describe every image under `folder` (or one file), yielding a DescribedFile or a FileFailure each;
         `progress(stage, done, total)` is called after each file, as stage "describe images"."""

@@ -33,6 +33,7 @@ from clipstore.errors import ClipstoreError, ReembedError  # ReembedError: impor
 from clipstore.switch.locations import LOCATIONS_SETTING, locate, relinked
 from clipstore.encoders.identity import ModelIdentity, portable_path
 from clipstore.results import FileFailure, _AsDict
+from clipstore.progress import silent
 
 if TYPE_CHECKING:
     from clipstore.store.facade import Store
@@ -97,7 +98,7 @@ def reembed(
     from clipstore.encoders.clip import load_clip_encoder
     from clipstore.ingest.imaging import load_image
 
-    report = progress or (lambda stage, done, total: None)
+    report = progress or silent
     current = store.model
     if target.same_vectors_as(current):
         raise ReembedError(f"The store's vectors are already made by {target.spec}; there is nothing to re-embed.")
@@ -111,9 +112,7 @@ def reembed(
     staging, rows, done = _bring_up_to_date(db, active["images"], names["images"], "embedding", target, store.path)
     resumed = len(done)
     wanted = {row["id"] for row in rows}
-    paths: dict[str, list[str]] = {}
-    for row in tables.read_columns(db.open_table(tables.FILES), ["path", "image_id"]).to_pylist():
-        paths.setdefault(row["image_id"], []).append(row["path"])
+    paths = tables.paths_by_image(db)
 
     encoder = load_clip_encoder(target, device=store._device, precision=store._precision)
     todo = [row for row in rows if row["id"] not in done]

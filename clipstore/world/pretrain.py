@@ -19,6 +19,7 @@ import numpy as np
 
 from clipstore.encoders.identity import MINI_ARCHITECTURE, RANDOM_WEIGHTS, resolve_model
 from clipstore.world.grammar import describe, sample_scene
+from clipstore.training.loop import warmup_cosine
 from clipstore.world.samples import generate, sample_rng
 
 
@@ -123,7 +124,7 @@ def pretrain(
         [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
         lr=config.lr, betas=(0.9, 0.98), eps=1e-6,
     )
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: _lr_factor(step, config))
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(config.steps, config.warmup_steps))
     generator = torch.Generator().manual_seed(config.seed)
     history = []
     for step in range(1, config.steps + 1):
@@ -169,10 +170,3 @@ def evaluate(model, images, tokens, batch_size: int = 500) -> RetrievalScores:
             image_chunks.append(F.normalize(model.encode_image(images[start : start + batch_size].float()), dim=-1))
             text_chunks.append(F.normalize(model.encode_text(tokens[start : start + batch_size]), dim=-1))
     return retrieval_scores(torch.cat(image_chunks).numpy(), torch.cat(text_chunks).numpy())
-
-
-def _lr_factor(step: int, config: PretrainConfig) -> float:
-    if step < config.warmup_steps:
-        return (step + 1) / config.warmup_steps
-    progress = (step - config.warmup_steps) / max(1, config.steps - config.warmup_steps)
-    return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
