@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+from clipstore.db import layout
 
 
 def main() -> None:
@@ -40,13 +41,13 @@ def main() -> None:
     assert model.embed_dim == args.dim, "use --dim 512 (ViT-B-32) or 256 (clipstore-mini)"
     with tempfile.TemporaryDirectory() as tmp:
         db = lancedb.connect(Path(tmp))
-        images = db.create_table(tables.IMAGES, schema=tables.images_schema(model))
+        images = db.create_table(layout.IMAGES, schema=layout.images_schema(model))
         embedding = pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1)), args.dim)
         nulls = lambda kind: pa.nulls(args.n, kind)  # noqa: E731 - only id and embedding matter here
         columns = [pa.array(ids), nulls(pa.int32()), nulls(pa.int32()), nulls(pa.string()), embedding,
                    nulls(pa.timestamp("us", tz="UTC"))]
         images.add(pa.Table.from_arrays(columns, schema=images.schema))
-        files = db.create_table(tables.FILES, schema=tables.files_schema())
+        files = db.create_table(layout.FILES, schema=layout.files_schema())
         files.add(pa.Table.from_pylist([{"path": f"/p/{i}.jpg", "size": 1, "mtime_ns": 1, "image_id": i} for i in ids], schema=files.schema))
 
         searcher = ImageSearcher(db)

@@ -13,15 +13,16 @@ import clipstore
 from clipstore.db import tables
 from clipstore.ingest.run import FolderIngest
 from image_factory import pattern_image, write_image, write_oversized_png
+from clipstore.db import layout
 
 
 def _file_rows(store) -> dict[str, dict]:
-    rows = tables.read_columns(store.db.open_table(tables.FILES), ["path", "size", "mtime_ns", "image_id"]).to_pylist()
+    rows = tables.read_columns(store.db.open_table(layout.FILES), ["path", "size", "mtime_ns", "image_id"]).to_pylist()
     return {row["path"]: row for row in rows}
 
 
 def _image_rows(store) -> dict[str, dict]:
-    rows = tables.read_columns(store.db.open_table(tables.IMAGES), ["id", "width", "height", "format"]).to_pylist()
+    rows = tables.read_columns(store.db.open_table(layout.IMAGES), ["id", "width", "height", "format"]).to_pylist()
     return {row["id"]: row for row in rows}
 
 
@@ -59,7 +60,7 @@ def test_image_id_is_sha256_of_the_bytes(store, photo_folder):
 def test_reingest_skips_everything_without_reading(store, photo_folder, monkeypatch):
     first = store.ingest(photo_folder)
     assert first.added == 6
-    version = store.db.open_table(tables.IMAGES).version
+    version = store.db.open_table(layout.IMAGES).version
 
     def no_reading(self, found):
         raise AssertionError(f"unchanged file {found.path} was read")
@@ -67,7 +68,7 @@ def test_reingest_skips_everything_without_reading(store, photo_folder, monkeypa
     monkeypatch.setattr(FolderIngest, "_read_one", no_reading)
     second = store.ingest(photo_folder)
     assert (second.added, second.skipped_unchanged, second.updated, second.failed) == (0, 6, 0, ())
-    assert store.db.open_table(tables.IMAGES).version == version  # no write at all
+    assert store.db.open_table(layout.IMAGES).version == version  # no write at all
     assert store.count_images() == 6
 
 
@@ -217,7 +218,7 @@ def test_crash_midway_then_rerun_finishes_with_no_duplicate_or_lost_rows(store, 
     images = _image_rows(store)
     assert len(files) == 41
     assert len(images) == 40
-    assert store.db.open_table(tables.IMAGES).count_rows() == 40  # no duplicate image rows
+    assert store.db.open_table(layout.IMAGES).count_rows() == 40  # no duplicate image rows
     assert report.added + report.duplicates == 41 - partial_files
     assert report.skipped_unchanged == partial_files
 

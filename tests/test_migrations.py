@@ -3,7 +3,7 @@
 For every k, a store gets only the first k migrations (through the real runner), some rows in each table its
 schema has at that point (near-duplicate prompts while the dedup migration is still pending), and is then
 opened with `clipstore.connect`, which applies the rest. Every table must then have exactly the schema of a
-brand-new store's table AND the one the live helpers (`tables.images_schema`, `heads.heads_schema`, ...)
+brand-new store's table AND the one the live helpers (`layout.images_schema`, `heads.heads_schema`, ...)
 give for tables made at run time: a live helper edited without a new migration fails here. The rows survive.
 """
 
@@ -22,9 +22,10 @@ import clipstore
 from clipstore.db import migrate, tables
 from clipstore.prompts.dedup import reference_deduplicate
 from clipstore.encoders.minilm import load_minilm_encoder
-from clipstore.describe.heads import HEADS_TABLE, heads_schema
+from clipstore.db.layout import HEADS_TABLE, heads_schema
 from clipstore.encoders.identity import resolve_model
 from clipstore.prompts.bank import prompt_id
+from clipstore.db import layout
 
 MINI = "clipstore-mini"
 MIGRATIONS = migrate.available_migrations()
@@ -42,11 +43,11 @@ MARKER = {"key": "test_marker", "value": "kept"}
 def live_schemas(model, store_path) -> dict[str, pa.Schema]:
     """Every table of a store, with the schema its live helper gives (what run-time code creates)."""
     return {
-        tables.IMAGES: tables.images_schema(model, str(store_path)),
-        tables.FILES: tables.files_schema(),
-        tables.PROMPTS: tables.prompts_schema(model, str(store_path)),
-        tables.SETTINGS: tables.settings_schema(),
-        tables.MIGRATIONS: tables.migrations_schema(),
+        layout.IMAGES: layout.images_schema(model, str(store_path)),
+        layout.FILES: layout.files_schema(),
+        layout.PROMPTS: layout.prompts_schema(model, str(store_path)),
+        layout.SETTINGS: layout.settings_schema(),
+        layout.MIGRATIONS: layout.migrations_schema(),
         HEADS_TABLE: heads_schema(),
     }
 
@@ -85,7 +86,7 @@ def rows_for(model, bank_minilm: np.ndarray, pending_dedup: bool) -> dict[str, d
     minilm = [bank_minilm[BANK.index(text)] for text in texts]
     image_ids = [f"{i:064x}" for i in (1, 2, 3)]
     return {
-        tables.IMAGES: {
+        layout.IMAGES: {
             "id": image_ids,
             "width": [64, 80, 32],
             "height": [48, 80, 32],
@@ -96,14 +97,14 @@ def rows_for(model, bank_minilm: np.ndarray, pending_dedup: bool) -> dict[str, d
             "prompt_source": ["png:parameters", None, "png:prompt"],
             "prompt_offered": [True, None, False],
         },
-        tables.FILES: {
+        layout.FILES: {
             "path": ["a/one.png", "a/one copy.png", "b/two.jpg", "ünï/three.webp"],
             "size": [100, 100, 2000, 30],
             "mtime_ns": [1, 2, 3, 4],
             "image_id": [image_ids[0], image_ids[0], image_ids[1], image_ids[2]],
             "ingested_at": [now] * 4,
         },
-        tables.PROMPTS: {
+        layout.PROMPTS: {
             "id": [prompt_id(text) for text in texts],
             "seq": list(range(len(texts))),
             "text": texts,
@@ -112,7 +113,7 @@ def rows_for(model, bank_minilm: np.ndarray, pending_dedup: bool) -> dict[str, d
             "source": ["old"] * len(texts),
             "added_at": [now] * len(texts),
         },
-        tables.SETTINGS: {name: [value] for name, value in MARKER.items()},
+        layout.SETTINGS: {name: [value] for name, value in MARKER.items()},
         HEADS_TABLE: {
             "id": ["head-1"],
             "created_at": [now],
@@ -155,7 +156,7 @@ def test_a_store_migrated_from_any_earlier_layout_equals_a_new_store(k, tmp_path
     path = tmp_path / "old.clipstore"
     pending_dedup = DEDUP not in {m.name for m in MIGRATIONS[:k]}
     written = fill(build_old_store(path, k, model, monkeypatch), rows_for(model, bank_minilm, pending_dedup))
-    assert (tables.PROMPTS in written) == (k >= 2) and (tables.IMAGES in written) == (k >= 1)
+    assert (layout.PROMPTS in written) == (k >= 2) and (layout.IMAGES in written) == (k >= 1)
 
     migrated = clipstore.connect(path, model=MINI)
 
@@ -168,25 +169,25 @@ def test_a_store_migrated_from_any_earlier_layout_equals_a_new_store(k, tmp_path
         assert shape(old_db.open_table(name).schema) == shape(schema), name
 
     for name, before in written.items():
-        if name == tables.SETTINGS:
+        if name == layout.SETTINGS:
             continue  # migrations add settings: compared as a whole below
         after = old_db.open_table(name).to_arrow()
-        if name == tables.PROMPTS:
+        if name == layout.PROMPTS:
             before = before.filter(pc.is_in(before.column("text"), pa.array(KEPT)))
         assert sorted_rows(after.select(before.column_names)) == sorted_rows(before), name
         added = [column for column in after.column_names if column not in before.column_names]
         assert all(after.column(column).null_count == len(after) for column in added), (name, added)
     if k >= 2:
         assert [p.text for p in migrated.list_prompts()] == KEPT
-    settings = {row["key"]: row["value"] for row in old_db.open_table(tables.SETTINGS).to_arrow().to_pylist()}
-    new_settings = {row["key"]: row["value"] for row in new_db.open_table(tables.SETTINGS).to_arrow().to_pylist()}
+    settings = {row["key"]: row["value"] for row in old_db.open_table(layout.SETTINGS).to_arrow().to_pylist()}
+    new_settings = {row["key"]: row["value"] for row in new_db.open_table(layout.SETTINGS).to_arrow().to_pylist()}
     assert settings == new_settings | ({MARKER["key"]: MARKER["value"]} if k >= 2 else {})
     assert migrated.prompt_dedup_threshold() == 0.85
 
 
 def test_the_model_identity_is_recorded_with_the_images_and_the_prompts(tmp_path, model, monkeypatch):
     db = build_old_store(tmp_path / "old.clipstore", len(MIGRATIONS), model, monkeypatch)
-    for name in (tables.IMAGES, tables.PROMPTS):
+    for name in (layout.IMAGES, layout.PROMPTS):
         assert db.open_table(name).schema.metadata == {b"clipstore.model": model.to_json().encode()}
         assert tables.stored_model(db.open_table(name)) == model
 

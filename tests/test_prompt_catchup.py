@@ -22,6 +22,7 @@ import clipstore
 from clipstore.db import migrate, tables
 from clipstore.ingest.run import BANK_STAGE, EMBED_STAGE
 from workers import ingest_and_hold
+from clipstore.db import layout
 
 MINI = "clipstore-mini"
 N = 40  # rendered images, each with its prompt in a PNG `parameters` chunk
@@ -52,7 +53,7 @@ def _bank(store) -> list[str]:
 
 def _offered_flags(store, name: str | None = None) -> list:
     table = store.db.open_table(name) if name else tables.open_images(store.db)
-    return tables.read_columns(table, [tables.PROMPT_OFFERED]).column(tables.PROMPT_OFFERED).to_pylist()
+    return tables.read_columns(table, [layout.PROMPT_OFFERED]).column(layout.PROMPT_OFFERED).to_pylist()
 
 
 @contextmanager
@@ -71,7 +72,7 @@ def _wait_for_committed_images(store_path, child, timeout: float = 300) -> None:
     db = lancedb.connect(store_path, read_consistency_interval=timedelta(0))
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if db.open_table(tables.IMAGES).count_rows() > 0:
+        if db.open_table(layout.IMAGES).count_rows() > 0:
             return
         assert child.is_alive(), "the ingest stopped before committing any image"
         time.sleep(0.05)
@@ -140,7 +141,7 @@ def test_unoffered_prompts_travel_with_a_model_switch(rendered, reference_bank, 
     with _bank_unavailable(monkeypatch):
         store.ingest(rendered)
     store.reembed("clipstore-mini:random")  # re-embed copies every column but the vectors
-    assert tables.active_tables(store.db)["images"] != tables.IMAGES
+    assert tables.active_tables(store.db)["images"] != layout.IMAGES
     assert _offered_flags(store) == [None] * N
 
     report = store.ingest(rendered)
@@ -152,27 +153,27 @@ def test_migration_0005_flags_every_images_table_and_an_old_store_catches_up(ren
     store.ingest(rendered)
     # Back to before migration 0005: no flag column, on `images` and on another generation of it, and a bank
     # that missed the images' prompts (what an interrupted ingest left before this fix).
-    images = store.db.open_table(tables.IMAGES)
-    images.drop_columns([tables.PROMPT_OFFERED])
+    images = store.db.open_table(layout.IMAGES)
+    images.drop_columns([layout.PROMPT_OFFERED])
     store.db.create_table(OTHER_GENERATION, data=images.to_arrow())
-    store.db.open_table(tables.MIGRATIONS).delete("name = '0005_prompt_offered'")
-    store.db.open_table(tables.PROMPTS).delete("seq >= 0")
+    store.db.open_table(layout.MIGRATIONS).delete("name = '0005_prompt_offered'")
+    store.db.open_table(layout.PROMPTS).delete("seq >= 0")
     old = clipstore.connect(store_path, apply_migrations=False)
     assert [m.name for m in old.migrations() if not m.applied] == ["0005_prompt_offered"]
-    for name in (tables.IMAGES, OTHER_GENERATION):
-        assert tables.PROMPT_OFFERED not in old.db.open_table(name).schema.names
+    for name in (layout.IMAGES, OTHER_GENERATION):
+        assert layout.PROMPT_OFFERED not in old.db.open_table(name).schema.names
 
     reopened = clipstore.connect(store_path)  # applies 0005
     assert all(m.applied for m in reopened.migrations())
-    for name in (tables.IMAGES, OTHER_GENERATION):
+    for name in (layout.IMAGES, OTHER_GENERATION):
         table = reopened.db.open_table(name)
-        assert table.schema.field(tables.PROMPT_OFFERED).type == pa.bool_()
+        assert table.schema.field(layout.PROMPT_OFFERED).type == pa.bool_()
         assert table.count_rows() == N and _offered_flags(reopened, name) == [None] * N
-    assert tables.stored_model(reopened.db.open_table(tables.IMAGES)).same_vectors_as(store.model)
+    assert tables.stored_model(reopened.db.open_table(layout.IMAGES)).same_vectors_as(store.model)
 
     migration = next(m for m in migrate.available_migrations() if m.name == "0005_prompt_offered")
     migration.apply(migrate.MigrationContext(reopened.db, reopened.path, reopened.model))  # idempotent
-    assert reopened.db.open_table(tables.IMAGES).schema.names.count(tables.PROMPT_OFFERED) == 1
+    assert reopened.db.open_table(layout.IMAGES).schema.names.count(layout.PROMPT_OFFERED) == 1
 
     report = reopened.ingest(rendered)
     assert (report.skipped_unchanged, report.prompts_from_earlier_runs) == (N, N)

@@ -17,6 +17,7 @@ from clipstore.db import tables
 from clipstore.prompts.image_prompts import comfyui_prompt, positive_prompt, prompt_from_image_bytes
 from clipstore.prompts.bank import prompt_id
 from workers import insert_prompts
+from clipstore.db import layout
 
 RED = "a large red circle on a plain white background"
 RED_PARAPHRASE = "a big red circle on a plain white backdrop"
@@ -25,7 +26,7 @@ OTHER = "a stock market report with rising charts"
 
 
 def _bank_vectors(store) -> np.ndarray:
-    data = tables.read_columns(store.db.open_table(tables.PROMPTS), ["minilm_embedding"])
+    data = tables.read_columns(store.db.open_table(layout.PROMPTS), ["minilm_embedding"])
     return np.asarray(data.column("minilm_embedding").to_pylist(), dtype=np.float32)
 
 
@@ -49,7 +50,7 @@ def test_add_prompts_keeps_the_first_of_each_near_duplicate_group(store):
 
 def test_bank_rows_hold_both_embeddings(store):
     store.add_prompts([RED])
-    row = store.db.open_table(tables.PROMPTS).to_arrow().to_pylist()[0]
+    row = store.db.open_table(layout.PROMPTS).to_arrow().to_pylist()[0]
     clip = np.asarray(row["clip_embedding"])
     assert len(clip) == store.model.embed_dim and len(row["minilm_embedding"]) == 384
     assert float(clip @ store.encoder.encode_texts([RED])[0]) == pytest.approx(1.0, abs=1e-3)
@@ -95,12 +96,12 @@ def test_missing_column_is_a_clear_error(store, tmp_path):
 
 def test_dedup_migration_cleans_an_existing_bank_and_records_the_threshold(store, store_path):
     # Put the store back to before migration 0003 and fill the bank with near-duplicates behind its back.
-    store.db.open_table(tables.MIGRATIONS).delete("name = '0003_prompt_dedup'")
-    store.db.open_table(tables.SETTINGS).delete("key = 'prompt_dedup_threshold'")
+    store.db.open_table(layout.MIGRATIONS).delete("name = '0003_prompt_dedup'")
+    store.db.open_table(layout.SETTINGS).delete("key = 'prompt_dedup_threshold'")
     texts = [RED, RED_PARAPHRASE, BLUE, OTHER, RED]
     minilm = store.minilm.encode(texts)
     clip = store.encoder.encode_texts(texts)
-    table = store.db.open_table(tables.PROMPTS)
+    table = store.db.open_table(layout.PROMPTS)
     table.add(
         pa.table(
             {
@@ -171,8 +172,8 @@ def test_ingest_reads_prompts_from_images_sidecars_and_manifests(store, tmp_path
     report = store.ingest(folder, manifest=tmp_path / "manifest.csv")
     assert report.added == 4 and report.failed == ()
     assert (report.prompts_found, report.prompts_inserted) == (4, 3)
-    rows = {r["id"]: r for r in store.db.open_table(tables.IMAGES).to_arrow().to_pylist()}
-    files = {Path(r["path"]).name: r["image_id"] for r in store.db.open_table(tables.FILES).to_arrow().to_pylist()}
+    rows = {r["id"]: r for r in store.db.open_table(layout.IMAGES).to_arrow().to_pylist()}
+    files = {Path(r["path"]).name: r["image_id"] for r in store.db.open_table(layout.FILES).to_arrow().to_pylist()}
     assert (rows[files["sd.png"]]["prompt"], rows[files["sd.png"]]["prompt_source"]) == (RED, "png-parameters")
     assert (rows[files["captioned.png"]]["prompt"], rows[files["captioned.png"]]["prompt_source"]) == (BLUE, "sidecar")
     assert (rows[files["listed.png"]]["prompt"], rows[files["listed.png"]]["prompt_source"]) == (OTHER, "manifest")
@@ -189,7 +190,7 @@ def test_render_world_folder_prompts_reach_the_bank(store, tmp_path):
     report = store.ingest(manifest.folder)
     assert report.prompts_found == 12 and 0 < report.prompts_inserted <= 12
     prompts = {r["prompt"] for r in read_manifest(manifest.manifest)}
-    assert {row["prompt"] for row in store.db.open_table(tables.IMAGES).to_arrow().to_pylist()} == prompts
+    assert {row["prompt"] for row in store.db.open_table(layout.IMAGES).to_arrow().to_pylist()} == prompts
 
 
 @pytest.mark.slow
@@ -233,12 +234,12 @@ def test_ingest_keeps_images_and_warns_when_the_bank_cannot_be_updated(store, tm
     report = store.ingest(folder)
     assert report.added == 1 and report.prompts_found == 1 and report.prompts_inserted == 0
     assert len(report.warnings) == 1 and "not added to the prompt bank" in report.warnings[0]
-    assert store.db.open_table(tables.IMAGES).to_arrow().to_pylist()[0]["prompt"] == RED
+    assert store.db.open_table(layout.IMAGES).to_arrow().to_pylist()[0]["prompt"] == RED
     assert store.count_prompts() == 0
 
 
 def test_before_the_dedup_migration_only_exact_repeats_are_refused(store):
-    store.db.open_table(tables.SETTINGS).delete("key = 'prompt_dedup_threshold'")
+    store.db.open_table(layout.SETTINGS).delete("key = 'prompt_dedup_threshold'")
     report = store.add_prompts([RED, RED_PARAPHRASE, RED, BLUE, BLUE])
     assert report.inserted == 3
     assert [(d.text, d.index, d.duplicate_of) for d in report.duplicates] == [(RED, 2, prompt_id(RED)), (BLUE, 4, prompt_id(BLUE))]
@@ -351,7 +352,7 @@ TRICKY = ["a 100% cotton shirt on a hanger", "a 100 year old oak tree", "snake_c
 
 
 def _snapshot(store) -> dict:
-    rows = store.db.open_table(tables.PROMPTS).to_arrow().to_pylist()
+    rows = store.db.open_table(layout.PROMPTS).to_arrow().to_pylist()
     return {row["id"]: row for row in rows}
 
 

@@ -22,6 +22,7 @@ from clipstore.finetune.run import arc_margin_logits, caption_recall, info_nce_l
 from clipstore.switch.reembed import ReembedError, history, staging_names
 from clipstore.finetune.retrieval import knn_accuracy, text_to_image
 from clipstore.world import render_folder
+from clipstore.db import layout
 
 MINI = "clipstore-mini"
 RANDOM = "clipstore-mini:random"
@@ -178,7 +179,7 @@ def test_switches_and_rollbacks_in_any_order(world, noisy_checkpoint, steps):
         _assert_uses(store, models[-1], seen, query)
         live = [entry["tag"] for entry in history(store.db)]
         assert live == [f"clipstore-switch-{n}" for n in range(1, len(models))]
-        assert set(store.db.open_table(tables.FILES).tags.list()) == set(live)  # a rollback drops its tag
+        assert set(store.db.open_table(layout.FILES).tags.list()) == set(live)  # a rollback drops its tag
     with pytest.raises(ReembedError, match=f"already rolled back: the store uses {original}, its original model"):
         store.rollback()
 
@@ -250,13 +251,13 @@ def test_columns_added_to_the_images_table_are_carried_into_a_switch(world):
     store.reembed(RANDOM)
     assert offered() == expected
     store.rollback()
-    store.db.open_table(tables.IMAGES).update(where=f"id = '{ids[1]}'", values={"reviewed": False})
+    store.db.open_table(layout.IMAGES).update(where=f"id = '{ids[1]}'", values={"reviewed": False})
     store.reembed(RANDOM)  # reuses the table of the first switch: the changed value comes along
     assert offered() == {**expected, ids[1]: False}
     tables.open_images(store.db).update(where=f"id = '{ids[2]}'", values={"reviewed": False})
     tables.open_images(store.db).add_columns({"added_later": "width + 1"})
     store.rollback()
-    assert tables.active_tables(store.db)["images"] == tables.IMAGES and offered() == {**expected, ids[1]: False}
+    assert tables.active_tables(store.db)["images"] == layout.IMAGES and offered() == {**expected, ids[1]: False}
     rows = tables.read_columns(tables.open_images(store.db), ["width", "added_later"]).to_pylist()
     assert [row["added_later"] for row in rows] == [row["width"] + 1 for row in rows]
 
@@ -310,7 +311,7 @@ def test_mcip_finetune_saves_a_model_that_reembeds_without_touching_the_bank(wor
 
     switched = store.reembed(report.model_id)
     assert switched.prompts_embedded == 0  # locked text encoder: the bank's CLIP embeddings stay valid
-    assert tables.active_tables(store.db)["prompts"] == tables.PROMPTS
+    assert tables.active_tables(store.db)["prompts"] == layout.PROMPTS
     assert tables.read_columns(tables.open_prompts(store.db), ["id", "clip_embedding"]).to_pylist() == bank_before
     assert store.model.checkpoint_path == os.path.join(report.folder, "model.safetensors")
     assert store.search_text("a red circle", k=1)

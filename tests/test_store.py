@@ -10,6 +10,7 @@ import clipstore
 from clipstore.db import migrate, tables
 from clipstore.encoders.identity import MINI_WEIGHTS_SHA256
 from clipstore.store.facade import connect
+from clipstore.db import layout
 
 
 def test_new_store_records_model_identity_with_the_images_table(store, store_path):
@@ -69,14 +70,14 @@ def test_migrations_are_recorded_and_idempotent(store, store_path):
 
 
 def test_pending_migration_is_listed_then_applied_on_connect(store, store_path):
-    store.db.open_table(tables.MIGRATIONS).delete("name = '0001_create_tables'")
+    store.db.open_table(layout.MIGRATIONS).delete("name = '0001_create_tables'")
     listed = connect(store_path, create=False, apply_migrations=False).migrations()
     assert [(s.name, s.applied) for s in listed][:1] == [("0001_create_tables", False)]
     assert connect(store_path).migrations()[0].applied
 
 
 def test_store_from_a_newer_clipstore_is_refused(store, store_path):
-    table = store.db.open_table(tables.MIGRATIONS)
+    table = store.db.open_table(layout.MIGRATIONS)
     table.add(pa.table({"name": ["9999_from_the_future"], "applied_at": [tables.utc_now()]}, schema=table.schema))
     with pytest.raises(clipstore.StoreVersionError, match="newer clipstore.*9999_from_the_future"):
         clipstore.connect(store_path)

@@ -13,8 +13,8 @@ from contextlib import contextmanager
 from typing import Callable, Iterator
 
 from clipstore.errors import ClipstoreError, NotWritableError
+from clipstore.db import layout
 
-LOCK_FILE = ".clipstore-write.lock"
 
 
 @contextmanager
@@ -27,7 +27,7 @@ def write_lock(
     """
     try:
         os.makedirs(store_path, exist_ok=True)
-        handle = open(os.path.join(store_path, LOCK_FILE), "a+b")
+        handle = open(os.path.join(store_path, layout.LOCK_FILE), "a+b")
     except OSError as exc:
         raise NotWritableError.from_os_error(
             f"to the store at {store_path}",
@@ -83,7 +83,7 @@ def _acquire(handle, timeout: float | None, store_path: str) -> None:
     while not _try_lock(handle):
         if deadline is not None and time.monotonic() >= deadline:
             raise ClipstoreError(
-                f"Another process is writing to the store at {store_path} (lock {LOCK_FILE} is held). "
+                f"Another process is writing to the store at {store_path} (lock {layout.LOCK_FILE} is held). "
                 "Wait for it to finish, or stop it, and try again."
             )
         time.sleep(delay)

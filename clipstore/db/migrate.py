@@ -19,6 +19,7 @@ from clipstore.db import tables
 from clipstore.errors import StoreVersionError
 from clipstore.encoders.identity import ModelIdentity
 from clipstore.results import MigrationStatus
+from clipstore.db import layout
 
 if TYPE_CHECKING:
     import lancedb
@@ -61,9 +62,9 @@ def available_migrations() -> tuple[Migration, ...]:
 
 def applied_migrations(db: "lancedb.DBConnection") -> dict[str, str]:
     """Applied migration name -> applied_at (ISO 8601, UTC). Empty for a new store."""
-    if not tables.table_exists(db, tables.MIGRATIONS):
+    if not tables.table_exists(db, layout.MIGRATIONS):
         return {}
-    rows = tables.read_columns(db.open_table(tables.MIGRATIONS), ["name", "applied_at"]).to_pylist()
+    rows = tables.read_columns(db.open_table(layout.MIGRATIONS), ["name", "applied_at"]).to_pylist()
     return {row["name"]: row["applied_at"].isoformat() for row in rows}
 
 
@@ -107,7 +108,7 @@ def apply_pending(context: MigrationContext) -> list[str]:
 def _record(db: "lancedb.DBConnection", name: str) -> None:
     import pyarrow as pa
 
-    schema = tables.migrations_schema()
-    table = db.create_table(tables.MIGRATIONS, schema=schema, exist_ok=True)
+    schema = layout.migrations_schema()
+    table = db.create_table(layout.MIGRATIONS, schema=schema, exist_ok=True)
     row = pa.table({"name": [name], "applied_at": [tables.utc_now()]}, schema=schema)
     table.merge_insert("name").when_not_matched_insert_all().execute(row)

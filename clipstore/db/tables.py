@@ -11,93 +11,14 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Iterable, Iterator
 
+from clipstore.db.layout import ACTIVE_SETTING, FILES, IMAGES, MODEL_METADATA_KEY, PROMPTS, SETTINGS, settings_schema
 from clipstore.encoders.identity import ModelIdentity
-from clipstore.encoders.minilm import MINILM_DIM
 
 if TYPE_CHECKING:
     import lancedb
     import numpy as np
     import pyarrow as pa
 
-IMAGES = "images"
-FILES = "files"
-PROMPTS = "prompts"
-SETTINGS = "_clipstore_settings"
-MIGRATIONS = "_clipstore_migrations"
-MODEL_METADATA_KEY = b"clipstore.model"
-PROMPT_OFFERED = "prompt_offered"
-
-
-def images_base_fields(model: ModelIdentity) -> list["pa.Field"]:
-    """The columns of `images` as migration 0001 created them."""
-    import pyarrow as pa
-
-    return [
-        pa.field("id", pa.string(), nullable=False),
-        pa.field("width", pa.int32()),
-        pa.field("height", pa.int32()),
-        pa.field("format", pa.string()),
-        pa.field("embedding", pa.list_(pa.float32(), model.embed_dim)),
-        pa.field("added_at", pa.timestamp("us", tz="UTC")),
-    ]
-
-
-def image_prompt_fields() -> list["pa.Field"]:
-    """The prompt an image was generated from (when it says so) and where it was read (migration 0002)."""
-    import pyarrow as pa
-
-    return [pa.field("prompt", pa.string()), pa.field("prompt_source", pa.string())]
-
-
-def model_metadata(model: ModelIdentity, store_root: str | None = None) -> dict[bytes, bytes]:
-    """The schema metadata recording which model made a table's vectors (a checkpoint inside the store at
-    `store_root` is recorded relative to it, see `ModelIdentity.portable`)."""
-    recorded = model.portable(store_root) if store_root else model
-    return {MODEL_METADATA_KEY: recorded.to_json().encode()}
-
-
-def images_schema(model: ModelIdentity, store_root: str | None = None) -> "pa.Schema":
-    """The current `images` schema: one row per distinct image content; `id` is the SHA-256 of the bytes.
-
-    `prompt_offered` (migration 0005) is true once the row's prompt has been offered to the prompt bank; null
-    (or false) until then, so an ingest that stopped before the bank update is caught up by the next one.
-    """
-    import pyarrow as pa
-
-    return pa.schema(
-        images_base_fields(model) + image_prompt_fields() + [pa.field(PROMPT_OFFERED, pa.bool_())],
-        metadata=model_metadata(model, store_root),
-    )
-
-
-def vectors_schema_like(schema: "pa.Schema", column: str, model: ModelIdentity, store_root: str) -> "pa.Schema":
-    """`schema` (every column of an existing table) with `column` holding `model`'s vectors and the model
-    recorded in the metadata: the schema of a table re-embedded with another model."""
-    import pyarrow as pa
-
-    fields = [pa.field(column, pa.list_(pa.float32(), model.embed_dim)) if f.name == column else f for f in schema]
-    return pa.schema(fields, metadata=model_metadata(model, store_root))
-
-
-def prompts_schema(model: ModelIdentity, store_root: str | None = None) -> "pa.Schema":
-    """The prompt bank: one row per kept prompt, in insertion order (`seq`), with both embeddings."""
-    import pyarrow as pa
-
-    return pa.schema(
-        [
-            pa.field("id", pa.string(), nullable=False),
-            pa.field("seq", pa.int64()),
-            pa.field("text", pa.string()),
-            pa.field("clip_embedding", pa.list_(pa.float32(), model.embed_dim)),
-            pa.field("minilm_embedding", pa.list_(pa.float32(), MINILM_DIM)),
-            pa.field("source", pa.string()),
-            pa.field("added_at", pa.timestamp("us", tz="UTC")),
-        ],
-        metadata=model_metadata(model, store_root),
-    )
-
-
-ACTIVE_SETTING = "active_tables"
 
 
 def active_tables(db: "lancedb.DBConnection") -> dict[str, str]:
@@ -130,12 +51,6 @@ def has_prompts(db: "lancedb.DBConnection") -> bool:
     return active_tables(db)["prompts"] in table_names(db)
 
 
-def settings_schema() -> "pa.Schema":
-    import pyarrow as pa
-
-    return pa.schema([pa.field("key", pa.string(), nullable=False), pa.field("value", pa.string())])
-
-
 def read_setting(db: "lancedb.DBConnection", key: str) -> str | None:
     """A store setting (JSON text), or None when unset."""
     if not table_exists(db, SETTINGS):
@@ -156,29 +71,6 @@ def write_settings(db: "lancedb.DBConnection", values: dict[str, str]) -> None:
     table = db.create_table(SETTINGS, schema=settings_schema(), exist_ok=True)
     rows = pa.table({"key": list(values), "value": list(values.values())}, schema=settings_schema())
     table.merge_insert("key").when_matched_update_all().when_not_matched_insert_all().execute(rows)
-
-
-def files_schema() -> "pa.Schema":
-    """One row per path; several paths with identical bytes share one `image_id`."""
-    import pyarrow as pa
-
-    return pa.schema(
-        [
-            pa.field("path", pa.string(), nullable=False),
-            pa.field("size", pa.int64()),
-            pa.field("mtime_ns", pa.int64()),
-            pa.field("image_id", pa.string()),
-            pa.field("ingested_at", pa.timestamp("us", tz="UTC")),
-        ]
-    )
-
-
-def migrations_schema() -> "pa.Schema":
-    import pyarrow as pa
-
-    return pa.schema(
-        [pa.field("name", pa.string(), nullable=False), pa.field("applied_at", pa.timestamp("us", tz="UTC"))]
-    )
 
 
 def table_names(db: "lancedb.DBConnection") -> set[str]:

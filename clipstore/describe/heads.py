@@ -23,31 +23,12 @@ from clipstore.describe.model_b import KnnParams
 from clipstore.switch.locations import locate
 from clipstore.encoders.identity import ModelIdentity
 from clipstore.results import _AsDict
+from clipstore.db import layout
 
 if TYPE_CHECKING:
     import lancedb
 
-HEADS_TABLE = "_clipstore_heads"
-HEADS_FOLDER = "heads"
-CONFIG_FILE = "config.json"
-WEIGHTS_FILE = "model_a.safetensors"
 FORMAT_VERSION = 1
-
-
-def heads_schema():
-    import pyarrow as pa
-
-    return pa.schema(
-        [
-            pa.field("id", pa.string(), nullable=False),
-            pa.field("created_at", pa.timestamp("us", tz="UTC")),
-            pa.field("folder", pa.string()),
-            pa.field("base_model", pa.string()),
-            pa.field("validation_avg_cos", pa.float64()),
-            pa.field("ensemble_alpha", pa.float64()),
-            pa.field("config", pa.string()),
-        ]
-    )
 
 
 @dataclass(frozen=True)
@@ -120,14 +101,14 @@ class HeadConfig:
 
 
 def heads_folder(store_path: str) -> str:
-    return os.path.join(store_path, HEADS_FOLDER)
+    return os.path.join(store_path, layout.HEADS_FOLDER)
 
 
 def list_heads(db: "lancedb.DBConnection", store_path: str, store_model: ModelIdentity) -> list[HeadInfo]:
     """Every recorded head, newest first."""
-    if not tables.table_exists(db, HEADS_TABLE):
+    if not tables.table_exists(db, layout.HEADS_TABLE):
         return []
-    rows = tables.read_columns(db.open_table(HEADS_TABLE), heads_schema().names).to_pylist()
+    rows = tables.read_columns(db.open_table(layout.HEADS_TABLE), layout.heads_schema().names).to_pylist()
     rows.sort(key=lambda row: (row["created_at"], row["id"]), reverse=True)
     infos = []
     for row in rows:
@@ -154,7 +135,7 @@ def record_head(db: "lancedb.DBConnection", store_path: str, config: HeadConfig,
     import pyarrow as pa
     from datetime import datetime
 
-    table = db.create_table(HEADS_TABLE, schema=heads_schema(), exist_ok=True)
+    table = db.create_table(layout.HEADS_TABLE, schema=layout.heads_schema(), exist_ok=True)
     row = {
         "id": config.id,
         "created_at": datetime.fromisoformat(config.created_at),
@@ -164,7 +145,7 @@ def record_head(db: "lancedb.DBConnection", store_path: str, config: HeadConfig,
         "ensemble_alpha": config.ensemble_alpha,
         "config": config.to_json(),
     }
-    table.add(pa.Table.from_pylist([row], schema=heads_schema()))
+    table.add(pa.Table.from_pylist([row], schema=layout.heads_schema()))
 
 
 def resolve_head(
@@ -187,13 +168,13 @@ def resolve_head(
 
 def read_config(folder: str, store_root: str | None = None) -> HeadConfig:
     """A head's config; its base model located in the store at `store_root` when given."""
-    path = os.path.join(folder, CONFIG_FILE)
+    path = os.path.join(folder, layout.CONFIG_FILE)
     try:
         with open(path, encoding="utf-8") as handle:
             config = HeadConfig.from_json(handle.read())
             return replace(config, base_model=config.base_model.located(store_root)) if store_root else config
     except FileNotFoundError as exc:
-        raise HeadNotFoundError(f"{folder} is not a Model A head folder (no {CONFIG_FILE}).") from exc
+        raise HeadNotFoundError(f"{folder} is not a Model A head folder (no {layout.CONFIG_FILE}).") from exc
     except (ValueError, KeyError, TypeError) as exc:
         raise HeadNotFoundError(f"The head config {path} cannot be read ({exc}). Retrain with `clipstore train`.") from exc
 

@@ -23,7 +23,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from clipstore.describe.heads import WEIGHTS_FILE, HeadConfig
+from clipstore.describe.heads import HeadConfig
+
+from clipstore.db.layout import HEAD_WEIGHTS_FILE as WEIGHTS_FILE
 
 
 class ModelA(nn.Module):

@@ -42,12 +42,12 @@ from clipstore.results import _AsDict
 from clipstore.progress import Progress, silent
 from clipstore.training.images import load_training_image
 from clipstore.training.runs import run_key, saved_folder
+from clipstore.db import layout
 
 if TYPE_CHECKING:
     from clipstore.switch.reembed import ReembedReport
     from clipstore.store.facade import Store
 
-MODELS_FOLDER = "models"
 METHODS = ("mcip", "2sft")
 
 
@@ -455,7 +455,7 @@ def finetune(store: "Store", options: FinetuneOptions, progress: Progress | None
         groups.append({"params": [centres], "lr": options.lr_head * 10, "weight_decay": 0.0})
 
     key = _run_key(store, options, images)
-    work = os.path.join(store.path, MODELS_FOLDER, f".training-{key}")
+    work = os.path.join(store.path, layout.MODELS_FOLDER, f".training-{key}")
     os.makedirs(work, exist_ok=True)
     steps = math.ceil(len(train_rows) / options.batch_size)
     holder = _Holder(visual, centres)
@@ -662,7 +662,7 @@ class _TextHolder:
 def _save_model(store: "Store", model, model_id: str, config: dict[str, Any]) -> str:
     from safetensors.torch import save_file
 
-    final = os.path.join(store.path, MODELS_FOLDER, model_id)
+    final = os.path.join(store.path, layout.MODELS_FOLDER, model_id)
     with saved_folder(final) as folder:
         state = {name: tensor.detach().float().contiguous().cpu() for name, tensor in model.state_dict().items()}
         save_file(state, os.path.join(folder, "model.safetensors"))
@@ -675,7 +675,7 @@ def _save_model(store: "Store", model, model_id: str, config: dict[str, Any]) ->
 def finetuned_models(store_path: str, relinked: dict[str, str] | None = None) -> list[dict]:
     """The fine-tuned models saved in a store (their config.json contents plus `folder`), newest first; the
     `parent` identity is located in the store (`ModelIdentity.located`, with the store's relinks)."""
-    root = os.path.join(store_path, MODELS_FOLDER)
+    root = os.path.join(store_path, layout.MODELS_FOLDER)
     found = []
     if os.path.isdir(root):
         for name in sorted(os.listdir(root)):

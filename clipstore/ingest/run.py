@@ -28,6 +28,7 @@ from clipstore.ingest.imaging import DEFAULT_MAX_MEGAPIXELS, decode_image
 from clipstore.results import FileFailure, IngestReport, _AsDict
 from clipstore.ingest.walk import FoundFile, walk_images
 from clipstore.progress import Progress, silent
+from clipstore.db import layout
 
 if TYPE_CHECKING:
     import lancedb
@@ -103,7 +104,7 @@ class FolderIngest:
         self.options = options
         self.progress = progress or silent
         self.images = tables.open_images(db)
-        self.files = db.open_table(tables.FILES)
+        self.files = db.open_table(layout.FILES)
         self._encoder_factory = encoder_factory
         self._manifest_prompts = manifest_prompts or {}
         self._prompt_bank = prompt_bank
@@ -301,7 +302,7 @@ class FolderIngest:
         """
         if self._prompt_bank is None:
             return
-        if tables.PROMPT_OFFERED not in self.images.schema.names:  # opened with apply_migrations=False
+        if layout.PROMPT_OFFERED not in self.images.schema.names:  # opened with apply_migrations=False
             if self._new_prompt_ids:
                 self.counts.warnings.append(
                     f"{len(self._new_prompt_ids)} prompts found in images were not offered to the prompt bank: the "
@@ -312,7 +313,7 @@ class FolderIngest:
             tables.read_columns(
                 self.images,
                 ["id", "prompt", "prompt_source"],
-                where=f"prompt IS NOT NULL AND {tables.PROMPT_OFFERED} IS NOT TRUE",
+                where=f"prompt IS NOT NULL AND {layout.PROMPT_OFFERED} IS NOT TRUE",
             ).to_pylist()
         )
         if not pending:
@@ -333,7 +334,7 @@ class FolderIngest:
                 "stay on their images, and the next ingest offers them to the bank again."
             )
             return
-        tables.update_where_in(self.images, "id", [row["id"] for row in pending], {tables.PROMPT_OFFERED: True})
+        tables.update_where_in(self.images, "id", [row["id"] for row in pending], {layout.PROMPT_OFFERED: True})
         self.counts.prompts_inserted = report.inserted
         self.progress(BANK_STAGE, total, total)
 

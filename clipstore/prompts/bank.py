@@ -27,6 +27,7 @@ from clipstore.prompts.dedup import deduplicate
 from clipstore.errors import InvalidOptionError, PromptSelectionError
 from clipstore.results import _AsDict
 from clipstore.progress import silent
+from clipstore.db import layout
 
 if TYPE_CHECKING:
     import lancedb
@@ -34,7 +35,6 @@ if TYPE_CHECKING:
     from clipstore.encoders.clip import ClipEncoder
     from clipstore.encoders.minilm import MiniLMEncoder
 
-DEDUP_SETTING = "prompt_dedup_threshold"
 _WRITE_CHUNK = 50_000
 _EMBED_CHUNK = 4096
 MIN_ID_PREFIX = 6
@@ -158,7 +158,7 @@ def resolve_prompt_ids(given: Iterable[str], ids: Iterable[str]) -> set[str]:
 
 def dedup_threshold(db: "lancedb.DBConnection") -> float | None:
     """The store's near-duplicate threshold, or None before the dedup migration (exact duplicates only)."""
-    value = tables.read_setting(db, DEDUP_SETTING)
+    value = tables.read_setting(db, layout.DEDUP_SETTING)
     return float(value) if value is not None else None
 
 

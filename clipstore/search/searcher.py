@@ -15,6 +15,7 @@ import numpy as np
 
 from clipstore.db import tables
 from clipstore.results import SearchHit
+from clipstore.db import layout
 
 if TYPE_CHECKING:
     import lancedb
@@ -77,7 +78,7 @@ class ImageSearcher:
 
     def _current(self) -> Snapshot:
         images = tables.open_images(self._db)
-        files = self._db.open_table(tables.FILES)
+        files = self._db.open_table(layout.FILES)
         versions = (images.name, images.version, files.version)
         if self._snapshot is None or self._snapshot.versions != versions:
             data = tables.read_columns(images, ["id", "embedding"])

@@ -18,6 +18,7 @@ from clipstore.paths import default_store_path, expand
 from clipstore.results import IngestReport, MigrationStatus, SearchHit, StoreInfo
 from clipstore.search.searcher import ImageSearcher, normalise_prefix
 from clipstore.progress import Progress
+from clipstore.db import layout
 
 if TYPE_CHECKING:
     from typing import Iterator
@@ -257,7 +258,7 @@ class Store:
         """A describer for this store's current bank and heads (loads the head once; reused by `describe`
         until a table changes)."""
         from clipstore.describe.describer import Describer
-        from clipstore.describe.heads import HEADS_TABLE
+        from clipstore.db.layout import HEADS_TABLE
 
         names = tables.table_names(self.db)
         active = tables.active_tables(self.db)
@@ -469,7 +470,7 @@ class Store:
 
     def image_paths(self, image_id: str) -> list[str]:
         """Every path the store holds for an image id (several paths when their bytes are identical), sorted."""
-        files = self.db.open_table(tables.FILES)
+        files = self.db.open_table(layout.FILES)
         rows = files.search().where(tables.sql_in("image_id", [image_id])).select(["path"]).limit(None).to_arrow()
         return sorted(rows.column("path").to_pylist())
 
@@ -479,7 +480,7 @@ class Store:
 
     def count_files(self) -> int:
         """Number of file paths recorded in the store."""
-        return self.db.open_table(tables.FILES).count_rows()
+        return self.db.open_table(layout.FILES).count_rows()
 
     def migrations(self) -> tuple[MigrationStatus, ...]:
         """Every migration this clipstore knows, with whether and when it was applied to this store."""
@@ -572,14 +573,14 @@ def _create_folder(store_path: str) -> None:
 def _check_complete(db: "lancedb.DBConnection", store_path: str) -> None:
     """Every table the store's applied migrations created must still be there (a `.lance` folder deleted or
     lost in a partial copy would otherwise fail later, deep inside a command, with LanceDB's own words)."""
-    from clipstore.describe.heads import HEADS_TABLE
+    from clipstore.db.layout import HEADS_TABLE
 
     applied = migrate.applied_migrations(db)
     names = tables.table_names(db)
-    active = tables.active_tables(db) if tables.SETTINGS in names else {"images": tables.IMAGES, "prompts": tables.PROMPTS}
+    active = tables.active_tables(db) if layout.SETTINGS in names else {"images": layout.IMAGES, "prompts": layout.PROMPTS}
     created_by = {
-        "0001_create_tables": (active["images"], tables.FILES),
-        "0002_prompt_bank": (active["prompts"], tables.SETTINGS),
+        "0001_create_tables": (active["images"], layout.FILES),
+        "0002_prompt_bank": (active["prompts"], layout.SETTINGS),
         "0004_model_heads": (HEADS_TABLE,),
     }
     missing = [name for migration, made in created_by.items() if migration in applied for name in made if name not in names]
@@ -594,14 +595,14 @@ def _check_complete(db: "lancedb.DBConnection", store_path: str) -> None:
 
 
 def _is_store(path: str) -> bool:
-    return os.path.isdir(os.path.join(path, f"{tables.MIGRATIONS}.lance"))
+    return os.path.isdir(os.path.join(path, f"{layout.MIGRATIONS}.lance"))
 
 
 def _only_clipstore_entries(path: str) -> bool:
     """True for an empty folder, or one holding only what a store creation that stopped midway leaves."""
-    from clipstore.db.locking import LOCK_FILE
+    from clipstore.db.layout import LOCK_FILE
 
-    ours = {LOCK_FILE} | {f"{name}.lance" for name in (tables.IMAGES, tables.FILES, tables.MIGRATIONS)}
+    ours = {LOCK_FILE} | {f"{name}.lance" for name in (layout.IMAGES, layout.FILES, layout.MIGRATIONS)}
     return set(os.listdir(path)) <= ours
 
 
@@ -629,7 +630,7 @@ def _holds_no_vectors(db: "lancedb.DBConnection") -> bool:
     """No image, file or prompt rows: nothing made by the store's model yet."""
     names = tables.table_names(db)
     active = tables.active_tables(db)
-    return all(db.open_table(name).count_rows() == 0 for name in (active["images"], tables.FILES, active["prompts"]) if name in names)
+    return all(db.open_table(name).count_rows() == 0 for name in (active["images"], layout.FILES, active["prompts"]) if name in names)
 
 
 def _switch_empty_store_model(db: "lancedb.DBConnection", store_path: str, model: ModelIdentity) -> ModelIdentity:
@@ -640,10 +641,10 @@ def _switch_empty_store_model(db: "lancedb.DBConnection", store_path: str, model
         if _holds_no_vectors(db):
             active = tables.active_tables(db)
             db.drop_table(active["images"])
-            db.create_table(active["images"], schema=tables.images_schema(model, store_path))
+            db.create_table(active["images"], schema=layout.images_schema(model, store_path))
             if tables.table_exists(db, active["prompts"]):
                 db.drop_table(active["prompts"])
-                db.create_table(active["prompts"], schema=tables.prompts_schema(model, store_path))
+                db.create_table(active["prompts"], schema=layout.prompts_schema(model, store_path))
     return _store_model(db, store_path, model)
 
 

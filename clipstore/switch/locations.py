@@ -20,13 +20,13 @@ from clipstore.db import tables
 from clipstore.errors import ModelMismatchError, ModelSpecError
 from clipstore.encoders.identity import ModelIdentity, file_sha256, portable_path
 from clipstore.results import _AsDict
+from clipstore.db import layout
 
 if TYPE_CHECKING:
     import lancedb
 
     from clipstore.store.facade import Store
 
-LOCATIONS_SETTING = "model_locations"
 
 
 @dataclass(frozen=True)
@@ -43,7 +43,7 @@ class RelinkReport(_AsDict):
 def relinked(db: "lancedb.DBConnection") -> dict[str, str]:
     """The checkpoints the store was told about with `relink`: SHA-256 -> path (relative to the store when
     inside it)."""
-    value = tables.read_setting(db, LOCATIONS_SETTING)
+    value = tables.read_setting(db, layout.LOCATIONS_SETTING)
     return json.loads(value) if value else {}
 
 
@@ -79,7 +79,7 @@ def relink(store: "Store", path: "str | os.PathLike[str]") -> RelinkReport:
         )
     locations = relinked(store.db)
     locations[sha] = portable_path(new, store.path)
-    tables.write_setting(store.db, LOCATIONS_SETTING, json.dumps(locations, sort_keys=True))
+    tables.write_setting(store.db, layout.LOCATIONS_SETTING, json.dumps(locations, sort_keys=True))
     return RelinkReport(match.located(store.path, locations).spec, sha, match.checkpoint_path, new)
 
 

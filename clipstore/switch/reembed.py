@@ -30,16 +30,16 @@ from typing import TYPE_CHECKING, Callable
 
 from clipstore.db import tables
 from clipstore.errors import ClipstoreError, ReembedError  # ReembedError: importable from here as before
-from clipstore.switch.locations import LOCATIONS_SETTING, locate, relinked
+from clipstore.switch.locations import locate, relinked
+from clipstore.db.layout import LOCATIONS_SETTING
 from clipstore.encoders.identity import ModelIdentity, portable_path
 from clipstore.results import FileFailure, _AsDict
 from clipstore.progress import silent
+from clipstore.db import layout
 
 if TYPE_CHECKING:
     from clipstore.store.facade import Store
 
-HISTORY_SETTING = "model_history"
-ROLLBACKS_SETTING = "model_rollbacks"
 SWITCH_TAG = "clipstore-switch-{n}"
 
 
@@ -69,7 +69,7 @@ class RollbackReport(_AsDict):
 
 def staging_names(target: ModelIdentity) -> dict[str, str]:
     key = hashlib.sha256(repr(target._key()).encode()).hexdigest()[:12]  # not the path: a moved store resumes
-    return {"images": f"{tables.IMAGES}__{key}", "prompts": f"{tables.PROMPTS}__{key}"}
+    return {"images": f"{layout.IMAGES}__{key}", "prompts": f"{layout.PROMPTS}__{key}"}
 
 
 def reembed(
@@ -164,11 +164,11 @@ def reembed(
             prompts_embedded = _reembed_prompts(db, active["prompts"], names["prompts"], target, encoder, store.path, report)
             new_active["prompts"] = names["prompts"]
 
-    files_version = db.open_table(tables.FILES).version  # what a rollback restores: before any row is dropped
+    files_version = db.open_table(layout.FILES).version  # what a rollback restores: before any row is dropped
     if missing:
         dropped_ids = sorted(wanted - set(tables.read_columns(staging, ["id"]).column("id").to_pylist()))
         # Their file rows go too: when a file becomes readable again, the next ingest embeds it anew.
-        tables.delete_where_in(db.open_table(tables.FILES), "image_id", dropped_ids)
+        tables.delete_where_in(db.open_table(layout.FILES), "image_id", dropped_ids)
     tag = _switch(store, active, new_active, current, target, files_version)
     return ReembedReport(target.spec, len(rows) - len(missing), embedded, resumed, prompts_embedded, tuple(missing), True, current.spec, tag)
 
@@ -176,7 +176,7 @@ def reembed(
 def _table_for(db, target: ModelIdentity, kind: str) -> str:
     """The table to hold `target`'s vectors of this kind ("images" or "prompts"): the store's original table
     when the target made its vectors (a switch back to the first model), else the target's staging table."""
-    original = tables.IMAGES if kind == "images" else tables.PROMPTS
+    original = layout.IMAGES if kind == "images" else layout.PROMPTS
     if tables.table_exists(db, original):
         recorded = tables.stored_model(db.open_table(original))
         if recorded is not None and recorded.same_vectors_as(target):
@@ -192,7 +192,7 @@ def _bring_up_to_date(db, source_name: str, name: str, column: str, target: Mode
     import pyarrow as pa
 
     source = db.open_table(source_name)
-    schema = tables.vectors_schema_like(source.schema, column, target, store_root)
+    schema = layout.vectors_schema_like(source.schema, column, target, store_root)
     table = None
     if tables.table_exists(db, name):
         table = db.open_table(name)
@@ -261,13 +261,13 @@ def _reembed_prompts(db, source_name: str, name: str, target: ModelIdentity, enc
 def history(db) -> list[dict]:
     """The switches a rollback can undo, oldest first (each with its tag, the tables and models before and
     after, and the table versions a rollback restores)."""
-    value = tables.read_setting(db, HISTORY_SETTING)
+    value = tables.read_setting(db, layout.HISTORY_SETTING)
     return json.loads(value) if value else []
 
 
 def rolled_back(db) -> list[dict]:
     """The switches undone by rollbacks, oldest first."""
-    value = tables.read_setting(db, ROLLBACKS_SETTING)
+    value = tables.read_setting(db, layout.ROLLBACKS_SETTING)
     return json.loads(value) if value else []
 
 
@@ -278,7 +278,7 @@ def _switch(store: "Store", old: dict, new: dict, current: ModelIdentity, target
     tag = SWITCH_TAG.format(n=len(entries) + 1)  # n-th live switch: a rolled-back switch's tag is reused
     existing = tables.table_names(db)
     versions = {kind: db.open_table(name).version for kind, name in old.items() if name in existing}
-    for name, version in [*((old[kind], version) for kind, version in versions.items()), (tables.FILES, files_version)]:
+    for name, version in [*((old[kind], version) for kind, version in versions.items()), (layout.FILES, files_version)]:
         _tag(db.open_table(name), tag, version)
     entries.append(
         {
@@ -292,7 +292,7 @@ def _switch(store: "Store", old: dict, new: dict, current: ModelIdentity, target
             "switched_at": tables.utc_now().isoformat(),
         }
     )
-    settings: dict = {tables.ACTIVE_SETTING: new, HISTORY_SETTING: entries}
+    settings: dict = {layout.ACTIVE_SETTING: new, layout.HISTORY_SETTING: entries}
     if target.checkpoint_path and not target.pretrained:
         # A reused table may record the checkpoint elsewhere (it moved since): remember where it is now.
         settings[LOCATIONS_SETTING] = {**relinked(db), target.checkpoint_sha256: portable_path(target.checkpoint_path, store.path)}
@@ -329,10 +329,10 @@ def rollback(store: "Store") -> RollbackReport:
             if kind in versions:
                 _restore(db, name, int(versions[kind]))
             _carry_new_columns(db, active[kind], name)
-    _restore(db, tables.FILES, int(last["files_version"]))  # last: the only one of them searches see
+    _restore(db, layout.FILES, int(last["files_version"]))  # last: the only one of them searches see
     undone = rolled_back(db) + [{**last, "rolled_back_at": tables.utc_now().isoformat()}]
-    _write_settings(db, {tables.ACTIVE_SETTING: last["previous"], HISTORY_SETTING: entries[:-1], ROLLBACKS_SETTING: undone})
-    for name in [tables.FILES, *last["previous"].values()]:
+    _write_settings(db, {layout.ACTIVE_SETTING: last["previous"], layout.HISTORY_SETTING: entries[:-1], layout.ROLLBACKS_SETTING: undone})
+    for name in [layout.FILES, *last["previous"].values()]:
         if name in names:
             _tag(db.open_table(name), last["tag"], None)  # the tag kept that version for this rollback only
     return RollbackReport(_spec(store, last["previous_model"]), _spec(store, last["model"]), int(last["files_version"]), last["tag"])
