@@ -25,7 +25,7 @@ from torch import nn
 
 from clipstore.describe.heads import HeadConfig
 
-from clipstore.db.layout import HEAD_WEIGHTS_FILE as WEIGHTS_FILE
+from clipstore.db.layout import HEAD_WEIGHTS_FILE
 
 
 class ModelA(nn.Module):
@@ -69,7 +69,7 @@ def save_weights(model: ModelA, folder: str) -> None:
     from safetensors.torch import save_file
 
     state = {name: tensor.detach().float().contiguous().cpu() for name, tensor in model.state_dict().items()}
-    save_file(state, os.path.join(folder, WEIGHTS_FILE))
+    save_file(state, os.path.join(folder, HEAD_WEIGHTS_FILE))
 
 
 def load_model_a(folder: str, config: HeadConfig, visual: nn.Module | None) -> ModelA:
@@ -77,7 +77,7 @@ def load_model_a(folder: str, config: HeadConfig, visual: nn.Module | None) -> M
     from safetensors.torch import load_file
 
     model = ModelA(config.in_dim, config.out_dim, config.mix, 0.0, visual if config.vision_tuned else None)
-    model.load_state_dict(load_file(os.path.join(folder, WEIGHTS_FILE)))
+    model.load_state_dict(load_file(os.path.join(folder, HEAD_WEIGHTS_FILE)))
     return model.eval().requires_grad_(False)
 
 

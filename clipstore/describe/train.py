@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from clipstore.db import tables
+from clipstore.db import layout, tables
 from clipstore.prompts.dedup import deduplicate
 from clipstore.errors import InvalidOptionError, TrainingDataError
 from clipstore.describe.heads import FORMAT_VERSION, HeadConfig, heads_folder, record_head
@@ -505,7 +505,7 @@ def _save(store: "Store", model, config: HeadConfig) -> str:
     final = os.path.join(heads_folder(store.path), config.id)
     with saved_folder(final) as folder:
         save_weights(model, folder)
-        with open(os.path.join(folder, "config.json"), "w", encoding="utf-8") as handle:
+        with open(os.path.join(folder, layout.CONFIG_FILE), "w", encoding="utf-8") as handle:
             handle.write(config.to_json())
     from clipstore.db.locking import write_lock
 

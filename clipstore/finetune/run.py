@@ -665,9 +665,9 @@ def _save_model(store: "Store", model, model_id: str, config: dict[str, Any]) ->
     final = os.path.join(store.path, layout.MODELS_FOLDER, model_id)
     with saved_folder(final) as folder:
         state = {name: tensor.detach().float().contiguous().cpu() for name, tensor in model.state_dict().items()}
-        save_file(state, os.path.join(folder, "model.safetensors"))
-        config["model_sha256"] = file_sha256(os.path.join(folder, "model.safetensors"))
-        with open(os.path.join(folder, "config.json"), "w", encoding="utf-8") as handle:
+        save_file(state, os.path.join(folder, layout.MODEL_WEIGHTS_FILE))
+        config["model_sha256"] = file_sha256(os.path.join(folder, layout.MODEL_WEIGHTS_FILE))
+        with open(os.path.join(folder, layout.CONFIG_FILE), "w", encoding="utf-8") as handle:
             json.dump(config, handle, indent=2, sort_keys=True)
     return final
 
@@ -679,7 +679,7 @@ def finetuned_models(store_path: str, relinked: dict[str, str] | None = None) ->
     found = []
     if os.path.isdir(root):
         for name in sorted(os.listdir(root)):
-            config = os.path.join(root, name, "config.json")
+            config = os.path.join(root, name, layout.CONFIG_FILE)
             if not name.startswith(".") and not name.endswith(".partial") and os.path.isfile(config):
                 with open(config, encoding="utf-8") as handle:
                     data = json.load(handle)

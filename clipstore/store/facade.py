@@ -441,7 +441,7 @@ class Store:
         for config in exact or prefixed:
             folder = config["folder"]
             parent = ModelIdentity.from_dict(config["parent"])  # located by finetuned_models
-            identity = finetuned_identity(parent, os.path.join(folder, "model.safetensors"))
+            identity = finetuned_identity(parent, os.path.join(folder, layout.MODEL_WEIGHTS_FILE))
             keeps_text = not config.get("text_encoder_changed", True) and parent.same_vectors_as(self.model)
             return identity, not keeps_text
         return resolve_model(model), True
@@ -654,7 +654,7 @@ def _is_saved_model(identity: ModelIdentity, config: dict) -> bool:
 
     if not identity.checkpoint_sha256 or identity.pretrained:
         return False
-    sha = config.get("model_sha256") or file_sha256(os.path.join(config["folder"], "model.safetensors"))
+    sha = config.get("model_sha256") or file_sha256(os.path.join(config["folder"], layout.MODEL_WEIGHTS_FILE))
     return sha == identity.checkpoint_sha256
 
 
