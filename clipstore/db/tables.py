@@ -91,7 +91,7 @@ def table_exists(db: "lancedb.DBConnection", name: str) -> bool:
 
 def stored_model(table: "lancedb.table.Table") -> ModelIdentity | None:
     """The model identity recorded in a table's schema metadata, or None (as recorded: to use it, locate it
-    with `clipstore.locations.locate`)."""
+    with `clipstore.db.identities.locate`)."""
     metadata = table.schema.metadata or {}
     raw = metadata.get(MODEL_METADATA_KEY)
     return ModelIdentity.from_json(raw.decode()) if raw else None

@@ -28,7 +28,7 @@ from clipstore.progress import silent
 from clipstore.encoders.minilm import MINILM_DIM
 
 if TYPE_CHECKING:
-    from clipstore.store.facade import Store
+    from clipstore.db.context import StoreContext
 
 
 DESCRIBE_STAGE = "describe images"
@@ -92,7 +92,7 @@ class DescribedFile:
 class Describer:
     """Describes images with one store's bank, head and parameters (reuse it for many images)."""
 
-    def __init__(self, store: "Store", *, head: str | os.PathLike[str] | None = None, use_images: bool = False):
+    def __init__(self, store: "StoreContext", *, head: str | os.PathLike[str] | None = None, use_images: bool = False):
         self.store = store
         self.use_images = use_images
         self.notes: list[str] = []
@@ -274,7 +274,7 @@ def describe_paths(describer: Describer, root: str, *, k=None, alpha=None, top: 
         report(DESCRIBE_STAGE, done, len(found))
 
 
-def _minilm_for(store: "Store", texts: list[str]) -> np.ndarray:
+def _minilm_for(store: "StoreContext", texts: list[str]) -> np.ndarray:
     """MiniLM embeddings of texts: the bank's stored ones where the text is in the bank, else computed."""
     vectors = np.zeros((len(texts), MINILM_DIM), np.float32)
     if not texts:

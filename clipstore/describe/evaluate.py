@@ -43,7 +43,7 @@ from clipstore.describe.train import (
 from clipstore.progress import silent
 
 if TYPE_CHECKING:
-    from clipstore.store.facade import Store
+    from clipstore.db.context import StoreContext
 
 DEFAULT_ABLATION = (None, 0.85, 0.75)
 
@@ -67,7 +67,7 @@ class EvalReport(_AsDict):
     notes: tuple[str, ...] = field(default_factory=tuple)
 
 
-def external_pairs(store: "Store", records: Sequence[tuple[str, str]], progress=None) -> Pairs:
+def external_pairs(store: "StoreContext", records: Sequence[tuple[str, str]], progress=None) -> Pairs:
     """(path, prompt) pairs that need not be in the store: their images are embedded with the store's model."""
     from clipstore.ingest.imaging import load_image
 
@@ -91,7 +91,7 @@ def external_pairs(store: "Store", records: Sequence[tuple[str, str]], progress=
 
 
 def evaluate(
-    store: "Store",
+    store: "StoreContext",
     *,
     pairs: Pairs | None = None,
     head: str | os.PathLike[str] | None = None,

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from clipstore.db import tables
 from clipstore.errors import HeadNotFoundError, ModelMismatchError
 from clipstore.describe.model_b import KnnParams
-from clipstore.switch.locations import locate
+from clipstore.db.identities import locate
 from clipstore.encoders.identity import ModelIdentity
 from clipstore.results import _AsDict
 from clipstore.db import layout

@@ -43,7 +43,7 @@ from clipstore.training.runs import run_key, saved_folder
 if TYPE_CHECKING:
     import torch
 
-    from clipstore.store.facade import Store
+    from clipstore.db.context import StoreContext
 
 
 MIN_PAIRS = 10
@@ -123,7 +123,7 @@ def split_for_training(pairs: Pairs) -> tuple[Pairs, Pairs]:
     return pool.subset(rest), pool.subset(every)
 
 
-def minilm_targets(store: "Store", texts: list[str]) -> np.ndarray:
+def minilm_targets(store: "StoreContext", texts: list[str]) -> np.ndarray:
     """Unit MiniLM embeddings of texts (computed once per distinct text)."""
     unique = sorted(set(texts))
     if not unique:
@@ -140,7 +140,7 @@ def dedup_mask(targets: np.ndarray, threshold: float | None) -> np.ndarray:
     return deduplicate(targets, None, threshold).accepted
 
 
-def augmented_embeddings(store: "Store", pairs: Pairs, views: int, seed: int, progress: Progress) -> np.ndarray:
+def augmented_embeddings(store: "StoreContext", pairs: Pairs, views: int, seed: int, progress: Progress) -> np.ndarray:
     """(n, 1 + views, d): each image's stored embedding, then CLIP embeddings of `views` augmented copies
     (copies of the stored one where the file cannot be read)."""
     import torch
@@ -229,7 +229,7 @@ def fit_frozen_head(
 
 
 def fit_tuned_tower(
-    store: "Store",
+    store: "StoreContext",
     train: Pairs,
     targets_variants: np.ndarray,
     validation: Pairs,
@@ -329,7 +329,7 @@ class BankView:
         return int(len(self.ids) - self.hidden.sum())
 
 
-def bank_view(store: "Store", hide_prompts: list[str]) -> BankView:
+def bank_view(store: "StoreContext", hide_prompts: list[str]) -> BankView:
     ids, texts, minilm, clip = load_bank(store.db, with_clip=True)
     hidden_ids = {prompt_id(text) for text in hide_prompts}
     hidden = np.fromiter((i in hidden_ids for i in ids), bool, count=len(ids))
@@ -386,7 +386,7 @@ def tune_alpha(a: np.ndarray, b: np.ndarray, targets: np.ndarray) -> tuple[float
 # --- the whole command ----------------------------------------------------------------------------------------
 
 
-def train_head(store: "Store", options: TrainOptions, progress: Progress | None = None) -> TrainReport:
+def train_head(store: "StoreContext", options: TrainOptions, progress: Progress | None = None) -> TrainReport:
     """Train Model A on the store's pairs, tune Model B and alpha, save the head; see the module docstring."""
     from clipstore.describe.model_a import predict_from_embeddings
 
@@ -482,7 +482,7 @@ def train_head(store: "Store", options: TrainOptions, progress: Progress | None 
     )
 
 
-def _tower_predictions(store: "Store", model, pairs: Pairs) -> np.ndarray:
+def _tower_predictions(store: "StoreContext", model, pairs: Pairs) -> np.ndarray:
     import torch
 
     from clipstore.describe.model_a import predict_from_embeddings, predict_from_pixels
@@ -499,7 +499,7 @@ def _tower_predictions(store: "Store", model, pairs: Pairs) -> np.ndarray:
     return out
 
 
-def _save(store: "Store", model, config: HeadConfig) -> str:
+def _save(store: "StoreContext", model, config: HeadConfig) -> str:
     from clipstore.describe.model_a import save_weights
 
     final = os.path.join(heads_folder(store.path), config.id)
@@ -522,6 +522,6 @@ def _parameter_groups(model, options: TrainOptions) -> list[dict]:
     return groups
 
 
-def _run_key(store: "Store", options: TrainOptions, train: Pairs, validation: Pairs) -> str:
+def _run_key(store: "StoreContext", options: TrainOptions, train: Pairs, validation: Pairs) -> str:
     """Identifies a training run: same store model, options and data -> same key -> its checkpoint resumes."""
     return run_key(store.model, store.path, options.to_dict(), ["\n".join(train.ids), "\n".join(validation.ids)])

@@ -25,7 +25,7 @@ from clipstore.progress import silent
 if TYPE_CHECKING:
     from clipstore.encoders.clip import ClipEncoder
     from clipstore.finetune.run import ImageSet
-    from clipstore.store.facade import Store
+    from clipstore.db.context import StoreContext
 
 DEFAULT_TEMPLATE = "a photo of a {label}"
 
@@ -108,7 +108,7 @@ def check_template(template: str) -> None:
 
 
 def evaluate_retrieval(
-    store: "Store",
+    store: "StoreContext",
     encoders: Sequence[tuple[str, "ClipEncoder"]],
     images: "ImageSet",
     *,

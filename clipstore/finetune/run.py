@@ -46,7 +46,7 @@ from clipstore.db import layout
 
 if TYPE_CHECKING:
     from clipstore.switch.reembed import ReembedReport
-    from clipstore.store.facade import Store
+    from clipstore.db.context import StoreContext
 
 METHODS = ("mcip", "2sft")
 
@@ -136,7 +136,7 @@ class ImageSet:
         return np.array([i for i, s in enumerate(self.splits) if s == split], dtype=np.int64)
 
 
-def load_images(store: "Store", options: FinetuneOptions) -> ImageSet:
+def load_images(store: "StoreContext", options: FinetuneOptions) -> ImageSet:
     """Every stored image with a readable file, its own prompt, its label (if asked for) and split."""
     from clipstore.describe.pairs import _readable, split_for
 
@@ -199,7 +199,7 @@ class Captions:
     positives: np.ndarray
 
 
-def pseudo_captions(store: "Store", images: ImageSet, count: int, threshold: float | None) -> Captions:
+def pseudo_captions(store: "StoreContext", images: ImageSet, count: int, threshold: float | None) -> Captions:
     """Each image's own prompt (if any) plus its top-`count` bank prompts by CLIP similarity (>= threshold)."""
     from clipstore.describe.train import bank_view
 
@@ -337,7 +337,7 @@ def caption_recall(embeddings: np.ndarray, caption_embeddings: np.ndarray, posit
 # --- the run ------------------------------------------------------------------------------------------------
 
 
-def finetune(store: "Store", options: FinetuneOptions, progress: Progress | None = None) -> FinetuneReport:
+def finetune(store: "StoreContext", options: FinetuneOptions, progress: Progress | None = None) -> FinetuneReport:
     """Fine-tune the store's CLIP model (see the module docstring) and save it in the store."""
     import torch
 
@@ -659,7 +659,7 @@ class _TextHolder:
         self.model.eval()
 
 
-def _save_model(store: "Store", model, model_id: str, config: dict[str, Any]) -> str:
+def _save_model(store: "StoreContext", model, model_id: str, config: dict[str, Any]) -> str:
     from safetensors.torch import save_file
 
     final = os.path.join(store.path, layout.MODELS_FOLDER, model_id)
@@ -696,6 +696,6 @@ def finetuned_identity(parent: ModelIdentity, checkpoint: str) -> ModelIdentity:
     return replace(parent, pretrained=None, checkpoint_path=path, checkpoint_sha256=file_sha256(path))
 
 
-def _run_key(store: "Store", options: FinetuneOptions, images: ImageSet) -> str:
+def _run_key(store: "StoreContext", options: FinetuneOptions, images: ImageSet) -> str:
     # A changed label set must not resume old margin centres: the labels are part of the key.
     return run_key(store.model, store.path, options.to_dict(), ["\n".join(images.ids), json.dumps(images.labels)])

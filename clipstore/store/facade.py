@@ -8,7 +8,8 @@ from typing import TYPE_CHECKING, Callable, Iterable, Union
 
 from clipstore.db import migrate, tables
 from clipstore.errors import ModelMismatchError, StoreDamagedError, StoreNotFoundError
-from clipstore.switch.locations import locate
+from clipstore.db.context import StoreContext
+from clipstore.db.identities import locate
 from clipstore.ingest.imaging import DEFAULT_MAX_MEGAPIXELS, load_image
 from clipstore.ingest.run import FolderIngest, IngestOptions, check_source, read_prompt_manifest
 from clipstore.prompts.files import read_prompt_file
@@ -53,10 +54,7 @@ class Store:
     def __init__(self, path: str, db: "lancedb.DBConnection", model: ModelIdentity, *, device: str | None, precision: str):
         self.path = path
         self.db = db
-        self._model = model
-        self._model_table = tables.active_tables(db)["images"]
-        self._device = device
-        self._precision = precision
+        self.context = StoreContext(path, db, model, device=device, precision=precision)
         self._searcher = ImageSearcher(db)
         self._describers: dict = {}
 
@@ -64,13 +62,7 @@ class Store:
     def model(self) -> ModelIdentity:
         """The identity of the model that made the store's current vectors (follows a re-embed switch made by
         this or another process)."""
-        current = tables.active_tables(self.db)["images"]
-        if current != self._model_table:
-            stored = tables.stored_model(self.db.open_table(current))
-            if stored is not None:
-                self._model = locate(self.db, self.path, stored)
-            self._model_table = current
-        return self._model
+        return self.context.model
 
     def __repr__(self) -> str:
         return f"Store({self.path!r}, model={self.model.spec!r})"
@@ -78,9 +70,7 @@ class Store:
     @property
     def encoder(self) -> "ClipEncoder":
         """The store's CLIP encoder (loaded on first use, shared across stores in this process)."""
-        from clipstore.encoders.clip import load_clip_encoder
-
-        return load_clip_encoder(self.model, device=self._device, precision=self._precision)
+        return self.context.encoder
 
     def ingest(
         self,
@@ -133,9 +123,7 @@ class Store:
     @property
     def minilm(self) -> "MiniLMEncoder":
         """The all-MiniLM-L6-v2 sentence encoder (loaded on first use, shared in this process)."""
-        from clipstore.encoders.minilm import load_minilm_encoder
-
-        return load_minilm_encoder(device=self._device if self._device and self._device != "auto" else None)
+        return self.context.minilm
 
     @property
     def _prompt_bank(self) -> PromptBank:
@@ -246,7 +234,7 @@ class Store:
         from clipstore.describe.train import TrainOptions, train_head
 
         options = replace(options or TrainOptions(), **overrides)
-        return train_head(self, options, progress)  # takes the write lock only to record the head
+        return train_head(self.context, options, progress)  # takes the write lock only to record the head
 
     def heads(self) -> "list[HeadInfo]":
         """The trained Model A heads, newest first (`stale` ones were trained on another encoder)."""
@@ -266,7 +254,7 @@ class Store:
         key = (os.fspath(head) if head is not None else None, use_images, versions, self.model.to_json())
         cached = self._describers.get(key)
         if cached is None:
-            cached = Describer(self, head=head, use_images=use_images)
+            cached = Describer(self.context, head=head, use_images=use_images)
             self._describers = {key: cached}  # keep one: a new table version makes the old one stale
         return cached
 
@@ -327,8 +315,8 @@ class Store:
         held_out = None
         if pairs is not None:
             records = sorted(read_prompt_manifest(pairs).items())
-            held_out = external_pairs(self, records, progress)
-        return evaluate(self, pairs=held_out, head=head, ablation=DEFAULT_ABLATION if ablation is None else ablation, progress=progress)
+            held_out = external_pairs(self.context, records, progress)
+        return evaluate(self.context, pairs=held_out, head=head, ablation=DEFAULT_ABLATION if ablation is None else ablation, progress=progress)
 
     # --- fine-tuning the encoder and switching the store's vectors ------------------------------------------
 
@@ -343,7 +331,7 @@ class Store:
         from clipstore.finetune.run import FinetuneOptions, finetune
 
         options = replace(options or FinetuneOptions(), **overrides)
-        report = finetune(self, options, progress)  # writes only its own folder: ingest may go on meanwhile
+        report = finetune(self.context, options, progress)  # writes only its own folder: ingest may go on meanwhile
         if apply:
             report = replace(report, switch=self.reembed(report.folder, progress=progress))
         return report
@@ -352,7 +340,7 @@ class Store:
         """The fine-tuned models saved in this store (their configs, with `folder` and the `parent` identity
         located in this store), newest first."""
         from clipstore.finetune.run import finetuned_models
-        from clipstore.switch.locations import relinked
+        from clipstore.db.identities import relinked
 
         return finetuned_models(self.path, relinked(self.db))
 
@@ -369,7 +357,7 @@ class Store:
 
         target, text_changed = self._resolve_switch_target(model)
         with write_lock(self.path):
-            return reembed(self, target, text_changed=text_changed, drop_missing=drop_missing, batch_size=batch_size, progress=progress)
+            return reembed(self.context, target, text_changed=text_changed, drop_missing=drop_missing, batch_size=batch_size, progress=progress)
 
     def rollback(self) -> "RollbackReport":
         """Undo the last model switch: the previous model, its vectors and the file rows as they were then."""
@@ -377,7 +365,7 @@ class Store:
         from clipstore.switch.reembed import rollback
 
         with write_lock(self.path):
-            return rollback(self)
+            return rollback(self.context)
 
     def relink_model(self, path: "str | os.PathLike[str]") -> "RelinkReport":
         """Tell the store where the checkpoint file of its model is now, after it was moved (once: the store
@@ -388,8 +376,8 @@ class Store:
         from clipstore.db.locking import write_lock
 
         with write_lock(self.path):
-            report = relink(self, path)
-        self._model_table = None  # locate the model again on next use
+            report = relink(self.context, path)
+        self.context.forget_model()  # locate the model again on next use
         return report
 
     def evaluate_retrieval(
@@ -409,12 +397,11 @@ class Store:
         when the store uses one of its fine-tuned models, the base model it was tuned from (its parent); else
         the newest fine-tuned model of this store, if any. See `clipstore.retrieval_eval`."""
         from clipstore.finetune.run import FinetuneOptions, load_images
-        from clipstore.encoders.clip import load_clip_encoder
         from clipstore.finetune.retrieval import DEFAULT_TEMPLATE, check_template, evaluate_retrieval
 
         check_template(template or DEFAULT_TEMPLATE)  # before any image is loaded
         options = FinetuneOptions(labels_from_folders=labels_from_folders, label_manifest=label_manifest, label_field=label_field)
-        images = load_images(self, options)
+        images = load_images(self.context, options)
         saved = self.finetuned_models()
         current = self.model
         compared = [(f"{_model_name(current, saved)} (store)", current)]
@@ -426,8 +413,8 @@ class Store:
             for spec in models if models is not None else [config["folder"] for config in saved[:1]]:
                 identity, _ = self._resolve_switch_target(spec)
                 compared.append((_model_name(identity, saved), identity))
-        encoders = [(name, load_clip_encoder(identity, device=self._device, precision=self._precision)) for name, identity in compared]
-        return evaluate_retrieval(self, encoders, images, k=k, template=template or DEFAULT_TEMPLATE, splits=splits, progress=progress)
+        encoders = [(name, self.context.encoder_for(identity)) for name, identity in compared]
+        return evaluate_retrieval(self.context, encoders, images, k=k, template=template or DEFAULT_TEMPLATE, splits=splits, progress=progress)
 
     def _resolve_switch_target(self, model: str) -> "tuple[ModelIdentity, bool]":
         from clipstore.errors import ModelSpecError

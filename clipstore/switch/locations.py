@@ -17,15 +17,14 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from clipstore.db import tables
+from clipstore.db.identities import locate, relinked
 from clipstore.errors import ModelMismatchError, ModelSpecError
 from clipstore.encoders.identity import ModelIdentity, file_sha256, portable_path
 from clipstore.results import _AsDict
 from clipstore.db import layout
 
 if TYPE_CHECKING:
-    import lancedb
-
-    from clipstore.store.facade import Store
+    from clipstore.db.context import StoreContext
 
 
 
@@ -40,21 +39,7 @@ class RelinkReport(_AsDict):
     path: str
 
 
-def relinked(db: "lancedb.DBConnection") -> dict[str, str]:
-    """The checkpoints the store was told about with `relink`: SHA-256 -> path (relative to the store when
-    inside it)."""
-    value = tables.read_setting(db, layout.LOCATIONS_SETTING)
-    return json.loads(value) if value else {}
-
-
-def locate(db: "lancedb.DBConnection", store_root: str, identity: ModelIdentity) -> ModelIdentity:
-    """A model identity recorded in the store at `store_root`, with the checkpoint path it has here and now."""
-    if not identity.checkpoint_path:
-        return identity
-    return identity.located(store_root, relinked(db))
-
-
-def relink(store: "Store", path: "str | os.PathLike[str]") -> RelinkReport:
+def relink(store: "StoreContext", path: "str | os.PathLike[str]") -> RelinkReport:
     """Remember that a checkpoint of the store's model (or of a model a rollback returns to) is now at
     `path` (the caller holds the write lock). Refuses a file whose SHA-256 is not one the store's vectors
     were made with."""
@@ -83,7 +68,7 @@ def relink(store: "Store", path: "str | os.PathLike[str]") -> RelinkReport:
     return RelinkReport(match.located(store.path, locations).spec, sha, match.checkpoint_path, new)
 
 
-def _recorded_models(store: "Store") -> list[ModelIdentity]:
+def _recorded_models(store: "StoreContext") -> list[ModelIdentity]:
     """The store's model, then every model of its switch history (a rollback returns to them), located."""
     from clipstore.switch.reembed import history
 

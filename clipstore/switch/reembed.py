@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Callable
 
 from clipstore.db import tables
 from clipstore.errors import ClipstoreError, ReembedError  # ReembedError: importable from here as before
-from clipstore.switch.locations import locate, relinked
+from clipstore.db.identities import locate, relinked
 from clipstore.db.layout import LOCATIONS_SETTING
 from clipstore.encoders.identity import ModelIdentity, portable_path
 from clipstore.results import FileFailure, _AsDict
@@ -38,7 +38,7 @@ from clipstore.progress import silent
 from clipstore.db import layout
 
 if TYPE_CHECKING:
-    from clipstore.store.facade import Store
+    from clipstore.db.context import StoreContext
 
 SWITCH_TAG = "clipstore-switch-{n}"
 
@@ -73,7 +73,7 @@ def staging_names(target: ModelIdentity) -> dict[str, str]:
 
 
 def reembed(
-    store: "Store",
+    store: "StoreContext",
     target: ModelIdentity,
     *,
     text_changed: bool = True,
@@ -95,7 +95,6 @@ def reembed(
     """
     import pyarrow as pa
 
-    from clipstore.encoders.clip import load_clip_encoder
     from clipstore.ingest.imaging import load_image
 
     report = progress or silent
@@ -114,7 +113,7 @@ def reembed(
     wanted = {row["id"] for row in rows}
     paths = tables.paths_by_image(db)
 
-    encoder = load_clip_encoder(target, device=store._device, precision=store._precision)
+    encoder = store.encoder_for(target)
     todo = [row for row in rows if row["id"] not in done]
     missing: list[FileFailure] = []
     batch: list[tuple[dict, object]] = []
@@ -271,7 +270,7 @@ def rolled_back(db) -> list[dict]:
     return json.loads(value) if value else []
 
 
-def _switch(store: "Store", old: dict, new: dict, current: ModelIdentity, target: ModelIdentity, files_version: int) -> str:
+def _switch(store: "StoreContext", old: dict, new: dict, current: ModelIdentity, target: ModelIdentity, files_version: int) -> str:
     """Point the store at the new tables in one commit, after tagging what a rollback needs."""
     db = store.db
     entries = history(db)
@@ -300,7 +299,7 @@ def _switch(store: "Store", old: dict, new: dict, current: ModelIdentity, target
     return tag
 
 
-def rollback(store: "Store") -> RollbackReport:
+def rollback(store: "StoreContext") -> RollbackReport:
     """Return the store to its state before the last switch (the caller holds the write lock).
 
     The previous tables are restored to their versions at the switch (a later switch may have reused one)
@@ -365,7 +364,7 @@ def _tagged_versions(db, entry: dict) -> dict[str, int]:
     return versions
 
 
-def _spec(store: "Store", recorded: str) -> str:
+def _spec(store: "StoreContext", recorded: str) -> str:
     return locate(store.db, store.path, ModelIdentity.from_json(recorded)).spec
 
 

@@ -1,0 +1,71 @@
+"""What feature code gets from a store: its folder, its LanceDB connection, the identity of the model that made
+its current vectors, and the encoders — never the whole `Store`.
+
+`clipstore.store.facade.Store` builds one `StoreContext` and hands it to ingest, the prompt bank, describe,
+fine-tuning and the model switch; those modules import nothing of the facade, so the facade is the only place
+that knows every feature and nothing imports it back.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from clipstore.db import tables
+from clipstore.db.identities import locate
+from clipstore.encoders.identity import ModelIdentity
+
+if TYPE_CHECKING:
+    import lancedb
+
+    from clipstore.encoders.clip import ClipEncoder
+    from clipstore.encoders.minilm import MiniLMEncoder
+
+
+class StoreContext:
+    """A store as feature code sees it.
+
+    path: the store folder. db: its LanceDB connection. model: the identity of the model that made the current
+    vectors (follows a re-embed switch made by this or another process). encoder / minilm: the loaded encoders
+    (on first use, shared in the process). device, precision: where and how models run.
+    """
+
+    def __init__(self, path: str, db: "lancedb.DBConnection", model: ModelIdentity, *, device: str | None, precision: str):
+        self.path = path
+        self.db = db
+        self.device = device
+        self.precision = precision
+        self._model = model
+        self._model_table = tables.active_tables(db)["images"]
+
+    @property
+    def model(self) -> ModelIdentity:
+        """The identity of the model that made the store's current vectors, located in this store folder."""
+        current = tables.active_tables(self.db)["images"]
+        if current != self._model_table:
+            stored = tables.stored_model(self.db.open_table(current))
+            if stored is not None:
+                self._model = locate(self.db, self.path, stored)
+            self._model_table = current
+        return self._model
+
+    def forget_model(self) -> None:
+        """Read and locate the model identity again on next use (after a relink changed where it is)."""
+        self._model_table = None
+
+    @property
+    def encoder(self) -> "ClipEncoder":
+        """The store's CLIP encoder (loaded on first use, shared across stores in this process)."""
+        return self.encoder_for(self.model)
+
+    def encoder_for(self, identity: ModelIdentity) -> "ClipEncoder":
+        """The CLIP encoder of another model (a re-embed target, a fine-tuned model), on this store's device."""
+        from clipstore.encoders.clip import load_clip_encoder
+
+        return load_clip_encoder(identity, device=self.device, precision=self.precision)
+
+    @property
+    def minilm(self) -> "MiniLMEncoder":
+        """The all-MiniLM-L6-v2 sentence encoder (loaded on first use, shared in this process)."""
+        from clipstore.encoders.minilm import load_minilm_encoder
+
+        return load_minilm_encoder(device=self.device if self.device and self.device != "auto" else None)
