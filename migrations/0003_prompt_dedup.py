@@ -7,7 +7,7 @@ left as it is.
 
 Frozen: the table names, settings key, threshold and the de-duplication itself are written out here, as
 this migration first did them, instead of calling the prompt bank's live code (`clipstore.prompts`,
-`clipstore.dedup`), which may change. It uses `clipstore.tables` only for generic LanceDB access (listing
+`clipstore.prompts.dedup`), which may change. It uses `clipstore.db.tables` only for generic LanceDB access (listing
 tables, deleting rows by id), never for a schema, a name or a setting.
 """
 

@@ -4,7 +4,7 @@
 
 Defaults are the shipped run's settings (seed 0). It prints the loss and validation recall as it goes and
 the SHA-256 of the written file at the end (clipstore checks that hash when it loads the bundled weights:
-update MINI_WEIGHTS_SHA256 in clipstore/models.py when you ship new weights).
+update MINI_WEIGHTS_SHA256 in clipstore/encoders/identity.py when you ship new weights).
 """
 
 from __future__ import annotations

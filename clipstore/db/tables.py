@@ -1,8 +1,8 @@
-"""Table names, Arrow schemas and small LanceDB helpers shared by the store, ingest and migrations.
+"""Small LanceDB helpers shared by the store, its features and the migrations (names and schemas: `layout`).
 
 The tables are plain LanceDB tables; an application can open the current ones with
 `tables.open_images(lancedb.connect(store_path))` (after a model switch the current vectors live in
-`images__<key>`, see `clipstore.reembed`). The model identity that made the `embedding` column
+`images__<key>`, see `clipstore.switch.reembed`). The model identity that made the `embedding` column
 lives in the `images` table's schema metadata under `clipstore.model` (JSON).
 """
 
@@ -25,7 +25,7 @@ def active_tables(db: "lancedb.DBConnection") -> dict[str, str]:
     """The names of the tables that hold the store's current vectors: {"images": ..., "prompts": ...}.
 
     They are `images` and `prompts` until a re-embed switches the store to another model's tables (see
-    `clipstore.reembed`); the switch is one write of this setting, so readers see either the old tables or
+    `clipstore.switch.reembed`); the switch is one write of this setting, so readers see either the old tables or
     the new ones, never a mix.
     """
     import json

@@ -110,7 +110,7 @@ class ModelIdentity:
         """A recorded identity made usable in the store at `store_root`, with an absolute checkpoint path.
 
         This is where every identity read from a store gets its checkpoint path. In order: the place the
-        checkpoint was relinked to (`relinked`: SHA-256 -> path, see `clipstore.locations`) when that file
+        checkpoint was relinked to (`relinked`: SHA-256 -> path, see `clipstore.db.identities`) when that file
         exists; the recorded path (relative to the store root when relative); and, for a store written before
         in-store paths were relative and since moved or copied, the same tail of the recorded path under
         `store_root` when that file has the recorded SHA-256. When none exists the recorded path is kept, and

@@ -223,7 +223,7 @@ class Store:
 
     def train(self, options: "TrainOptions | None" = None, *, progress=None, **overrides) -> "TrainReport":
         """Train Model A on the store's (image, prompt) pairs, tune Model B and the ensemble alpha on the
-        validation split, and save the head in the store (see `clipstore.training`).
+        validation split, and save the head in the store (see `clipstore.describe.train`).
 
         Pass a `TrainOptions` or its fields as keywords (e.g. `store.train(epochs=5, freeze_vision=True)`).
         `progress(stage, done, total)` follows the work. Takes the store's write lock only to record the head,
@@ -309,7 +309,7 @@ class Store:
     ) -> "EvalReport":
         """Avg-Cos (eq. 8) of the zero-shot baseline, the data-filter ablation, Model A, Model B and the
         ensemble on held-out pairs: the store's test split, or `pairs` (a CSV/TSV/JSONL manifest with path and
-        prompt, like ingest's --manifest). See `clipstore.evaluation`."""
+        prompt, like ingest's --manifest). See `clipstore.describe.evaluate`."""
         from clipstore.describe.evaluate import DEFAULT_ABLATION, evaluate, external_pairs
 
         held_out = None
@@ -345,7 +345,7 @@ class Store:
         return finetuned_models(self.path, relinked(self.db))
 
     def reembed(self, model: str, *, drop_missing: bool = False, batch_size: int = 32, progress=None) -> "ReembedReport":
-        """Re-embed every image with `model` and switch the store to it atomically (see `clipstore.reembed`).
+        """Re-embed every image with `model` and switch the store to it atomically (see `clipstore.switch.reembed`).
 
         model: a model spec (`ARCH:TAG`, `ARCH:/path/to/checkpoint`, ...), or a fine-tuned model of this store
         (its id, id prefix or folder). Searches keep using the current vectors until the switch; an
@@ -395,7 +395,7 @@ class Store:
         """Image->image mAP@k / R@1, text->image R@1 / R@10, zero-shot and k-NN classification accuracy on the
         store's held-out labelled images, for the store's model and each of `models` side by side. Default:
         when the store uses one of its fine-tuned models, the base model it was tuned from (its parent); else
-        the newest fine-tuned model of this store, if any. See `clipstore.retrieval_eval`."""
+        the newest fine-tuned model of this store, if any. See `clipstore.finetune.retrieval`."""
         from clipstore.finetune.run import FinetuneOptions, load_images
         from clipstore.finetune.retrieval import DEFAULT_TEMPLATE, check_template, evaluate_retrieval
 
