@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 import click
 
 import clipstore
-from clipstore.finetune.run import METHODS, FinetuneOptions
+from clipstore.finetune.options import METHODS, FinetuneOptions
 
 from clipstore.cli.common import (
     ProgressBar,

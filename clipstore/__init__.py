@@ -47,8 +47,10 @@ _LAZY_MODULES = {
     "describe.heads": ("HeadInfo",),
     "describe.describer": ("DescribedFile", "Describer", "Description"),
     "describe.evaluate": ("EvalReport", "EvalRow"),
-    "finetune.run": ("FinetuneEpoch", "FinetuneOptions", "FinetuneReport"),
-    "switch.reembed": ("ReembedReport", "RollbackReport"),
+    "finetune.options": ("FinetuneOptions",),
+    "finetune.run": ("FinetuneEpoch", "FinetuneReport"),
+    "switch.reembed": ("ReembedReport",),
+    "switch.rollback": ("RollbackReport",),
     "finetune.retrieval": ("RetrievalReport", "RetrievalRow"),
     "switch.locations": ("RelinkReport",),
     "demo": ("DemoResult", "DemoSearch"),
@@ -63,14 +65,16 @@ if TYPE_CHECKING:
     from clipstore.encoders.clip import ClipEncoder
     from clipstore.encoders.minilm import MiniLMEncoder
     from clipstore.describe.evaluate import EvalReport, EvalRow
-    from clipstore.finetune.run import FinetuneEpoch, FinetuneOptions, FinetuneReport
+    from clipstore.finetune.options import FinetuneOptions
+    from clipstore.finetune.run import FinetuneEpoch, FinetuneReport
     from clipstore.describe.heads import HeadInfo
     from clipstore.ingest.run import IngestOptions
     from clipstore.describe.model_b import KnnParams
     from clipstore.switch.locations import RelinkReport
     from clipstore.encoders.identity import ModelIdentity
     from clipstore.prompts.bank import DuplicatePrompt, PromptHit, PromptInsertReport, PromptRemoveReport, RejectedPrompt, StoredPrompt
-    from clipstore.switch.reembed import ReembedReport, RollbackReport
+    from clipstore.switch.reembed import ReembedReport
+    from clipstore.switch.rollback import RollbackReport
     from clipstore.finetune.retrieval import RetrievalReport, RetrievalRow
     from clipstore.store.facade import Store
     from clipstore.describe.train import TrainOptions, TrainReport

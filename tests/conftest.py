@@ -43,6 +43,49 @@ def messy(tmp_path: Path) -> dict:
     return build_messy_folder(tmp_path / "messy")
 
 
+@pytest.fixture
+def world(tmp_path: Path) -> "tuple[clipstore.Store, Path]":
+    """A store of 40 rendered world images (labelled by folder) on clipstore-mini: (store, tmp_path); the
+    images are under tmp_path / "world". Fine-tuning and switch tests start from it."""
+    from clipstore.world import render_folder
+
+    render_folder(tmp_path / "world", 40, seed=8)
+    store = clipstore.connect(tmp_path / "s.clipstore", model=MINI)
+    store.ingest(tmp_path / "world")
+    return store, tmp_path
+
+
+@pytest.fixture(scope="session")
+def switched(tmp_path_factory) -> "tuple[Path, Path, str, str]":
+    """A store switched to a model fine-tuned in it (`clipstore finetune --apply`): (store path, images folder,
+    model id, the command's output). Shared by the whole session (one fine-tuning run): tests that change the
+    store use `switched_copy`."""
+    from click.testing import CliRunner
+
+    from clipstore.cli import main
+    from clipstore.world import render_folder
+
+    root = tmp_path_factory.mktemp("switched")
+    render_folder(root / "world", 40, seed=8)
+    store = clipstore.connect(root / "s.clipstore", model="clipstore-mini:world-v1")
+    store.ingest(root / "world")
+    result = CliRunner().invoke(
+        main, ["finetune", "--store", store.path, "--epochs", "1", "--batch-size", "16", "--no-augment", "--labels-from-folders", "--apply"]
+    )
+    assert result.exit_code == 0, result.output
+    return Path(store.path), root / "world", store.finetuned_models()[0]["id"], result.output
+
+
+@pytest.fixture
+def switched_copy(switched, tmp_path: Path) -> Path:
+    """This test's own copy of the `switched` store (tmp_path / "own.clipstore")."""
+    import shutil
+
+    path = tmp_path / "own.clipstore"
+    shutil.copytree(switched[0], path)
+    return path
+
+
 @pytest.fixture(scope="session")
 def noisy_checkpoint(tmp_path_factory) -> Path:
     """A real open_clip checkpoint of the clipstore-mini architecture, outside any store: the bundled weights

@@ -11,7 +11,7 @@ from click.testing import CliRunner
 import clipstore
 from clipstore.cli import main
 from clipstore.errors import ClipstoreError, InvalidOptionError, NotWritableError
-from clipstore.finetune.run import FinetuneOptions
+from clipstore.finetune.options import FinetuneOptions
 from clipstore.ingest.run import IngestOptions
 from clipstore.describe.train import TrainOptions
 

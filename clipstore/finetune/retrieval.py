@@ -3,7 +3,7 @@
 For each encoder compared (the store's current model, and e.g. a fine-tuned one), on the held-out test split of
 the store's labelled images (labels from folders or a manifest, as for `clipstore finetune`):
 
-- image->image mAP@k and R@1: every image queries the others; same-label images are relevant;
+- image->image mAP@k and R@1 (`metrics.map_at_k`): every image queries the others; same-label images are relevant;
 - text->image R@1 / R@10: every image's own prompt queries the held-out images; its image is the answer;
 - zero-shot classification accuracy: the label names rendered as text prompts (`template`, default
   "a photo of a {label}"), nearest label text wins;
@@ -19,12 +19,13 @@ from typing import TYPE_CHECKING, Callable, Sequence
 import numpy as np
 
 from clipstore.errors import InvalidOptionError, TrainingDataError
+from clipstore.finetune.metrics import map_at_k
 from clipstore.results import _AsDict
 from clipstore.progress import silent
 
 if TYPE_CHECKING:
     from clipstore.encoders.clip import ClipEncoder
-    from clipstore.finetune.run import ImageSet
+    from clipstore.finetune.data import ImageSet
     from clipstore.db.context import StoreContext
 
 DEFAULT_TEMPLATE = "a photo of a {label}"
@@ -52,13 +53,6 @@ class RetrievalReport(_AsDict):
     classes: int
     template: str
     notes: tuple[str, ...] = field(default_factory=tuple)
-
-
-def image_retrieval(embeddings: np.ndarray, labels: Sequence, k: int) -> tuple[float, float]:
-    """mAP@k and R@1 of every image against all the others (same label = relevant)."""
-    from clipstore.finetune.run import map_at_k
-
-    return map_at_k(np.asarray(embeddings, np.float32), list(labels), k)
 
 
 def text_to_image(image_embeddings: np.ndarray, text_embeddings: np.ndarray, answers: np.ndarray) -> tuple[float, float]:
@@ -150,7 +144,7 @@ def evaluate_retrieval(
     for step, (name, encoder) in enumerate(encoders, start=1):
         vectors = encoder.encode_images(decoded)
         test_vectors, train_vectors = vectors[:n_test], vectors[n_test:]
-        mean_ap, r1 = image_retrieval(test_vectors, labels[:n_test], k)
+        mean_ap, r1 = map_at_k(np.asarray(test_vectors, np.float32), labels[:n_test], k)  # same label = relevant
         text_vectors = encoder.encode_texts([images.prompts[rows[i]] for i in prompted]) if prompted else np.zeros((0, vectors.shape[1]))
         t1, t10 = text_to_image(test_vectors, text_vectors, np.array(prompted, dtype=np.int64))
         label_texts = [template.format(label=label) for label in names]

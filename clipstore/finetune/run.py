@@ -15,7 +15,7 @@ prompts (else their top pseudo-caption). The text encoder changes, so the bank m
 
 Both use differential learning rates (`lr_backbone` for the pretrained transformer, `lr_head` for the
 projection and the margin centres), AdamW with warm-up and cosine decay, image augmentation, a validation split
-(the image's fixed split, `clipstore.pairs.split_of`) with early stopping on image->image mAP when labels
+(the image's fixed split, `clipstore.describe.pairs.split_for`) with early stopping on image->image mAP when labels
 exist (else caption recall), a checkpoint every epoch (an interrupted run resumes), and a progress callback.
 The result is saved in the store under `models/<id>/` (`model.safetensors`: the whole open_clip model;
 `config.json`: the parent model's identity, the method and every hyper-parameter, the validation scores).
@@ -31,58 +31,26 @@ import random
 import shutil
 import uuid
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from clipstore.db import tables
-from clipstore.errors import InvalidOptionError, TrainingDataError
-from clipstore.encoders.identity import ModelIdentity, file_sha256
-from clipstore.results import _AsDict
+from clipstore.db import layout, tables
+from clipstore.errors import TrainingDataError
+from clipstore.finetune.captions import pseudo_captions
+from clipstore.finetune.data import ImageSet, load_images
+from clipstore.finetune.losses import arc_margin_loss, caption_subset, info_nce_loss, mc_arc_margin_loss
+from clipstore.finetune.metrics import map_at_k
+from clipstore.finetune.options import FinetuneOptions
+from clipstore.finetune.registry import save_model
 from clipstore.progress import Progress, silent
+from clipstore.results import _AsDict
 from clipstore.training.images import load_training_image
-from clipstore.training.runs import run_key, saved_folder
-from clipstore.db import layout
+from clipstore.training.runs import run_key
 
 if TYPE_CHECKING:
-    from clipstore.switch.reembed import ReembedReport
     from clipstore.db.context import StoreContext
-
-METHODS = ("mcip", "2sft")
-
-
-@dataclass(frozen=True)
-class FinetuneOptions(_AsDict):
-    """Hyper-parameters of `clipstore finetune` (the CLI's defaults)."""
-
-    method: str = "mcip"
-    epochs: int = 10
-    batch_size: int = 64
-    lr_backbone: float = 1e-5
-    lr_head: float = 1e-4
-    lr_text: float = 1e-5
-    realign_epochs: int = 5
-    weight_decay: float = 0.05
-    warmup_fraction: float = 0.1
-    patience: int = 3
-    captions: int = 5
-    caption_threshold: float | None = None
-    margin: float = 0.2
-    scale: float = 30.0
-    lambda_captions: float = 0.5
-    lambda_labels: float = 0.5
-    labels_from_folders: bool = False
-    label_manifest: str | None = None
-    label_field: str = "label"
-    augment: bool = True
-    max_centres: int = 16384
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        if self.method not in METHODS:
-            raise InvalidOptionError(f"method must be one of {METHODS}, not {self.method!r}")
-        if self.epochs < 1 or self.batch_size < 2:
-            raise InvalidOptionError("epochs must be at least 1 and batch_size at least 2")
+    from clipstore.switch.reembed import ReembedReport
 
 
 @dataclass(frozen=True)
@@ -115,226 +83,6 @@ class FinetuneReport(_AsDict):
     history: tuple[FinetuneEpoch, ...] = field(default_factory=tuple)
     notes: tuple[str, ...] = field(default_factory=tuple)
     switch: "ReembedReport | None" = None
-
-
-# --- data ---------------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class ImageSet:
-    """The store's images for fine-tuning: ids, a readable path each, own prompts (or None), labels (or None),
-    stored embeddings (n, d) and splits."""
-
-    ids: tuple[str, ...]
-    paths: tuple[str, ...]
-    prompts: tuple[str | None, ...]
-    labels: tuple[str | None, ...]
-    embeddings: np.ndarray
-    splits: tuple[str, ...]
-
-    def rows(self, split: str) -> np.ndarray:
-        return np.array([i for i, s in enumerate(self.splits) if s == split], dtype=np.int64)
-
-
-def load_images(store: "StoreContext", options: FinetuneOptions) -> ImageSet:
-    """Every stored image with a readable file, its own prompt, its label (if asked for) and split."""
-    from clipstore.describe.pairs import _readable, split_for
-
-    images = tables.open_images(store.db)
-    columns = ["id", "embedding"] + (["prompt"] if "prompt" in images.schema.names else [])
-    data = tables.read_columns(images, columns)
-    paths = tables.paths_by_image(store.db)
-    manifest_labels = _manifest_labels(options.label_manifest, options.label_field) if options.label_manifest else {}
-    ids = data.column("id").to_pylist()
-    prompts = data.column("prompt").to_pylist() if "prompt" in columns else [None] * len(ids)
-    vectors = tables.vector_matrix(data.column("embedding"))
-    keep, out_paths, out_labels = [], [], []
-    for row in np.argsort(np.array(ids, dtype=object), kind="stable"):
-        candidates = paths.get(ids[row], [])
-        path = _readable(candidates)
-        if path is None:
-            continue
-        label = None
-        if manifest_labels:
-            label = next((manifest_labels[p] for p in candidates if p in manifest_labels), None)
-        elif options.labels_from_folders:
-            label = os.path.basename(os.path.dirname(path)) or None
-        keep.append(int(row))
-        out_paths.append(path)
-        out_labels.append(label)
-    return ImageSet(
-        tuple(ids[i] for i in keep),
-        tuple(out_paths),
-        tuple((prompts[i] or "").strip() or None for i in keep),
-        tuple(out_labels),
-        vectors[keep] if keep else np.zeros((0, vectors.shape[1] if len(vectors) else store.model.embed_dim), np.float32),
-        tuple(split_for(ids[i], prompts[i]) for i in keep),
-    )
-
-
-def _manifest_labels(path: str, field_name: str) -> dict[str, str]:
-    """{absolute image path: label} from a CSV/TSV/JSONL manifest; `field_name` may be dotted (labels.shape)."""
-    from clipstore.ingest.run import read_manifest_records
-
-    base, records = read_manifest_records(path, "label manifest")
-    labels = {}
-    for record in records:
-        value: Any = record
-        for part in field_name.split("."):
-            value = value.get(part) if isinstance(value, dict) else None
-        if isinstance(record, dict) and isinstance(record.get("path"), str) and value not in (None, ""):
-            labels[os.path.normpath(os.path.join(base, os.path.expanduser(record["path"])))] = str(value)
-    if not labels:
-        raise TrainingDataError(f"No labels found in {path}: it needs `path` and `{field_name}` fields.")
-    return labels
-
-
-@dataclass(frozen=True)
-class Captions:
-    """Pseudo-captions: the caption texts, their (locked) CLIP text embeddings (c, d), and per image the
-    indices of its captions, padded with -1 (n, m_max)."""
-
-    texts: tuple[str, ...]
-    embeddings: np.ndarray
-    positives: np.ndarray
-
-
-def pseudo_captions(store: "StoreContext", images: ImageSet, count: int, threshold: float | None) -> Captions:
-    """Each image's own prompt (if any) plus its top-`count` bank prompts by CLIP similarity (>= threshold)."""
-    from clipstore.describe.train import bank_view
-
-    # The held-out images' own prompts are not offered as pseudo-captions of other images.
-    bank = bank_view(store, [p for p, s in zip(images.prompts, images.splits) if p and s != "train"])
-    visible = ~bank.hidden
-    texts: list[str] = []
-    index: dict[str, int] = {}
-    vectors: list[np.ndarray] = []
-
-    def add(text: str, vector: np.ndarray) -> int:
-        if text not in index:
-            index[text] = len(texts)
-            texts.append(text)
-            vectors.append(vector)
-        return index[text]
-
-    own = [p for p in images.prompts if p]
-    own_vectors = store.encoder.encode_texts(own) if own else np.zeros((0, store.model.embed_dim), np.float32)
-    own_lookup = dict(zip(own, own_vectors))
-    per_image: list[list[int]] = []
-    scores = images.embeddings @ bank.clip.T if len(bank.ids) and count > 0 else np.zeros((len(images.ids), 0))
-    if scores.shape[1]:
-        scores[:, ~visible] = -np.inf
-    for row in range(len(images.ids)):
-        chosen = []
-        if images.prompts[row]:
-            chosen.append(add(images.prompts[row], own_lookup[images.prompts[row]]))
-        if scores.shape[1]:
-            top = np.argsort(-scores[row], kind="stable")[:count]
-            for j in top:
-                if np.isfinite(scores[row, j]) and (threshold is None or scores[row, j] >= threshold):
-                    slot = add(bank.texts[j], bank.clip[j])
-                    if slot not in chosen:
-                        chosen.append(slot)
-        per_image.append(chosen)
-    width = max((len(c) for c in per_image), default=0)
-    positives = np.full((len(per_image), max(width, 1)), -1, np.int64)
-    for row, chosen in enumerate(per_image):
-        positives[row, : len(chosen)] = chosen
-    embeddings = np.stack(vectors).astype(np.float32) if vectors else np.zeros((0, store.model.embed_dim), np.float32)
-    return Captions(tuple(texts), embeddings, positives)
-
-
-# --- losses -------------------------------------------------------------------------------------------------
-
-
-def arc_margin_logits(cosines, targets, scale: float, margin: float):
-    """ArcFace logits: scale * cos(theta), with cos(theta + margin) for each row's target column."""
-    import torch
-
-    cos_t = cosines.gather(1, targets[:, None]).clamp(-1 + 1e-7, 1 - 1e-7)
-    theta = torch.acos(cos_t)
-    # Past pi - margin, cos(theta + margin) would rise again: use the CosFace-style fallback there.
-    with_margin = torch.where(theta + margin < math.pi, torch.cos(theta + margin), cos_t - margin * math.sin(margin))
-    logits = cosines.scatter(1, targets[:, None], with_margin)
-    return scale * logits
-
-
-def arc_margin_loss(embeddings, centres, targets, scale: float, margin: float):
-    """ArcMargin (ArcFace) loss of unit embeddings (B, d) against unit class centres (C, d)."""
-    import torch.nn.functional as F
-
-    cosines = F.normalize(embeddings, dim=-1) @ F.normalize(centres, dim=-1).T
-    return F.cross_entropy(arc_margin_logits(cosines, targets, scale, margin), targets)
-
-
-def mc_arc_margin_loss(embeddings, centres, positives, scale: float, margin: float):
-    """Multi-caption ArcMargin: for every (image, one of its captions) the ArcMargin loss with that caption as
-    the target, the image's other captions left out of the softmax; averaged over all such pairs.
-
-    embeddings (B, d); centres (C, d) caption text embeddings (locked); positives (B, P) caption indices into
-    centres, -1 for padding. None when no image of the batch has a caption.
-    """
-    import torch
-    import torch.nn.functional as F
-
-    cosines = F.normalize(embeddings, dim=-1) @ F.normalize(centres, dim=-1).T
-    valid = positives >= 0
-    is_positive = torch.zeros_like(cosines, dtype=torch.bool)
-    rows = torch.arange(len(positives))[:, None].expand_as(positives)
-    is_positive[rows[valid], positives[valid]] = True
-    losses = []
-    for slot in range(positives.shape[1]):
-        use = valid[:, slot]
-        if not use.any():
-            continue
-        targets = positives[use, slot]
-        logits = arc_margin_logits(cosines[use], targets, scale, margin)
-        others = is_positive[use].clone()
-        others[torch.arange(len(targets)), targets] = False
-        logits = logits.masked_fill(others, float("-inf"))
-        losses.append(F.cross_entropy(logits, targets, reduction="none"))
-    return torch.cat(losses).mean() if losses else None
-
-
-def info_nce_loss(image_embeddings, text_embeddings, logit_scale: float):
-    """Symmetric InfoNCE (CLIP's loss) for matching rows of unit image and text embeddings."""
-    import torch
-    import torch.nn.functional as F
-
-    logits = logit_scale * F.normalize(image_embeddings, dim=-1) @ F.normalize(text_embeddings, dim=-1).T
-    targets = torch.arange(len(logits))
-    return 0.5 * (F.cross_entropy(logits, targets) + F.cross_entropy(logits.T, targets))
-
-
-# --- validation metrics -------------------------------------------------------------------------------------
-
-
-def map_at_k(embeddings: np.ndarray, labels: list, k: int = 10) -> tuple[float, float]:
-    """Image->image mAP@k and R@1 (a same-label image ranks first), each image a query against the others."""
-    labels_array = np.array(labels, dtype=object)
-    scores = embeddings @ embeddings.T
-    np.fill_diagonal(scores, -np.inf)
-    k = min(k, len(labels) - 1)
-    if k <= 0:
-        return float("nan"), float("nan")
-    top = np.argsort(-scores, axis=1, kind="stable")[:, :k]
-    relevant = labels_array[top] == labels_array[:, None]
-    counts = np.array([(labels_array == label).sum() - 1 for label in labels_array])
-    precision = np.cumsum(relevant, axis=1) / np.arange(1, k + 1)
-    ap = (precision * relevant).sum(axis=1) / np.maximum(np.minimum(counts, k), 1)
-    has = counts > 0
-    return float(ap[has].mean()) if has.any() else float("nan"), float(relevant[has, 0].mean()) if has.any() else float("nan")
-
-
-def caption_recall(embeddings: np.ndarray, caption_embeddings: np.ndarray, positives: np.ndarray) -> float:
-    """Fraction of images whose most similar caption (among all captions) is one of their own."""
-    if not len(embeddings) or not len(caption_embeddings):
-        return float("nan")
-    best = np.argmax(embeddings @ caption_embeddings.T, axis=1)
-    return float(np.mean([best[i] in set(positives[i][positives[i] >= 0]) for i in range(len(best))]))
-
-
-# --- the run ------------------------------------------------------------------------------------------------
 
 
 def finetune(store: "StoreContext", options: FinetuneOptions, progress: Progress | None = None) -> FinetuneReport:
@@ -420,7 +168,7 @@ def finetune(store: "StoreContext", options: FinetuneOptions, progress: Progress
         """lambda_captions * MCArcMargin + lambda_labels * ArcMargin (2SFT: ArcMargin alone); None if empty."""
         terms = []
         if options.method == "mcip" and len(captions.texts):
-            centre_rows, batch_positives = _caption_subset(positives_all[rows], len(captions.texts), options.max_centres, rng)
+            centre_rows, batch_positives = caption_subset(positives_all[rows], len(captions.texts), options.max_centres, rng)
             term = mc_arc_margin_loss(embeddings, caption_centres[centre_rows], batch_positives, options.scale, options.margin)
             if term is not None:
                 terms.append(options.lambda_captions * term)
@@ -490,7 +238,7 @@ def finetune(store: "StoreContext", options: FinetuneOptions, progress: Progress
 
     created = tables.utc_now()
     model_id = created.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
-    folder = _save_model(store, model, model_id, {
+    folder = save_model(store, model, model_id, {
         "id": model_id,
         "parent": identity.portable(store.path).to_dict(),  # the store may move: see ModelIdentity.portable
         "method": options.method,
@@ -553,22 +301,6 @@ class _Holder:
 def _is_head(name: str) -> bool:
     """The vision tower's projection and final norm: newly specialised, trained at the higher rate."""
     return name in ("proj", "ln_post.weight", "ln_post.bias") or name.startswith(("head.", "proj."))
-
-
-def _caption_subset(positives, total: int, limit: int, rng: np.random.Generator):
-    """Centre rows for one batch: all captions when there are few, else the batch's positives plus random
-    others up to `limit`; returns (centre indices, positives re-indexed into them)."""
-    import torch
-
-    if total <= limit:
-        return torch.arange(total), positives
-    used = torch.unique(positives[positives >= 0])
-    extra = rng.choice(total, size=min(limit, total), replace=False)
-    rows = torch.unique(torch.cat([used, torch.from_numpy(extra)]))
-    remap = torch.full((total,), -1, dtype=torch.long)
-    remap[rows] = torch.arange(len(rows))
-    mapped = torch.where(positives >= 0, remap[positives.clamp(min=0)], positives)
-    return rows, mapped
 
 
 def _realign_text(store, model, images, captions, train_rows, val_rows, decoded, preprocess, options, work, report):
@@ -657,43 +389,6 @@ class _TextHolder:
 
     def eval(self):
         self.model.eval()
-
-
-def _save_model(store: "StoreContext", model, model_id: str, config: dict[str, Any]) -> str:
-    from safetensors.torch import save_file
-
-    final = os.path.join(store.path, layout.MODELS_FOLDER, model_id)
-    with saved_folder(final) as folder:
-        state = {name: tensor.detach().float().contiguous().cpu() for name, tensor in model.state_dict().items()}
-        save_file(state, os.path.join(folder, layout.MODEL_WEIGHTS_FILE))
-        config["model_sha256"] = file_sha256(os.path.join(folder, layout.MODEL_WEIGHTS_FILE))
-        with open(os.path.join(folder, layout.CONFIG_FILE), "w", encoding="utf-8") as handle:
-            json.dump(config, handle, indent=2, sort_keys=True)
-    return final
-
-
-def finetuned_models(store_path: str, relinked: dict[str, str] | None = None) -> list[dict]:
-    """The fine-tuned models saved in a store (their config.json contents plus `folder`), newest first; the
-    `parent` identity is located in the store (`ModelIdentity.located`, with the store's relinks)."""
-    root = os.path.join(store_path, layout.MODELS_FOLDER)
-    found = []
-    if os.path.isdir(root):
-        for name in sorted(os.listdir(root)):
-            config = os.path.join(root, name, layout.CONFIG_FILE)
-            if not name.startswith(".") and not name.endswith(".partial") and os.path.isfile(config):
-                with open(config, encoding="utf-8") as handle:
-                    data = json.load(handle)
-                data["folder"] = os.path.join(root, name)
-                data["parent"] = ModelIdentity.from_dict(data["parent"]).located(store_path, relinked).to_dict()
-                found.append(data)
-    found.sort(key=lambda data: data.get("created_at", ""), reverse=True)
-    return found
-
-
-def finetuned_identity(parent: ModelIdentity, checkpoint: str) -> ModelIdentity:
-    """The identity of a fine-tuned checkpoint: the parent's architecture and preprocessing, new weights."""
-    path = os.path.abspath(checkpoint)
-    return replace(parent, pretrained=None, checkpoint_path=path, checkpoint_sha256=file_sha256(path))
 
 
 def _run_key(store: "StoreContext", options: FinetuneOptions, images: ImageSet) -> str:

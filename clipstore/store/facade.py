@@ -29,9 +29,11 @@ if TYPE_CHECKING:
 
     from clipstore.describe.describer import DescribedFile, Describer, Description
     from clipstore.describe.evaluate import EvalReport
-    from clipstore.finetune.run import FinetuneOptions, FinetuneReport
+    from clipstore.finetune.options import FinetuneOptions
+    from clipstore.finetune.run import FinetuneReport
     from clipstore.switch.locations import RelinkReport
-    from clipstore.switch.reembed import ReembedReport, RollbackReport
+    from clipstore.switch.reembed import ReembedReport
+    from clipstore.switch.rollback import RollbackReport
     from clipstore.finetune.retrieval import RetrievalReport
     from clipstore.describe.heads import HeadInfo
     from clipstore.results import FileFailure
@@ -328,7 +330,8 @@ class Store:
         """
         from dataclasses import replace
 
-        from clipstore.finetune.run import FinetuneOptions, finetune
+        from clipstore.finetune.options import FinetuneOptions
+        from clipstore.finetune.run import finetune
 
         options = replace(options or FinetuneOptions(), **overrides)
         report = finetune(self.context, options, progress)  # writes only its own folder: ingest may go on meanwhile
@@ -339,7 +342,7 @@ class Store:
     def finetuned_models(self) -> list[dict]:
         """The fine-tuned models saved in this store (their configs, with `folder` and the `parent` identity
         located in this store), newest first."""
-        from clipstore.finetune.run import finetuned_models
+        from clipstore.finetune.registry import finetuned_models
         from clipstore.db.identities import relinked
 
         return finetuned_models(self.path, relinked(self.db))
@@ -353,16 +356,17 @@ class Store:
         encoder is the current one's (an MCIP fine-tune) and re-embedded otherwise.
         """
         from clipstore.db.locking import write_lock
+        from clipstore.finetune.registry import resolve_target
         from clipstore.switch.reembed import reembed
 
-        target, text_changed = self._resolve_switch_target(model)
+        target, text_changed = resolve_target(self.context, model)
         with write_lock(self.path):
             return reembed(self.context, target, text_changed=text_changed, drop_missing=drop_missing, batch_size=batch_size, progress=progress)
 
     def rollback(self) -> "RollbackReport":
         """Undo the last model switch: the previous model, its vectors and the file rows as they were then."""
         from clipstore.db.locking import write_lock
-        from clipstore.switch.reembed import rollback
+        from clipstore.switch.rollback import rollback
 
         with write_lock(self.path):
             return rollback(self.context)
@@ -396,7 +400,9 @@ class Store:
         store's held-out labelled images, for the store's model and each of `models` side by side. Default:
         when the store uses one of its fine-tuned models, the base model it was tuned from (its parent); else
         the newest fine-tuned model of this store, if any. See `clipstore.finetune.retrieval`."""
-        from clipstore.finetune.run import FinetuneOptions, load_images
+        from clipstore.finetune.data import load_images
+        from clipstore.finetune.options import FinetuneOptions
+        from clipstore.finetune.registry import resolve_target
         from clipstore.finetune.retrieval import DEFAULT_TEMPLATE, check_template, evaluate_retrieval
 
         check_template(template or DEFAULT_TEMPLATE)  # before any image is loaded
@@ -411,27 +417,10 @@ class Store:
             compared.append((f"{_model_name(parent, saved)} (base of {own['id']})", parent))
         else:
             for spec in models if models is not None else [config["folder"] for config in saved[:1]]:
-                identity, _ = self._resolve_switch_target(spec)
+                identity, _ = resolve_target(self.context, spec)
                 compared.append((_model_name(identity, saved), identity))
         encoders = [(name, self.context.encoder_for(identity)) for name, identity in compared]
         return evaluate_retrieval(self.context, encoders, images, k=k, template=template or DEFAULT_TEMPLATE, splits=splits, progress=progress)
-
-    def _resolve_switch_target(self, model: str) -> "tuple[ModelIdentity, bool]":
-        from clipstore.errors import ModelSpecError
-        from clipstore.finetune.run import finetuned_identity
-
-        saved = self.finetuned_models()
-        exact = [c for c in saved if model == c.get("id") or os.path.abspath(os.path.expanduser(model)) == c["folder"]]
-        prefixed = [c for c in saved if len(model) >= 6 and str(c.get("id", "")).startswith(model)]
-        if not exact and len(prefixed) > 1:
-            raise ModelSpecError(f"{model!r} matches {len(prefixed)} fine-tuned models of this store; give more of the id.")
-        for config in exact or prefixed:
-            folder = config["folder"]
-            parent = ModelIdentity.from_dict(config["parent"])  # located by finetuned_models
-            identity = finetuned_identity(parent, os.path.join(folder, layout.MODEL_WEIGHTS_FILE))
-            keeps_text = not config.get("text_encoder_changed", True) and parent.same_vectors_as(self.model)
-            return identity, not keeps_text
-        return resolve_model(model), True
 
     def search_text(self, text: str, k: int = 10, *, path_prefix: str | None = None) -> list[SearchHit]:
         """The k images best matching a text query, best first, scored by cosine similarity."""

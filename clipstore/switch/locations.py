@@ -21,11 +21,11 @@ from clipstore.db.identities import locate, relinked
 from clipstore.errors import ModelMismatchError, ModelSpecError
 from clipstore.encoders.identity import ModelIdentity, file_sha256, portable_path
 from clipstore.results import _AsDict
+from clipstore.switch.history import history
 from clipstore.db import layout
 
 if TYPE_CHECKING:
     from clipstore.db.context import StoreContext
-
 
 
 @dataclass(frozen=True)
@@ -70,8 +70,6 @@ def relink(store: "StoreContext", path: "str | os.PathLike[str]") -> RelinkRepor
 
 def _recorded_models(store: "StoreContext") -> list[ModelIdentity]:
     """The store's model, then every model of its switch history (a rollback returns to them), located."""
-    from clipstore.switch.reembed import history
-
     models = [store.model]
     for entry in reversed(history(store.db)):
         for key in ("model", "previous_model"):

@@ -1,4 +1,4 @@
-"""Safe model switch: re-embed every image with another model, switch atomically, roll back on demand.
+"""Safe model switch: re-embed every image with another model and switch atomically.
 
 `reembed(store, model)` writes the new vectors into a staging table beside the current one
 (`images__<key>`, `<key>` derived from the target model, so a re-run finds and resumes it), batch by batch.
@@ -10,37 +10,26 @@ an interrupted run, from a switch that was rolled back, or the original `images`
 the store's first model) is brought up to date and reused, so switching back and forth re-embeds only what
 changed in between.
 
-The switch keeps the previous state restorable: the versions of the files table and of the previous tables
-at the switch are recorded and tagged (a Lance tag `clipstore-switch-<n>`, n = the switch's place on the
-history stack), and the previous pointer is pushed on that stack. `rollback(store)` restores those versions
-and points the store back at the previous tables; images ingested after the switch are forgotten by the
-rollback (a later ingest adds them again). Rolled-back switches are remembered (`model_rollbacks`), so a
-rollback with nothing left to undo says what was undone.
-
-Model A heads trained on the old encoder become stale by construction: their base identity no longer matches
-the store's model, and describe says so until they are retrained.
+The switch keeps the previous state restorable (`switch.history` records and tags it; `switch.rollback`
+undoes it). Model A heads trained on the old encoder become stale by construction: their base identity no
+longer matches the store's model, and describe says so until they are retrained.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable
 
-from clipstore.db import tables
+from clipstore.db import layout, tables
+from clipstore.encoders.identity import ModelIdentity
 from clipstore.errors import ClipstoreError, ReembedError  # ReembedError: importable from here as before
-from clipstore.db.identities import locate, relinked
-from clipstore.db.layout import LOCATIONS_SETTING
-from clipstore.encoders.identity import ModelIdentity, portable_path
-from clipstore.results import FileFailure, _AsDict
 from clipstore.progress import silent
-from clipstore.db import layout
+from clipstore.results import FileFailure, _AsDict
+from clipstore.switch.history import record_switch
 
 if TYPE_CHECKING:
     from clipstore.db.context import StoreContext
-
-SWITCH_TAG = "clipstore-switch-{n}"
 
 
 @dataclass(frozen=True)
@@ -57,14 +46,6 @@ class ReembedReport(_AsDict):
     switched: bool = False
     previous_model: str | None = None
     tag: str | None = None
-
-
-@dataclass(frozen=True)
-class RollbackReport(_AsDict):
-    model: str
-    previous_model: str
-    files_version: int
-    tag: str
 
 
 def staging_names(target: ModelIdentity) -> dict[str, str]:
@@ -168,7 +149,7 @@ def reembed(
         dropped_ids = sorted(wanted - set(tables.read_columns(staging, ["id"]).column("id").to_pylist()))
         # Their file rows go too: when a file becomes readable again, the next ingest embeds it anew.
         tables.delete_where_in(db.open_table(layout.FILES), "image_id", dropped_ids)
-    tag = _switch(store, active, new_active, current, target, files_version)
+    tag = record_switch(store, active, new_active, current, target, files_version)
     return ReembedReport(target.spec, len(rows) - len(missing), embedded, resumed, prompts_embedded, tuple(missing), True, current.spec, tag)
 
 
@@ -188,8 +169,6 @@ def _bring_up_to_date(db, source_name: str, name: str, column: str, target: Mode
     except their vectors in mind: rows the source no longer has are deleted, rows whose other columns changed
     get the source's values (their vectors stay valid: a row's vector depends only on its content), columns
     the source gained are added. Returns (table, the source's rows without `column`, ids already embedded)."""
-    import pyarrow as pa
-
     source = db.open_table(source_name)
     schema = layout.vectors_schema_like(source.schema, column, target, store_root)
     table = None
@@ -213,7 +192,7 @@ def _bring_up_to_date(db, source_name: str, name: str, column: str, target: Mode
     return table, rows, {row["id"] for row in present if row["id"] in wanted}
 
 
-def _carry_new_columns(db, source_name: str, name: str) -> None:
+def carry_new_columns(db, source_name: str, name: str) -> None:
     """Give table `name` the columns that `source_name` has and it lacks (added by a migration while it was
     not in use), with the source's values for the rows both hold."""
     source, table = db.open_table(source_name), db.open_table(name)
@@ -255,130 +234,3 @@ def _reembed_prompts(db, source_name: str, name: str, target: ModelIdentity, enc
         table.add(pa.Table.from_pylist(records, schema=table.schema))
         report("re-embed prompts", min(start + chunk, len(todo)), len(todo))
     return len(todo)
-
-
-def history(db) -> list[dict]:
-    """The switches a rollback can undo, oldest first (each with its tag, the tables and models before and
-    after, and the table versions a rollback restores)."""
-    value = tables.read_setting(db, layout.HISTORY_SETTING)
-    return json.loads(value) if value else []
-
-
-def rolled_back(db) -> list[dict]:
-    """The switches undone by rollbacks, oldest first."""
-    value = tables.read_setting(db, layout.ROLLBACKS_SETTING)
-    return json.loads(value) if value else []
-
-
-def _switch(store: "StoreContext", old: dict, new: dict, current: ModelIdentity, target: ModelIdentity, files_version: int) -> str:
-    """Point the store at the new tables in one commit, after tagging what a rollback needs."""
-    db = store.db
-    entries = history(db)
-    tag = SWITCH_TAG.format(n=len(entries) + 1)  # n-th live switch: a rolled-back switch's tag is reused
-    existing = tables.table_names(db)
-    versions = {kind: db.open_table(name).version for kind, name in old.items() if name in existing}
-    for name, version in [*((old[kind], version) for kind, version in versions.items()), (layout.FILES, files_version)]:
-        _tag(db.open_table(name), tag, version)
-    entries.append(
-        {
-            "tag": tag,
-            "previous": old,
-            "previous_versions": versions,
-            "previous_model": current.portable(store.path).to_json(),
-            "files_version": files_version,
-            "switched_to": new,
-            "model": target.portable(store.path).to_json(),
-            "switched_at": tables.utc_now().isoformat(),
-        }
-    )
-    settings: dict = {layout.ACTIVE_SETTING: new, layout.HISTORY_SETTING: entries}
-    if target.checkpoint_path and not target.pretrained:
-        # A reused table may record the checkpoint elsewhere (it moved since): remember where it is now.
-        settings[LOCATIONS_SETTING] = {**relinked(db), target.checkpoint_sha256: portable_path(target.checkpoint_path, store.path)}
-    _write_settings(db, settings)  # the switch
-    return tag
-
-
-def rollback(store: "StoreContext") -> RollbackReport:
-    """Return the store to its state before the last switch (the caller holds the write lock).
-
-    The previous tables are restored to their versions at the switch (a later switch may have reused one)
-    and get the columns the current tables gained since (a migration while they were not in use), the files
-    table is restored, then one commit points the store back at them. If a crash falls in between, running
-    rollback again completes it (the history entry is removed only by that commit).
-    """
-    db = store.db
-    entries = history(db)
-    if not entries:
-        undone = rolled_back(db)
-        if undone:
-            raise ReembedError(
-                f"The last switch of this store (to {_spec(store, undone[-1]['model'])}) was already rolled back: "
-                f"the store uses {store.model.spec}, its original model, so there is nothing to roll back."
-            )
-        raise ReembedError("This store has never been switched to another model: there is nothing to roll back.")
-    last = entries[-1]
-    names = tables.table_names(db)
-    active = tables.active_tables(db)
-    if last["previous"]["images"] not in names:
-        raise ReembedError(f"The previous images table {last['previous']['images']!r} is gone; cannot roll back.")
-    versions = last.get("previous_versions") or _tagged_versions(db, last)
-    for kind, name in last["previous"].items():
-        if name != active[kind] and name in names:  # a table still in use (a shared bank) keeps its rows
-            if kind in versions:
-                _restore(db, name, int(versions[kind]))
-            _carry_new_columns(db, active[kind], name)
-    _restore(db, layout.FILES, int(last["files_version"]))  # last: the only one of them searches see
-    undone = rolled_back(db) + [{**last, "rolled_back_at": tables.utc_now().isoformat()}]
-    _write_settings(db, {layout.ACTIVE_SETTING: last["previous"], layout.HISTORY_SETTING: entries[:-1], layout.ROLLBACKS_SETTING: undone})
-    for name in [layout.FILES, *last["previous"].values()]:
-        if name in names:
-            _tag(db.open_table(name), last["tag"], None)  # the tag kept that version for this rollback only
-    return RollbackReport(_spec(store, last["previous_model"]), _spec(store, last["model"]), int(last["files_version"]), last["tag"])
-
-
-def _restore(db, name: str, version: int) -> None:
-    """Table `name` back to its rows at `version` (a new version with those rows), unless it is there."""
-    table = db.open_table(name)
-    if table.version == version:
-        return
-    try:
-        table.restore(version)
-    except Exception as exc:  # noqa: BLE001 - Lance raises several kinds for a cleaned-up version
-        raise ReembedError(
-            f"Cannot restore table {name!r} to version {version} ({exc}); was it removed by a version cleanup? "
-            "The store still uses its current model and files."
-        ) from exc
-
-
-def _tagged_versions(db, entry: dict) -> dict[str, int]:
-    """The previous tables' versions of a history entry written before they were recorded: its Lance tags."""
-    versions = {}
-    for kind, name in entry["previous"].items():
-        try:
-            tagged = db.open_table(name).tags.list().get(entry["tag"])
-        except Exception:  # noqa: BLE001 - no such table, or a Lance without tags: nothing to restore
-            tagged = None
-        if tagged:
-            versions[kind] = int(tagged["version"])
-    return versions
-
-
-def _spec(store: "StoreContext", recorded: str) -> str:
-    return locate(store.db, store.path, ModelIdentity.from_json(recorded)).spec
-
-
-def _write_settings(db, values: dict) -> None:
-    tables.write_settings(db, {key: json.dumps(value) for key, value in values.items()})
-
-
-def _tag(table, name: str, version: int | None) -> None:
-    """Put a Lance tag on a table version, or remove it (version None). Best effort: older Lance versions
-    without tags still switch and roll back (tags only keep those versions from a cleanup)."""
-    try:
-        if name in table.tags.list():
-            table.tags.delete(name)
-        if version is not None:
-            table.tags.create(name, version)
-    except (AttributeError, NotImplementedError, ValueError, OSError, RuntimeError):
-        pass
