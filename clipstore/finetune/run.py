@@ -138,7 +138,7 @@ class ImageSet:
 
 def load_images(store: "StoreContext", options: FinetuneOptions) -> ImageSet:
     """Every stored image with a readable file, its own prompt, its label (if asked for) and split."""
-    from clipstore.describe.pairs import _readable, split_for
+    from clipstore.describe.pairs import readable_path, split_for
 
     images = tables.open_images(store.db)
     columns = ["id", "embedding"] + (["prompt"] if "prompt" in images.schema.names else [])
@@ -151,7 +151,7 @@ def load_images(store: "StoreContext", options: FinetuneOptions) -> ImageSet:
     keep, out_paths, out_labels = [], [], []
     for row in np.argsort(np.array(ids, dtype=object), kind="stable"):
         candidates = paths.get(ids[row], [])
-        path = _readable(candidates)
+        path = readable_path(candidates)
         if path is None:
             continue
         label = None
@@ -201,7 +201,7 @@ class Captions:
 
 def pseudo_captions(store: "StoreContext", images: ImageSet, count: int, threshold: float | None) -> Captions:
     """Each image's own prompt (if any) plus its top-`count` bank prompts by CLIP similarity (>= threshold)."""
-    from clipstore.describe.train import bank_view
+    from clipstore.describe.model_b import bank_view
 
     # The held-out images' own prompts are not offered as pseudo-captions of other images.
     bank = bank_view(store, [p for p, s in zip(images.prompts, images.splits) if p and s != "train"])
