@@ -1,8 +1,9 @@
 """`store.describe(image)`: the prompt that best explains an image, by the seed's ensemble (001 eq. 6).
 
-    B   = Model B: weighted KNN fusion of the bank prompts nearest the image in CLIP space (`clipstore.knn`)
+    B   = Model B: weighted KNN fusion of the bank prompts nearest the image in CLIP space (`model_b`)
     A   = Model A: the newest trained head (`clipstore train`), when there is one for the store's encoder
-    Ens = alpha * A + (1 - alpha) * B          (A and B L2-normalised; Ens too)
+          (`heads.choose_head`, `model_a`)
+    Ens = alpha * A + (1 - alpha) * B          (A and B L2-normalised; Ens too; `ensemble.blend`)
 
 All three live in all-MiniLM-L6-v2's 384-d space. The readable description is the bank prompts nearest to Ens
 (MiniLM cosine). Without a usable Model A, describe uses Model B alone and says so in `notes`.
@@ -19,13 +20,14 @@ from typing import TYPE_CHECKING, Any, Iterator
 import numpy as np
 
 from clipstore.db import tables
+from clipstore.describe.ensemble import blend
+from clipstore.describe.heads import choose_head, load_head_model
+from clipstore.describe.model_b import KnnParams, predict_for_image
+from clipstore.encoders.minilm import MINILM_DIM
 from clipstore.errors import ClipstoreError, InvalidOptionError, NothingToDescribeWithError
-from clipstore.describe.heads import check_base, list_heads, read_config, resolve_head
-from clipstore.describe.model_b import KnnParams, bank_neighbours, euclidean, predict
+from clipstore.progress import silent
 from clipstore.prompts.bank import PromptHit, prompt_id
 from clipstore.results import FileFailure, _jsonable
-from clipstore.progress import silent
-from clipstore.encoders.minilm import MINILM_DIM
 
 if TYPE_CHECKING:
     from clipstore.db.context import StoreContext
@@ -96,31 +98,20 @@ class Describer:
         self.store = store
         self.use_images = use_images
         self.notes: list[str] = []
-        self.head_id: str | None = None
-        self._config = None
-        self._folder: str | None = None
         self._model = None
-        if head is not None:
-            folder = resolve_head(store.db, store.path, store.model, head)
-            config = read_config(folder, store.path)
-            check_base(config, store.model, folder)
-            self._config, self._folder, self.head_id = config, folder, config.id
-        else:
-            infos = list_heads(store.db, store.path, store.model)
-            usable = [info for info in infos if not info.stale]
-            if infos and infos[0].stale:
-                self.notes.append(
-                    f"The newest Model A head ({infos[0].id}) was trained on {infos[0].base_model.get('spec', '?')}, "
-                    f"not on the store's current encoder {store.model.spec}; it is stale. "
-                    + ("Using the newest head trained on the current encoder. " if usable else "Describing with Model B alone. ")
-                    + "Retrain with `clipstore train`."
-                )
-            if usable:
-                self._folder = usable[0].folder
-                self._config = read_config(self._folder, store.path)
-                self.head_id = self._config.id
-            elif not infos:
-                self.notes.append("No trained Model A in this store: describing with Model B alone (train one with `clipstore train`).")
+        chosen = choose_head(store, head)
+        self._config, self._folder = chosen.config, chosen.folder
+        self.head_id = chosen.config.id if chosen.config else None
+        stale = chosen.stale_newest
+        if stale is not None:
+            self.notes.append(
+                f"The newest Model A head ({stale.id}) was trained on {stale.base_model.get('spec', '?')}, "
+                f"not on the store's current encoder {store.model.spec}; it is stale. "
+                + ("Using the newest head trained on the current encoder. " if chosen.config else "Describing with Model B alone. ")
+                + "Retrain with `clipstore train`."
+            )
+        elif chosen.config is None:
+            self.notes.append("No trained Model A in this store: describing with Model B alone (train one with `clipstore train`).")
         self.knn = self._config.knn if self._config else KnnParams()
         self.alpha = self._config.ensemble_alpha if self._config else 0.0
         self._bank_size = tables.open_prompts(store.db).count_rows() if tables.has_prompts(store.db) else 0
@@ -135,16 +126,10 @@ class Describer:
 
     @property
     def model_a(self):
+        """The head's Model A, loaded on first use (its tower in bf16 when the store encodes in bf16)."""
         if self._model is None and self._config is not None:
-            from clipstore.describe.model_a import load_model_a
-
-            visual = None
-            if self._config.vision_tuned:
-                from clipstore.encoders.clip import vision_tower
-
-                visual = vision_tower(self.store.model)
-            self._model = load_model_a(self._folder, self._config, visual)
-            if visual is not None and self.store.encoder.precision == "bf16":
+            self._model = load_head_model(self.store, self._folder, self._config)
+            if self._model.visual is not None and self.store.encoder.precision == "bf16":
                 import torch
 
                 self._model.visual.to(torch.bfloat16)
@@ -158,36 +143,21 @@ class Describer:
         return predict_from_embeddings(self.model_a, image_embedding[None])[0]
 
     def _predict_b(self, image_embedding: np.ndarray, k: int, exclude_image: str | None) -> np.ndarray | None:
-        params = self.knn.with_k(k)
-        parts = []
-        if self._bank_size:
-            found = bank_neighbours(self.store.db, image_embedding, params.k)
-            if len(found.ids):
-                parts.append(predict(found.distances, found.minilm, params))
+        images = None
         if self.use_images:
-            image_part = self._image_neighbours(image_embedding, params, exclude_image)
-            if image_part is not None:
-                parts.append(image_part)
-        if not parts:
-            return None
-        mixed = np.sum(parts, axis=0)
-        return (mixed / max(np.linalg.norm(mixed), 1e-12)).astype(np.float32)
+            pairs, vectors = self._stored_image_prompts()
+            keep = np.array([i != exclude_image for i in pairs.ids], bool)
+            images = (pairs.embeddings[keep], vectors[keep])
+        return predict_for_image(self.store.db, image_embedding, self.knn.with_k(k), bank=bool(self._bank_size), images=images)
 
-    def _image_neighbours(self, image_embedding: np.ndarray, params: KnnParams, exclude_image: str | None) -> np.ndarray | None:
+    def _stored_image_prompts(self):
+        """The stored images that carry a prompt and their prompts' MiniLM embeddings (loaded once)."""
         from clipstore.describe.pairs import load_pairs
 
         if self._image_prompts is None:
             pairs = load_pairs(self.store.db)
-            vectors = _minilm_for(self.store, list(pairs.prompts))
-            self._image_prompts = (pairs, vectors)
-        pairs, vectors = self._image_prompts
-        keep = np.array([i != exclude_image for i in pairs.ids], bool)
-        if not keep.any():
-            return None
-        scores = pairs.embeddings[keep] @ image_embedding
-        k = min(params.k, int(keep.sum()))
-        top = np.argsort(-scores, kind="stable")[:k]
-        return predict(euclidean(scores[top]), vectors[keep][top], params).astype(np.float32)
+            self._image_prompts = (pairs, _minilm_for(self.store, list(pairs.prompts)))
+        return self._image_prompts
 
     # --- describing -----------------------------------------------------------------------------------------
 
@@ -218,14 +188,14 @@ class Describer:
             a = self._predict_a(embedding, pixels)
         if a is not None and b is not None:
             weight = self.alpha if alpha is None else float(alpha)
-            mixed = weight * a + (1.0 - weight) * b
             method = "ensemble" if 0.0 < weight < 1.0 else ("model_a" if weight == 1.0 else "model_b")
         elif a is not None:
-            weight, mixed, method = 1.0, a, "model_a"
+            weight, method = 1.0, "model_a"
             notes.append("The prompt bank is empty: Model A alone, and no prompt texts to show.")
         else:
-            weight, mixed, method = 0.0, b, "model_b"
-        mixed = (mixed / max(float(np.linalg.norm(mixed)), 1e-12)).astype(np.float32)
+            weight, method = 0.0, "model_b"
+        # A missing part stands in for itself: its weight is 0, so the blend is the other part, normalised.
+        mixed = blend(a if a is not None else b, b if b is not None else a, weight).astype(np.float32)
         return Description(
             mixed,
             tuple(self.nearest_prompts(mixed, top)),

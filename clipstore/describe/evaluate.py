@@ -11,7 +11,8 @@ Rows (each the mean cosine between a prediction and all-MiniLM-L6-v2(true prompt
     Ensemble                  eq. 6 with the head's alpha
 
 Held-out pairs are the store's test split (never trained on) unless others are given. Their prompts are hidden
-from the bank while evaluating, so no method can simply look the answer up.
+from the bank while evaluating, so no method can simply look the answer up. The head is the one `describe`
+would use (`heads.choose_head`); Avg-Cos and the blend are `ensemble`'s.
 """
 
 from __future__ import annotations
@@ -19,28 +20,18 @@ from __future__ import annotations
 import hashlib
 import os
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Callable, Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
-from clipstore.errors import ClipstoreError, TrainingDataError as EvaluationDataError
-from clipstore.describe.heads import check_base, list_heads, read_config, resolve_head
-from clipstore.describe.model_b import KnnParams
+from clipstore.describe.ensemble import avg_cos, blend
+from clipstore.describe.heads import choose_head, load_head_model
+from clipstore.describe.model_b import KnnParams, bank_view, knn_candidates, model_b_predictions
 from clipstore.describe.pairs import Pairs, load_pairs
+from clipstore.describe.train import TrainOptions, dedup_mask, minilm_targets, split_for_training
+from clipstore.errors import ClipstoreError, TrainingDataError as EvaluationDataError
+from clipstore.progress import Progress, silent
 from clipstore.results import _AsDict
-from clipstore.describe.train import (
-    TrainOptions,
-    avg_cos,
-    bank_view,
-    blend,
-    dedup_mask,
-    fit_frozen_head,
-    knn_candidates,
-    minilm_targets,
-    model_b_predictions,
-    split_for_training,
-)
-from clipstore.progress import silent
 
 if TYPE_CHECKING:
     from clipstore.db.context import StoreContext
@@ -96,10 +87,10 @@ def evaluate(
     pairs: Pairs | None = None,
     head: str | os.PathLike[str] | None = None,
     ablation: Sequence[float | None] = DEFAULT_ABLATION,
-    progress: Callable[[str, int, int], None] | None = None,
+    progress: Progress | None = None,
 ) -> EvalReport:
     """Evaluate every method on held-out pairs (default: the store's test split); see the module docstring."""
-    from clipstore.describe.model_a import load_model_a, predict_from_embeddings
+    from clipstore.describe.model_a import fit_frozen_head, predict_from_embeddings, predict_pairs
 
     report = progress or silent
     stored = load_pairs(store.db)
@@ -115,18 +106,10 @@ def evaluate(
     rows: list[EvalRow] = []
     n = len(held_out)
 
-    config, folder = None, None
-    if head is not None:
-        folder = resolve_head(store.db, store.path, store.model, head)
-        config = read_config(folder, store.path)
-        check_base(config, store.model, folder)
-    else:
-        usable = [info for info in list_heads(store.db, store.path, store.model) if not info.stale]
-        if usable:
-            folder = usable[0].folder
-            config = read_config(folder, store.path)
-        else:
-            notes.append("No trained Model A for the store's encoder: the Model A and Ensemble rows are missing (run `clipstore train`).")
+    chosen = choose_head(store, head)
+    config, folder = chosen.config, chosen.folder
+    if config is None:
+        notes.append("No trained Model A for the store's encoder: the Model A and Ensemble rows are missing (run `clipstore train`).")
     knn = config.knn if config else KnnParams()
 
     # The bank, with the held-out answers hidden; plus the validation/test prompts when the pairs are the store's.
@@ -161,15 +144,7 @@ def evaluate(
             report("ablation", step, len(ablation))
 
     if config is not None:
-        from clipstore.describe.train import _tower_predictions
-
-        visual = None
-        if config.vision_tuned:
-            from clipstore.encoders.clip import vision_tower
-
-            visual = vision_tower(store.model)
-        model = load_model_a(folder, config, visual)
-        a = _tower_predictions(store, model, held_out) if config.vision_tuned else predict_from_embeddings(model, held_out.embeddings)
+        a = predict_pairs(store, load_head_model(store, folder, config), held_out)
         rows.append(EvalRow("Model A", avg_cos(a, targets), n))
     if b is not None:
         rows.append(EvalRow(f"Model B (K={knn.k}, Distance_Dim={knn.distance_dim:g})", avg_cos(b, targets), n))

@@ -4,7 +4,8 @@ A head lives in `<store>/heads/<id>/` as `model_a.safetensors` (the FC/Norm laye
 vision tower unless it was trained with --freeze-vision) and `config.json` (the base CLIP identity, the
 architecture, the training hyper-parameters, the Model B parameters and ensemble alpha chosen on the
 validation split, and the validation metrics). The record in `_clipstore_heads` (written last, so a crash
-mid-save leaves no record) makes it visible; `describe` uses the newest one unless told otherwise.
+mid-save leaves no record) makes it visible (`save_head`). `choose_head` picks the head `describe` and `eval`
+use: the one asked for, else the newest one trained on the store's encoder; `load_head_model` rebuilds it.
 
 A head only makes sense on top of the CLIP encoder it was trained with: loading one whose base identity differs
 from the store's model raises ModelMismatchError.
@@ -27,6 +28,9 @@ from clipstore.db import layout
 
 if TYPE_CHECKING:
     import lancedb
+
+    from clipstore.db.context import StoreContext
+    from clipstore.describe.model_a import ModelA
 
 FORMAT_VERSION = 1
 
@@ -101,6 +105,7 @@ class HeadConfig:
 
 
 def heads_folder(store_path: str) -> str:
+    """The folder under which a store's heads (and their in-progress training runs) live."""
     return os.path.join(store_path, layout.HEADS_FOLDER)
 
 
@@ -188,3 +193,59 @@ def check_base(config: HeadConfig, store_model: ModelIdentity, folder: str) -> N
             f"(weights {store_model.weights_label}). A head only works on its own base encoder: retrain it on "
             "this store with `clipstore train`."
         )
+
+
+@dataclass(frozen=True)
+class HeadChoice:
+    """The head to use (config and folder, None when there is none) and, when the newest recorded head was
+    skipped because it was trained on another encoder, that head (`stale_newest`)."""
+
+    config: HeadConfig | None
+    folder: str | None
+    stale_newest: HeadInfo | None = None
+
+
+def choose_head(store: "StoreContext", head: str | os.PathLike[str] | None = None) -> HeadChoice:
+    """The head `describe` and `eval` use: `head` (an id, id prefix or head folder), refused with
+    ModelMismatchError when trained on another encoder; else the newest head trained on the store's encoder."""
+    if head is not None:
+        folder = resolve_head(store.db, store.path, store.model, head)
+        config = read_config(folder, store.path)
+        check_base(config, store.model, folder)
+        return HeadChoice(config, folder)
+    infos = list_heads(store.db, store.path, store.model)
+    usable = [info for info in infos if not info.stale]
+    stale_newest = infos[0] if infos and infos[0].stale else None
+    if not usable:
+        return HeadChoice(None, None, stale_newest)
+    return HeadChoice(read_config(usable[0].folder, store.path), usable[0].folder, stale_newest)
+
+
+def save_head(store: "StoreContext", model: "ModelA", config: HeadConfig) -> str:
+    """Save a trained head under `heads/<id>/` (weights and config.json, atomically), then record it; returns
+    its folder."""
+    from clipstore.db.locking import write_lock
+    from clipstore.describe.model_a import save_weights
+    from clipstore.training.runs import saved_folder
+
+    final = os.path.join(heads_folder(store.path), config.id)
+    with saved_folder(final) as folder:
+        save_weights(model, folder)
+        with open(os.path.join(folder, layout.CONFIG_FILE), "w", encoding="utf-8") as handle:
+            handle.write(config.to_json())
+    with write_lock(store.path):
+        record_head(store.db, store.path, config, final)
+    return final
+
+
+def load_head_model(store: "StoreContext", folder: str, config: HeadConfig) -> "ModelA":
+    """Rebuild a saved head's Model A (in eval mode, fp32), with a fresh vision tower of the store's architecture
+    under its weights when the head fine-tuned the tower."""
+    from clipstore.describe.model_a import load_weights
+
+    visual = None
+    if config.vision_tuned:
+        from clipstore.encoders.clip import vision_tower
+
+        visual = vision_tower(store.model)
+    return load_weights(folder, in_dim=config.in_dim, out_dim=config.out_dim, mix=config.mix, visual=visual)

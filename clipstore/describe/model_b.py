@@ -13,24 +13,35 @@ where Distance(i) is the Euclidean distance between the L2-normalised image and 
 Eq. 5's scale carries no meaning for a cosine metric; `predict` returns it L2-normalised so that it can be
 blended with Model A by eq. 6. A distance of exactly 0 is clamped to `MIN_DISTANCE` (the image *is* that text).
 Defaults were chosen on the render world's validation split (benchmarks/describe_eval.py, BENCHMARKS.md).
+
+Neighbours are found two ways: `bank_neighbours` asks LanceDB (one image at query time, `Describer`);
+`BankView` + `knn_candidates` hold the bank in memory for many images at once, with the held-out prompts hidden
+(training, evaluation, fine-tuning's pseudo-captions). `tune_knn` picks K and Distance_Dim on validation.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from clipstore.db import tables
-from clipstore.errors import InvalidOptionError
-from clipstore.results import _AsDict
+from clipstore.describe.ensemble import avg_cos
 from clipstore.encoders.minilm import MINILM_DIM
+from clipstore.errors import InvalidOptionError
+from clipstore.prompts.bank import load_bank, prompt_id
+from clipstore.results import _AsDict
 
 if TYPE_CHECKING:
     import lancedb
 
+    from clipstore.db.context import StoreContext
+
 MIN_DISTANCE = 1e-6
+K_GRID = (1, 2, 3, 5, 10, 20, 50, 100)
+DISTANCE_DIM_GRID = (0.0, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0)
 
 
 @dataclass(frozen=True)
@@ -132,6 +143,32 @@ def bank_neighbours(db: "lancedb.DBConnection", image_embedding: np.ndarray, k: 
     )
 
 
+def predict_for_image(
+    db: "lancedb.DBConnection", image_embedding: np.ndarray, params: KnnParams, *, bank: bool = True,
+    images: tuple[np.ndarray, np.ndarray] | None = None,
+) -> np.ndarray | None:
+    """Model B for one unit CLIP image embedding (d,): a unit (384,) prediction, or None when nothing was found.
+
+    Eq. 5 over its `params.k` nearest bank prompts (via LanceDB, when `bank`), summed with eq. 5 over the prompts
+    of its k nearest stored images when `images` = (their CLIP embeddings (m, d), their prompts' MiniLM
+    embeddings (m, 384)) is given (image->image distance, same weights).
+    """
+    parts = []
+    if bank:
+        found = bank_neighbours(db, image_embedding, params.k)
+        if len(found.ids):
+            parts.append(predict(found.distances, found.minilm, params))
+    if images is not None and len(images[0]):
+        embeddings, minilm = images
+        scores = embeddings @ image_embedding
+        top = np.argsort(-scores, kind="stable")[: min(params.k, len(scores))]
+        parts.append(predict(euclidean(scores[top]), minilm[top], params).astype(np.float32))
+    if not parts:
+        return None
+    mixed = np.sum(parts, axis=0)
+    return (mixed / max(np.linalg.norm(mixed), 1e-12)).astype(np.float32)
+
+
 def matrix_neighbours(queries: np.ndarray, keys: np.ndarray, k: int, exclude: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Exact top-k by Euclidean distance of unit vectors, in memory: (indices (n, k), distances (n, k)).
 
@@ -149,6 +186,62 @@ def matrix_neighbours(queries: np.ndarray, keys: np.ndarray, k: int, exclude: np
     order = np.argsort(-top_scores, axis=1, kind="stable")
     top = np.take_along_axis(top, order, axis=1)
     return top, euclidean(np.take_along_axis(scores, top, axis=1))
+
+
+@dataclass(frozen=True)
+class BankView:
+    """The bank as matrices: ids, texts, MiniLM (n, 384) and CLIP text (n, d) embeddings, and `hidden` (n,) bool,
+    the prompts that must not be found (held-out answers)."""
+
+    ids: list[str]
+    texts: list[str]
+    minilm: np.ndarray
+    clip: np.ndarray
+    hidden: np.ndarray
+
+    @property
+    def visible(self) -> int:
+        """How many prompts can be found."""
+        return int(len(self.ids) - self.hidden.sum())
+
+
+def bank_view(store: "StoreContext", hide_prompts: list[str]) -> BankView:
+    """The store's whole bank in memory, with the prompts whose text is in `hide_prompts` hidden."""
+    ids, texts, minilm, clip = load_bank(store.db, with_clip=True)
+    hidden_ids = {prompt_id(text) for text in hide_prompts}
+    hidden = np.fromiter((i in hidden_ids for i in ids), bool, count=len(ids))
+    return BankView(ids, texts, minilm, clip, hidden)
+
+
+def knn_candidates(bank: BankView, image_embeddings: np.ndarray, k_max: int) -> tuple[np.ndarray, np.ndarray]:
+    """Top-k_max visible bank prompts per image (n, d): indices (n, k) and Euclidean distances (n, k)."""
+    return matrix_neighbours(image_embeddings, bank.clip, k_max, bank.hidden)
+
+
+def model_b_predictions(bank: BankView, indices: np.ndarray, distances: np.ndarray, params: KnnParams) -> np.ndarray:
+    """Model B's unit predictions (n, 384) from `knn_candidates`, using the first `params.k` of them."""
+    k = min(params.k, indices.shape[1])
+    return predict(distances[:, :k], bank.minilm[indices[:, :k]], params).astype(np.float32)
+
+
+def tune_knn(bank: BankView, indices: np.ndarray, distances: np.ndarray, targets: np.ndarray) -> tuple[KnnParams, float, list[dict]]:
+    """Grid search of K (`K_GRID`) and Distance_Dim (`DISTANCE_DIM_GRID`) by Avg-Cos against targets (n, 384).
+
+    `indices` / `distances` are `knn_candidates` for max(K_GRID). Returns the best params, their score and the
+    sweep [{k, distance_dim, avg_cos}].
+    """
+    sweep = []
+    best, best_score = KnnParams(), -math.inf
+    for k in K_GRID:
+        if k > indices.shape[1] and k != K_GRID[0]:
+            continue
+        for dd in DISTANCE_DIM_GRID:
+            params = KnnParams(k=k, distance_dim=dd)
+            score = avg_cos(model_b_predictions(bank, indices, distances, params), targets)
+            sweep.append({"k": k, "distance_dim": dd, "avg_cos": score})
+            if score > best_score + 1e-9:
+                best, best_score = params, score
+    return best, best_score, sweep
 
 
 def _unit(vectors: np.ndarray) -> np.ndarray:

@@ -92,13 +92,14 @@ def load_pairs(db: "lancedb.DBConnection") -> Pairs:
     return Pairs(
         ids,
         tuple(p.strip() for _, p, _ in rows),
-        tuple(_readable(paths.get(i, [])) for i in ids),
+        tuple(readable_path(paths.get(i, [])) for i in ids),
         vectors,
         tuple(split_for(i, p) for i, (_, p, _) in zip(ids, rows)),
     )
 
 
-def _readable(paths: list[str]) -> str | None:
+def readable_path(paths: list[str]) -> str | None:
+    """The first of an image's paths that is a readable file, or None (training and fine-tuning need the file)."""
     for path in paths:
         if os.path.isfile(path) and os.access(path, os.R_OK):
             return path

@@ -1,8 +1,11 @@
 """`clipstore train`: fit Model A on the store's (image, prompt) pairs, then tune Model B and the ensemble.
 
-1. Pairs: every stored image that carries a prompt, split by image id (see `clipstore.pairs`). Training pairs
-   are de-duplicated at the store's prompt threshold first (seed 001 §3.5.2: 90K -> 60K prompts improved the
-   metric); `dedup_threshold=None` trains on all of them.
+This module is the orchestration (`train_head`, its options and report) and the data preparation only training
+needs; the models are fitted and tuned by `model_a`, `model_b` and `ensemble`, the head saved by `heads`.
+
+1. Pairs: every stored image that carries a prompt, split by its prompt (see `clipstore.describe.pairs`).
+   Training pairs are de-duplicated at the store's prompt threshold first (seed 001 §3.5.2: 90K -> 60K prompts
+   improved the metric); `dedup_threshold=None` trains on all of them.
 2. Model A: the CLIP vision tower (a trainable fp32 copy of the store's encoder) + FC1/Norm1/FC2/Norm2, cosine
    loss against all-MiniLM-L6-v2(prompt), AdamW with differential learning rates (`lr_vision` for the tower,
    `lr_fc` for the head), linear warm-up then cosine decay, image augmentation (rotation, crop, flip) and
@@ -11,12 +14,11 @@
    on CLIP embeddings of `views` augmented copies of each image computed once (much faster on a CPU).
 3. On the validation split (whose prompts are hidden from the bank, so nothing leaks): Model B's K and
    Distance_Dim are chosen by grid search, then the ensemble alpha of eq. 6.
-4. The head is saved in the store (`clipstore.heads`) with its config and validation metrics.
+4. The head is saved in the store (`clipstore.describe.heads`) with its config and validation metrics.
 """
 
 from __future__ import annotations
 
-import math
 import os
 import random
 import shutil
@@ -26,30 +28,25 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from clipstore.db import layout, tables
-from clipstore.prompts.dedup import deduplicate
-from clipstore.errors import InvalidOptionError, TrainingDataError
-from clipstore.describe.heads import FORMAT_VERSION, HeadConfig, heads_folder, record_head
-from clipstore.describe.model_b import KnnParams, matrix_neighbours, predict
+from clipstore.db import tables
+from clipstore.describe.ensemble import avg_cos, tune_alpha
+from clipstore.describe.heads import FORMAT_VERSION, HeadConfig, heads_folder, save_head
+from clipstore.describe.model_b import K_GRID, KnnParams, bank_view, knn_candidates, model_b_predictions, tune_knn
 from clipstore.describe.pairs import Pairs, load_pairs
-from clipstore.prompts.bank import load_bank, prompt_id
-from clipstore.results import _AsDict
-from clipstore.progress import Progress, silent
 from clipstore.encoders.minilm import MINILM_DIM
+from clipstore.errors import InvalidOptionError, TrainingDataError
+from clipstore.progress import Progress, silent
+from clipstore.prompts.dedup import deduplicate
+from clipstore.results import _AsDict
 from clipstore.training.images import load_training_image
-from clipstore.training.loop import EpochStats, TrainingLoop
-from clipstore.training.runs import run_key, saved_folder
+from clipstore.training.loop import EpochStats
+from clipstore.training.runs import run_key
 
 if TYPE_CHECKING:
-    import torch
-
     from clipstore.db.context import StoreContext
 
 
 MIN_PAIRS = 10
-K_GRID = (1, 2, 3, 5, 10, 20, 50, 100)
-DISTANCE_DIM_GRID = (0.0, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0)
-ALPHA_GRID = tuple(round(a, 2) for a in np.linspace(0.0, 1.0, 21))
 
 
 @dataclass(frozen=True)
@@ -172,223 +169,12 @@ def augmented_embeddings(store: "StoreContext", pairs: Pairs, views: int, seed: 
     return out
 
 
-
-
-def fit_frozen_head(
-    inputs: np.ndarray,
-    targets: np.ndarray,
-    val_inputs: np.ndarray,
-    val_targets: np.ndarray,
-    options: TrainOptions,
-    *,
-    target_variants: np.ndarray | None = None,
-    checkpoint: str | None = None,
-    progress: Progress | None = None,
-):
-    """Train a head on CLIP embeddings: inputs (n, V, d) views per image, targets (n, 384) or variants (n, T, 384).
-
-    Returns (model, loop). Deterministic for a given seed.
-    """
-    import torch
-
-    from clipstore.describe.model_a import ModelA, cosine_loss
-
-    torch.manual_seed(options.seed)
-    n, views, dim = inputs.shape
-    model = ModelA(dim, targets.shape[1], options.mix, options.dropout)
-    steps = math.ceil(n / options.batch_size)
-    loop = TrainingLoop(model, options, steps, checkpoint, _parameter_groups(model, options))
-    loop.resume()
-    x_all = torch.from_numpy(inputs)
-    t_all = torch.from_numpy(target_variants if target_variants is not None else targets[:, None, :])
-    x_val = torch.from_numpy(val_inputs)
-    t_val = torch.from_numpy(val_targets)
-    report = progress or silent
-
-    def train_epoch(epoch: int) -> float:
-        rng = np.random.default_rng(options.seed * 100_003 + epoch)
-        order = rng.permutation(n)
-        view = rng.integers(0, views, size=n)
-        variant = rng.integers(0, t_all.shape[1], size=n)
-        losses = []
-        for step, start in enumerate(range(0, n, options.batch_size)):
-            idx = order[start : start + options.batch_size]
-            x = x_all[idx, view[idx]]
-            y = t_all[idx, variant[idx]]
-            loss = cosine_loss(model.head(x), y)
-            losses.append(loop.step(loss))
-            report("train", epoch * steps + step + 1, options.epochs * steps)
-        return float(np.mean(losses))
-
-    def validate() -> float:
-        with torch.inference_mode():
-            return float(torch.nn.functional.cosine_similarity(model.head(x_val), t_val, dim=-1).mean())
-
-    stopped = loop.run(train_epoch, validate)
-    return model, loop, stopped
-
-
-def fit_tuned_tower(
-    store: "StoreContext",
-    train: Pairs,
-    targets_variants: np.ndarray,
-    validation: Pairs,
-    val_targets: np.ndarray,
-    options: TrainOptions,
-    *,
-    checkpoint: str | None,
-    progress: Progress,
-):
-    """Train the vision tower and the head together on augmented images (pixels decoded once, kept small)."""
-    import torch
-
-    from clipstore.training.augment import image_augmenter, mentions_sides
-    from clipstore.encoders.clip import vision_tower
-    from clipstore.describe.model_a import ModelA, cosine_loss
-
-    identity = store.model
-    torch.manual_seed(options.seed)
-    visual = vision_tower(identity)
-    model = ModelA(identity.embed_dim, MINILM_DIM, options.mix, options.dropout, visual)
-    max_side = int(identity.image_size * 1.3)
-    images = []
-    for i in range(len(train)):
-        images.append(load_training_image(train.paths[i], min_side=store.model.decode_min_side, max_side=max_side))
-        progress("load", i + 1, len(train) + len(validation))
-    keep = [i for i, image in enumerate(images) if image is not None]
-    if len(keep) < 2:
-        raise TrainingDataError(
-            "Fine-tuning the vision tower needs the image files, and fewer than 2 training images can be read. "
-            "Restore the files, or train the head alone with --freeze-vision (it uses the stored embeddings)."
-        )
-    val_pixels = []
-    for i in range(len(validation)):
-        image = load_training_image(validation.paths[i], min_side=store.model.decode_min_side, max_side=max_side)
-        val_pixels.append(None if image is None else store.encoder.preprocess(image))
-        progress("load", len(train) + i + 1, len(train) + len(validation))
-    val_rows = [i for i, p in enumerate(val_pixels) if p is not None]
-    val_x = torch.stack([val_pixels[i] for i in val_rows]) if val_rows else None
-    val_fallback = validation.embeddings  # rows without a readable file are scored from the stored embedding
-    augment = image_augmenter(identity.image_size, identity.mean, identity.std)
-    flips = [not mentions_sides(train.prompts[i]) for i in range(len(train))]
-    targets_all = torch.from_numpy(targets_variants)
-    n = len(keep)
-    steps = math.ceil(n / options.batch_size)
-    loop = TrainingLoop(model, options, steps, checkpoint, _parameter_groups(model, options))
-    loop.resume()
-
-    def train_epoch(epoch: int) -> float:
-        rng = np.random.default_rng(options.seed * 100_003 + epoch)
-        py_rng = random.Random(options.seed * 100_003 + epoch)
-        order = [keep[j] for j in rng.permutation(n)]
-        losses = []
-        for step, start in enumerate(range(0, n, options.batch_size)):
-            idx = order[start : start + options.batch_size]
-            if options.augment:
-                pixels = torch.stack([augment(images[i], flips[i], py_rng) for i in idx])
-            else:
-                pixels = torch.stack([store.encoder.preprocess(images[i]) for i in idx])
-            variant = rng.integers(0, targets_all.shape[1], size=len(idx))
-            y = targets_all[idx, variant]
-            loss = cosine_loss(model(pixels), y)
-            losses.append(loop.step(loss))
-            progress("train", epoch * steps + step + 1, options.epochs * steps)
-        return float(np.mean(losses))
-
-    def validate() -> float:
-        predictions = np.zeros((len(validation), MINILM_DIM), np.float32)
-        with torch.inference_mode():
-            if val_x is not None:
-                out = torch.cat([model(val_x[i : i + 64]) for i in range(0, len(val_x), 64)])
-                predictions[val_rows] = torch.nn.functional.normalize(out, dim=-1).numpy()
-            missing = [i for i in range(len(validation)) if i not in set(val_rows)]
-            if missing:
-                out = model.head(torch.from_numpy(val_fallback[missing]))
-                predictions[missing] = torch.nn.functional.normalize(out, dim=-1).numpy()
-        return float(np.mean(np.sum(predictions * val_targets, axis=1)))
-
-    stopped = loop.run(train_epoch, validate)
-    return model, loop, stopped
-
-
-# --- tuning Model B and the ensemble on validation ---------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class BankView:
-    """The bank as matrices, with the prompts that must stay hidden (held-out answers) masked out."""
-
-    ids: list[str]
-    texts: list[str]
-    minilm: np.ndarray
-    clip: np.ndarray
-    hidden: np.ndarray
-
-    @property
-    def visible(self) -> int:
-        return int(len(self.ids) - self.hidden.sum())
-
-
-def bank_view(store: "StoreContext", hide_prompts: list[str]) -> BankView:
-    ids, texts, minilm, clip = load_bank(store.db, with_clip=True)
-    hidden_ids = {prompt_id(text) for text in hide_prompts}
-    hidden = np.fromiter((i in hidden_ids for i in ids), bool, count=len(ids))
-    return BankView(ids, texts, minilm, clip, hidden)
-
-
-def knn_candidates(bank: BankView, image_embeddings: np.ndarray, k_max: int) -> tuple[np.ndarray, np.ndarray]:
-    """Top-k_max visible bank prompts per image: indices (n, k) and Euclidean distances (n, k)."""
-    return matrix_neighbours(image_embeddings, bank.clip, k_max, bank.hidden)
-
-
-def model_b_predictions(bank: BankView, indices: np.ndarray, distances: np.ndarray, params: KnnParams) -> np.ndarray:
-    k = min(params.k, indices.shape[1])
-    return predict(distances[:, :k], bank.minilm[indices[:, :k]], params).astype(np.float32)
-
-
-def avg_cos(predictions: np.ndarray, targets: np.ndarray) -> float:
-    """Eq. 8: the mean cosine between predictions and ground-truth embeddings."""
-    if len(targets) == 0:
-        return float("nan")
-    p = predictions / np.maximum(np.linalg.norm(predictions, axis=1, keepdims=True), 1e-12)
-    t = targets / np.maximum(np.linalg.norm(targets, axis=1, keepdims=True), 1e-12)
-    return float(np.mean(np.sum(p * t, axis=1)))
-
-
-def tune_knn(bank: BankView, indices: np.ndarray, distances: np.ndarray, targets: np.ndarray) -> tuple[KnnParams, float, list[dict]]:
-    """Grid search of K and Distance_Dim on validation; returns the best params, their score and the sweep."""
-    sweep = []
-    best, best_score = KnnParams(), -math.inf
-    for k in K_GRID:
-        if k > indices.shape[1] and k != K_GRID[0]:
-            continue
-        for dd in DISTANCE_DIM_GRID:
-            params = KnnParams(k=k, distance_dim=dd)
-            score = avg_cos(model_b_predictions(bank, indices, distances, params), targets)
-            sweep.append({"k": k, "distance_dim": dd, "avg_cos": score})
-            if score > best_score + 1e-9:
-                best, best_score = params, score
-    return best, best_score, sweep
-
-
-def blend(a: np.ndarray, b: np.ndarray, alpha: float) -> np.ndarray:
-    """Eq. 6 on unit-length parts: alpha * A + (1 - alpha) * B, L2-normalised."""
-    mixed = alpha * a + (1.0 - alpha) * b
-    return mixed / np.maximum(np.linalg.norm(mixed, axis=-1, keepdims=True), 1e-12)
-
-
-def tune_alpha(a: np.ndarray, b: np.ndarray, targets: np.ndarray) -> tuple[float, float, list[dict]]:
-    sweep = [{"alpha": alpha, "avg_cos": avg_cos(blend(a, b, alpha), targets)} for alpha in ALPHA_GRID]
-    best = max(sweep, key=lambda row: (row["avg_cos"], -abs(row["alpha"] - 0.5)))
-    return best["alpha"], best["avg_cos"], sweep
-
-
 # --- the whole command ----------------------------------------------------------------------------------------
 
 
 def train_head(store: "StoreContext", options: TrainOptions, progress: Progress | None = None) -> TrainReport:
     """Train Model A on the store's pairs, tune Model B and alpha, save the head; see the module docstring."""
-    from clipstore.describe.model_a import predict_from_embeddings
+    from clipstore.describe.model_a import fit_frozen_head, fit_tuned_tower, predict_pairs
 
     report = progress or silent
     pairs = load_pairs(store.db)
@@ -423,13 +209,12 @@ def train_head(store: "StoreContext", options: TrainOptions, progress: Progress 
             inputs, train_targets, validation.embeddings, val_targets, options,
             target_variants=np.ascontiguousarray(variants), checkpoint=checkpoint, progress=report,
         )
-        val_a = predict_from_embeddings(model, validation.embeddings)
     else:
         model, loop, stopped = fit_tuned_tower(
             store, train, np.ascontiguousarray(variants), validation, val_targets, options,
             checkpoint=checkpoint, progress=report,
         )
-        val_a = _tower_predictions(store, model, validation)
+    val_a = predict_pairs(store, model, validation)
 
     # Model B and the ensemble, tuned on validation with the validation and test answers hidden from the bank.
     test_prompts = list(pairs.split("test").prompts)
@@ -460,7 +245,7 @@ def train_head(store: "StoreContext", options: TrainOptions, progress: Progress 
         {**validation_scores, "n": len(validation), "sweeps": sweeps, "history": [h.to_dict() for h in loop.history]},
         created.isoformat(),
     )
-    folder = _save(store, model, config)
+    folder = save_head(store, model, config)
     shutil.rmtree(work, ignore_errors=True)
     return TrainReport(
         head_id,
@@ -480,46 +265,6 @@ def train_head(store: "StoreContext", options: TrainOptions, progress: Progress 
         tuple(loop.history),
         tuple(notes),
     )
-
-
-def _tower_predictions(store: "StoreContext", model, pairs: Pairs) -> np.ndarray:
-    import torch
-
-    from clipstore.describe.model_a import predict_from_embeddings, predict_from_pixels
-
-    out = predict_from_embeddings(model, pairs.embeddings)  # fallback for unreadable files
-    rows, pixels = [], []
-    for i in range(len(pairs)):
-        image = load_training_image(pairs.paths[i], min_side=store.model.decode_min_side, max_side=int(store.model.image_size * 1.3))
-        if image is not None:
-            rows.append(i)
-            pixels.append(store.encoder.preprocess(image))
-    if rows:
-        out[rows] = predict_from_pixels(model, torch.stack(pixels))
-    return out
-
-
-def _save(store: "StoreContext", model, config: HeadConfig) -> str:
-    from clipstore.describe.model_a import save_weights
-
-    final = os.path.join(heads_folder(store.path), config.id)
-    with saved_folder(final) as folder:
-        save_weights(model, folder)
-        with open(os.path.join(folder, layout.CONFIG_FILE), "w", encoding="utf-8") as handle:
-            handle.write(config.to_json())
-    from clipstore.db.locking import write_lock
-
-    with write_lock(store.path):
-        record_head(store.db, store.path, config, final)
-    return final
-
-
-def _parameter_groups(model, options: TrainOptions) -> list[dict]:
-    """AdamW groups of seed 001's differential learning rates: the head at `lr_fc`, the tower at `lr_vision`."""
-    groups = [{"params": model.head_parameters(), "lr": options.lr_fc}]
-    if model.vision_parameters():
-        groups.append({"params": model.vision_parameters(), "lr": options.lr_vision})
-    return groups
 
 
 def _run_key(store: "StoreContext", options: TrainOptions, train: Pairs, validation: Pairs) -> str:

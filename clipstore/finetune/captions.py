@@ -24,7 +24,7 @@ class Captions:
 
 def pseudo_captions(store: "StoreContext", images: ImageSet, count: int, threshold: float | None) -> Captions:
     """Each image's own prompt (if any) plus its top-`count` bank prompts by CLIP similarity (>= threshold)."""
-    from clipstore.describe.train import bank_view
+    from clipstore.describe.model_b import bank_view
 
     # The held-out images' own prompts are not offered as pseudo-captions of other images.
     bank = bank_view(store, [p for p, s in zip(images.prompts, images.splits) if p and s != "train"])

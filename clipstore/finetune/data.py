@@ -34,7 +34,7 @@ class ImageSet:
 
 def load_images(store: "StoreContext", options: FinetuneOptions) -> ImageSet:
     """Every stored image with a readable file, its own prompt, its label (if asked for) and split."""
-    from clipstore.describe.pairs import _readable, split_for
+    from clipstore.describe.pairs import readable_path, split_for
 
     images = tables.open_images(store.db)
     columns = ["id", "embedding"] + (["prompt"] if "prompt" in images.schema.names else [])
@@ -47,7 +47,7 @@ def load_images(store: "StoreContext", options: FinetuneOptions) -> ImageSet:
     keep, out_paths, out_labels = [], [], []
     for row in np.argsort(np.array(ids, dtype=object), kind="stable"):
         candidates = paths.get(ids[row], [])
-        path = _readable(candidates)
+        path = readable_path(candidates)
         if path is None:
             continue
         label = None
