@@ -130,7 +130,7 @@ def test_every_command_has_help_text_and_json_output():
 def test_every_command_is_documented_in_the_readme():
     from pathlib import Path
 
-    readme = (Path(__file__).parent.parent / "README.md").read_text(encoding="utf-8")
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
     for words, _ in _leaf_commands(main):
         assert f"clipstore {' '.join(words)}" in readme, f"README does not document `clipstore {' '.join(words)}`"
 
@@ -175,7 +175,7 @@ def test_demo_renders_ingests_and_searches(tmp_path):
 
 
 def test_demo_output_is_ignored_by_git():
-    ignored = (Path(__file__).parent.parent / ".gitignore").read_text().split()
+    ignored = (Path(__file__).resolve().parents[2] / ".gitignore").read_text().split()
     assert "/clipstore-demo/" in ignored  # `clipstore demo` run from a clone writes ./clipstore-demo
 
 
@@ -295,7 +295,7 @@ def test_usage_mistakes_exit_2_and_runtime_errors_exit_1(run, tmp_path):
 def test_readme_documents_every_field_of_the_reports():
     import dataclasses
 
-    readme = (Path(__file__).parent.parent / "README.md").read_text(encoding="utf-8")
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
     for result in (clipstore.IngestReport, clipstore.StoreInfo):
         for field in dataclasses.fields(result):
             assert f"`{field.name}`" in readme, f"README does not document {result.__name__}.{field.name}"
