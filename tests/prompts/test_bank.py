@@ -1,28 +1,17 @@
-"""The prompt bank through the store: inserts, files, the dedup migration, prompts from images, two writers."""
+"""The prompt bank through the store: near-duplicates refused, both embeddings kept, search, removal, two writers."""
 
 from __future__ import annotations
 
-import json
 import multiprocessing
-from pathlib import Path
 
-import lancedb
 import numpy as np
-import pyarrow as pa
 import pytest
-from PIL import Image, PngImagePlugin
 
 import clipstore
-from clipstore.db import tables
-from clipstore.prompts.image_prompts import comfyui_prompt, positive_prompt, prompt_from_image_bytes
+from clipstore.db import layout, tables
 from clipstore.prompts.bank import prompt_id
 from workers import insert_prompts
-from clipstore.db import layout
-
-RED = "a large red circle on a plain white background"
-RED_PARAPHRASE = "a big red circle on a plain white backdrop"
-BLUE = "three small blue squares scattered on a striped grey background"
-OTHER = "a stock market report with rising charts"
+from sample_prompts import BLUE, OTHER, RED, RED_PARAPHRASE
 
 
 def _bank_vectors(store) -> np.ndarray:
@@ -63,136 +52,6 @@ def test_search_prompts_by_meaning(store):
     assert hits[0].text == RED and hits[0].score > hits[1].score
 
 
-@pytest.mark.parametrize(
-    "name, content, column",
-    [
-        ("p.txt", f"{RED}\n\n{BLUE}\n{RED_PARAPHRASE}\n", None),
-        ("p.csv", f'id,prompt\n1,"{RED}"\n2,"{BLUE}"\n3,"{RED_PARAPHRASE}"\n', None),
-        ("p.tsv", f"caption\tx\n{RED}\t1\n{BLUE}\t2\n{RED_PARAPHRASE}\t3\n", None),
-        ("p.jsonl", "\n".join(json.dumps({"text": t}) for t in (RED, BLUE, RED_PARAPHRASE)), "text"),
-    ],
-)
-def test_prompt_files(store, tmp_path, name, content, column):
-    path = tmp_path / name
-    path.write_text(content, encoding="utf-8")
-    report = store.add_prompts(path, column=column)
-    assert report.inserted == 2 and [d.text for d in report.duplicates] == [RED_PARAPHRASE]
-    assert store.list_prompts()[0].source == name
-
-
-def test_parquet_prompt_file_like_diffusiondb(store, tmp_path):
-    import pyarrow.parquet as pq
-
-    pq.write_table(pa.table({"image_name": ["a.png", "b.png", "c.png"], "prompt": [RED, OTHER, RED_PARAPHRASE]}), tmp_path / "metadata.parquet")
-    report = store.add_prompts(tmp_path / "metadata.parquet")
-    assert report.inserted == 2
-
-
-def test_missing_column_is_a_clear_error(store, tmp_path):
-    (tmp_path / "p.csv").write_text("a,b\n1,2\n")
-    with pytest.raises(clipstore.ClipstoreError, match="no prompt column.*--column"):
-        store.add_prompts(tmp_path / "p.csv")
-
-
-def test_dedup_migration_cleans_an_existing_bank_and_records_the_threshold(store, store_path):
-    # Put the store back to before migration 0003 and fill the bank with near-duplicates behind its back.
-    store.db.open_table(layout.MIGRATIONS).delete("name = '0003_prompt_dedup'")
-    store.db.open_table(layout.SETTINGS).delete("key = 'prompt_dedup_threshold'")
-    texts = [RED, RED_PARAPHRASE, BLUE, OTHER, RED]
-    minilm = store.minilm.encode(texts)
-    clip = store.encoder.encode_texts(texts)
-    table = store.db.open_table(layout.PROMPTS)
-    table.add(
-        pa.table(
-            {
-                "id": [f"raw{i}" for i in range(len(texts))],
-                "seq": np.arange(len(texts), dtype=np.int64),
-                "text": texts,
-                "clip_embedding": pa.FixedSizeListArray.from_arrays(pa.array(clip.reshape(-1)), clip.shape[1]),
-                "minilm_embedding": pa.FixedSizeListArray.from_arrays(pa.array(minilm.reshape(-1)), 384),
-                "source": ["old"] * len(texts),
-                "added_at": pa.array([tables.utc_now()] * len(texts), pa.timestamp("us", tz="UTC")),
-            },
-            schema=table.schema,
-        )
-    )
-    assert clipstore.connect(store_path, apply_migrations=False).prompt_dedup_threshold() is None
-
-    reopened = clipstore.connect(store_path)
-    assert reopened.prompt_dedup_threshold() == 0.85
-    assert [p.text for p in reopened.list_prompts()] == [RED, BLUE, OTHER]
-    dedup = [m for m in reopened.migrations() if m.name == "0003_prompt_dedup"]
-    assert len(dedup) == 1 and dedup[0].applied
-
-
-def test_positive_prompt_and_comfyui_parsing():
-    parameters = f"{RED},\nmasterpiece\nNegative prompt: blurry, ugly\nSteps: 20, Sampler: Euler a, CFG scale: 7, Seed: 1"
-    assert positive_prompt(parameters) == f"{RED}, masterpiece"
-    workflow = {
-        "3": {"class_type": "KSampler", "inputs": {"positive": ["6", 0], "negative": ["7", 0]}},
-        "6": {"class_type": "CLIPTextEncode", "inputs": {"text": BLUE}},
-        "7": {"class_type": "CLIPTextEncode", "inputs": {"text": "blurry"}},
-    }
-    assert comfyui_prompt(json.dumps(workflow)) == BLUE
-    assert comfyui_prompt("not json") == ""
-
-
-def _png_with_text(path: Path, key: str, value: str) -> Path:
-    info = PngImagePlugin.PngInfo()
-    info.add_text(key, value)
-    Image.new("RGB", (32, 32), (200, 10, 10)).save(path, pnginfo=info)
-    return path
-
-
-def test_prompts_from_exif_description_and_user_comment(tmp_path):
-    exif = Image.Exif()
-    exif[0x010E] = RED
-    image = Image.new("RGB", (16, 16))
-    image.save(tmp_path / "d.jpg", exif=exif.tobytes())
-    found = prompt_from_image_bytes((tmp_path / "d.jpg").read_bytes())
-    assert (found.text, found.source) == (RED, "exif-description")
-
-    exif = Image.Exif()
-    exif.get_ifd(0x8769)[0x9286] = b"UNICODE\x00" + BLUE.encode("utf-16-le")
-    image.save(tmp_path / "c.jpg", exif=exif.tobytes())
-    found = prompt_from_image_bytes((tmp_path / "c.jpg").read_bytes())
-    assert (found.text, found.source) == (BLUE, "exif-comment")
-
-
-def test_ingest_reads_prompts_from_images_sidecars_and_manifests(store, tmp_path):
-    folder = tmp_path / "gen"
-    folder.mkdir()
-    _png_with_text(folder / "sd.png", "parameters", f"{RED}\nNegative prompt: blurry\nSteps: 20, Sampler: Euler, Seed: 3")
-    _png_with_text(folder / "sd2.png", "parameters", f"{RED_PARAPHRASE}\nSteps: 20, Sampler: Euler, Seed: 4")
-    Image.new("RGB", (32, 32), (0, 0, 200)).save(folder / "captioned.png")
-    (folder / "captioned.txt").write_text(BLUE + "\n", encoding="utf-8")
-    Image.new("RGB", (32, 32), (0, 200, 0)).save(folder / "listed.png")
-    (tmp_path / "manifest.csv").write_text(f'path,prompt\ngen/listed.png,"{OTHER}"\n', encoding="utf-8")
-
-    report = store.ingest(folder, manifest=tmp_path / "manifest.csv")
-    assert report.added == 4 and report.failed == ()
-    assert (report.prompts_found, report.prompts_inserted) == (4, 3)
-    rows = {r["id"]: r for r in store.db.open_table(layout.IMAGES).to_arrow().to_pylist()}
-    files = {Path(r["path"]).name: r["image_id"] for r in store.db.open_table(layout.FILES).to_arrow().to_pylist()}
-    assert (rows[files["sd.png"]]["prompt"], rows[files["sd.png"]]["prompt_source"]) == (RED, "png-parameters")
-    assert (rows[files["captioned.png"]]["prompt"], rows[files["captioned.png"]]["prompt_source"]) == (BLUE, "sidecar")
-    assert (rows[files["listed.png"]]["prompt"], rows[files["listed.png"]]["prompt_source"]) == (OTHER, "manifest")
-    assert rows[files["sd2.png"]]["prompt"] == RED_PARAPHRASE  # kept on the image, refused by the bank
-    assert sorted(p.text for p in store.list_prompts()) == sorted([RED, BLUE, OTHER])
-    assert {p.source for p in store.list_prompts()} == {"image:png-parameters", "image:sidecar", "image:manifest"}
-
-
-def test_render_world_folder_prompts_reach_the_bank(store, tmp_path):
-    from clipstore.world import render_folder
-    from clipstore.world.samples import read_manifest
-
-    manifest = render_folder(tmp_path / "w", 12, seed=2, size=64)
-    report = store.ingest(manifest.folder)
-    assert report.prompts_found == 12 and 0 < report.prompts_inserted <= 12
-    prompts = {r["prompt"] for r in read_manifest(manifest.manifest)}
-    assert {row["prompt"] for row in store.db.open_table(layout.IMAGES).to_arrow().to_pylist()} == prompts
-
-
 @pytest.mark.slow
 def test_two_writers_cannot_let_near_duplicates_in(store, store_path):
     from clipstore.world.corpus import prompt_corpus
@@ -222,22 +81,6 @@ def test_two_writers_cannot_let_near_duplicates_in(store, store_path):
     assert set(kept.values()) | {text for text, _ in rejected} >= set(corpus)
 
 
-def test_ingest_keeps_images_and_warns_when_the_bank_cannot_be_updated(store, tmp_path, monkeypatch):
-    folder = tmp_path / "gen"
-    folder.mkdir()
-    _png_with_text(folder / "sd.png", "parameters", f"{RED}\nSteps: 20, Sampler: Euler, Seed: 3")
-
-    def unavailable(*args, **kwargs):
-        raise clipstore.ModelUnavailableError("all-MiniLM-L6-v2 cannot be loaded (offline)")
-
-    monkeypatch.setattr("clipstore.encoders.minilm.load_minilm_encoder", unavailable)
-    report = store.ingest(folder)
-    assert report.added == 1 and report.prompts_found == 1 and report.prompts_inserted == 0
-    assert len(report.warnings) == 1 and "not added to the prompt bank" in report.warnings[0]
-    assert store.db.open_table(layout.IMAGES).to_arrow().to_pylist()[0]["prompt"] == RED
-    assert store.count_prompts() == 0
-
-
 def test_before_the_dedup_migration_only_exact_repeats_are_refused(store):
     store.db.open_table(layout.SETTINGS).delete("key = 'prompt_dedup_threshold'")
     report = store.add_prompts([RED, RED_PARAPHRASE, RED, BLUE, BLUE])
@@ -245,83 +88,6 @@ def test_before_the_dedup_migration_only_exact_repeats_are_refused(store):
     assert [(d.text, d.index, d.duplicate_of) for d in report.duplicates] == [(RED, 2, prompt_id(RED)), (BLUE, 4, prompt_id(BLUE))]
     assert store.add_prompts([BLUE]).duplicates[0].duplicate_of == prompt_id(BLUE)
 
-
-# --- files that are not prompt text ---------------------------------------------------------------------------
-
-def _image_bytes(fmt: str) -> bytes:
-    import io
-
-    info = PngImagePlugin.PngInfo()
-    info.add_text("parameters", f"{RED}\nSteps: 20, Sampler: Euler, Seed: 3")
-    out = io.BytesIO()
-    Image.new("RGB", (32, 32), (200, 10, 10)).save(out, format=fmt, **({"pnginfo": info} if fmt == "PNG" else {}))
-    return out.getvalue()
-
-
-@pytest.mark.parametrize("name, fmt", [("photo.png", "PNG"), ("photo.jpg", "JPEG"), ("photo.gif", "GIF"), ("photo.webp", "WEBP"), ("renamed.txt", "PNG")])
-def test_an_image_given_as_a_prompt_file_is_refused_and_the_bank_is_unchanged(store, tmp_path, name, fmt):
-    store.add_prompts([BLUE])
-    (tmp_path / "good.txt").write_text(f"{RED}\n{OTHER}\n", encoding="utf-8")
-    (tmp_path / name).write_bytes(_image_bytes(fmt))
-    with pytest.raises(clipstore.PromptFileError) as refused:
-        store.add_prompt_files([tmp_path / "good.txt", tmp_path / name])
-    message = str(refused.value)
-    assert str(tmp_path / name) in message and f"is a {fmt} image" in message
-    assert "clipstore ingest" in message and "--manifest" in message and "PNG" in message
-    assert [p.text for p in store.list_prompts()] == [BLUE]  # nothing from good.txt either
-
-
-@pytest.mark.parametrize(
-    "name, content, expected",
-    [
-        ("nul.txt", b"a red circle\nsome\x00binary\x00bytes\n", "line 2: contains a NUL byte"),
-        ("latin1.txt", f"{RED}\n{BLUE}\ncaf\xe9 au lait\n".encode("latin-1"), "line 3: not UTF-8 text (byte 0xe9)"),
-        ("binary.csv", bytes(range(256)) * 8, "is not a text file"),
-        ("archive.jsonl", b"\x1f\x8b\x08\x00" + bytes(200), "gzip"),
-        ("text.parquet", f"prompt\n{RED}\n".encode(), "is not a Parquet file"),
-    ],
-)
-def test_binary_or_undecodable_prompt_files_are_refused_naming_the_file(store, tmp_path, name, content, expected):
-    (tmp_path / name).write_bytes(content)
-    with pytest.raises(clipstore.PromptFileError, match="UTF-8|Parquet|text") as refused:
-        store.add_prompts(tmp_path / name)
-    assert str(tmp_path / name) in str(refused.value) and expected in str(refused.value)
-    assert store.count_prompts() == 0
-
-
-@pytest.mark.parametrize(
-    "name, content, expected",
-    [
-        ("huge.csv", 'prompt\n"' + "x" * 200_000 + '"\n', "huge.csv, line 2: not valid CSV"),
-        ("p.jsonl", '{"prompt": "a"}\n{oops\n', "p.jsonl, line 2: not JSON"),
-        ("p.json", json.dumps({"prompt": RED}), "array of prompts"),
-    ],
-)
-def test_malformed_prompt_files_are_one_clear_error(store, tmp_path, name, content, expected):
-    (tmp_path / name).write_text(content, encoding="utf-8")
-    with pytest.raises(clipstore.PromptFileError, match=expected):
-        store.add_prompts(tmp_path / name)
-
-
-def test_a_parquet_file_named_txt_is_refused_with_what_to_do(store, tmp_path):
-    import pyarrow.parquet as pq
-
-    pq.write_table(pa.table({"prompt": [RED, BLUE]}), tmp_path / "prompts.txt")
-    with pytest.raises(clipstore.PromptFileError, match=r"prompts\.txt is a Parquet file.*\.parquet"):
-        store.add_prompts(tmp_path / "prompts.txt")
-    assert store.count_prompts() == 0
-
-
-def test_byte_order_marks_and_utf16_text_files_are_read(store, tmp_path):
-    (tmp_path / "bom.csv").write_bytes(f"prompt,n\n{RED},1\n".encode("utf-8-sig"))
-    (tmp_path / "windows.txt").write_bytes(f"{BLUE}\r\n{OTHER}\r\n".encode("utf-16"))  # PowerShell's `>` writes this
-    (tmp_path / "list.json").write_text(json.dumps([{"prompt": "a photo of a cat on a sofa"}, {"prompt": ""}]), encoding="utf-8")
-    report = store.add_prompt_files([tmp_path / "bom.csv", tmp_path / "windows.txt", tmp_path / "list.json"])
-    assert report.inserted == 4 and report.rejected == ()
-    assert [p.text for p in store.list_prompts()] == [RED, BLUE, OTHER, "a photo of a cat on a sofa"]
-
-
-# --- prompts with control characters ---------------------------------------------------------------------------
 
 def test_control_characters_are_rejected_one_prompt_at_a_time_with_the_reason(store):
     given = [RED, "ansi \x1b[31mred\x1b[0m", "  ", "IHDR\x00\x00 \x1a", BLUE, "del\x7fete", "c1 \x85 next line", "tab\tseparated words", "lone \ud800 surrogate", 42]
@@ -335,19 +101,10 @@ def test_control_characters_are_rejected_one_prompt_at_a_time_with_the_reason(st
     assert report.to_dict()["rejected"][0] == {"index": 1, "text": given[1], "reason": reasons[0]}
 
 
-def test_control_characters_in_prompt_files_are_rejected_and_the_rest_kept(store, tmp_path):
-    (tmp_path / "p.txt").write_text(f"{RED}\nbell \x07 here\n\n{BLUE}\n", encoding="utf-8")
-    (tmp_path / "p.jsonl").write_text(json.dumps({"prompt": "escaped \u0007 bell"}) + "\n" + json.dumps({"prompt": OTHER}) + "\n")
-    report = store.add_prompt_files([tmp_path / "p.txt", tmp_path / "p.jsonl"])
-    assert report.inserted == 3
-    assert [(r.index, r.text) for r in report.rejected] == [(1, "bell \x07 here"), (3, "escaped \x07 bell")]
-    assert [p.text for p in store.list_prompts()] == [RED, BLUE, OTHER]
-
-
-# --- removing prompts -----------------------------------------------------------------------------------------
-
 # Their ids share the first 8 hex characters (2f530071...), found by hashing; the texts are unrelated.
 SAME_PREFIX = ("a white fox on mars, at noon", "a pink castle in a forest, in oil paint")
+
+
 TRICKY = ["a 100% cotton shirt on a hanger", "a 100 year old oak tree", "snake_case names in python code", "it's a dog's life in the park", "snakes in a desert dune"]
 
 
