@@ -5,7 +5,7 @@ added_at). `files`: one row per path (path, size, mtime_ns, image_id, ingested_a
 tables are left as they are.
 
 Frozen: the names, schemas and metadata key below are literal, as this migration first wrote them; a later
-schema change is a new migration (tests/test_migrations.py keeps the live schemas in `clipstore.db.layout` equal
+schema change is a new migration (tests/db/test_migrations.py keeps the live schemas in `clipstore.db.layout` equal
 to what the migrations build).
 """
 

@@ -12,7 +12,7 @@ A store is a folder:
       .clipstore-write.lock                        the one-writer lock
 
 The schemas here are the live ones (what new tables get at run time); the migrations in `clipstore.migrations`
-carry their own frozen copies, and tests/test_migrations.py keeps the two equal.
+carry their own frozen copies, and tests/db/test_migrations.py keeps the two equal.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Tests of clipstore.imaging: sniffing, decoding, normalising and rejecting images, on real files."""
+"""Tests of clipstore.ingest.imaging: sniffing, decoding, normalising and rejecting images, on real files."""
 
 from __future__ import annotations
 
@@ -6,7 +6,6 @@ import dataclasses
 import importlib.util
 import io
 import struct
-import sys
 import warnings
 import zlib
 from concurrent.futures import ThreadPoolExecutor
@@ -16,9 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image, features
 
-sys.path.insert(0, str(Path(__file__).parent))
-
-from image_factory import (  # noqa: E402
+from image_factory import (
     ZOO_COLOURS,
     build_messy_folder,
     pattern_image,
@@ -32,8 +29,8 @@ from image_factory import (  # noqa: E402
     write_zero_byte,
 )
 
-from clipstore.errors import ClipstoreError, InvalidImageError  # noqa: E402
-from clipstore.ingest.imaging import (  # noqa: E402
+from clipstore.errors import ClipstoreError, InvalidImageError
+from clipstore.ingest.imaging import (
     DEFAULT_MAX_MEGAPIXELS,
     IMAGE_EXTENSIONS,
     DecodedImage,

@@ -19,10 +19,9 @@ import pytest
 from click.testing import CliRunner
 
 import clipstore
-from clipstore.db import migrate, tables
+from clipstore.db import layout, migrate, tables
 from clipstore.ingest.run import BANK_STAGE, EMBED_STAGE
 from workers import ingest_and_hold
-from clipstore.db import layout
 
 MINI = "clipstore-mini"
 N = 40  # rendered images, each with its prompt in a PNG `parameters` chunk

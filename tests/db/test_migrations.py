@@ -19,22 +19,17 @@ import pyarrow.compute as pc
 import pytest
 
 import clipstore
-from clipstore.db import migrate, tables
+from clipstore.db import layout, migrate, tables
 from clipstore.prompts.dedup import reference_deduplicate
 from clipstore.encoders.minilm import load_minilm_encoder
 from clipstore.db.layout import HEADS_TABLE, heads_schema
 from clipstore.encoders.identity import resolve_model
 from clipstore.prompts.bank import prompt_id
-from clipstore.db import layout
+from sample_prompts import BLUE, OTHER, RED, RED_PARAPHRASE
 
 MINI = "clipstore-mini"
 MIGRATIONS = migrate.available_migrations()
 DEDUP = "0003_prompt_dedup"
-
-RED = "a large red circle on a plain white background"
-RED_PARAPHRASE = "a big red circle on a plain white backdrop"
-BLUE = "three small blue squares scattered on a striped grey background"
-OTHER = "a stock market report with rising charts"
 BANK = [RED, BLUE, RED_PARAPHRASE, OTHER]  # in insertion order; the paraphrase is a near-duplicate of RED
 KEPT = [RED, BLUE, OTHER]
 MARKER = {"key": "test_marker", "value": "kept"}
@@ -214,3 +209,34 @@ def test_the_dedup_migration_matches_the_definition_across_blocks(block):
     expected = reference_deduplicate(vectors, None, 0.85)
     assert 25 <= expected.sum() < 300  # many near-duplicates, chains included
     assert _dedup_migration().kept_in_insertion_order(vectors, 0.85, block=block).tolist() == expected.tolist()
+
+
+def test_dedup_migration_cleans_an_existing_bank_and_records_the_threshold(store, store_path):
+    # Put the store back to before migration 0003 and fill the bank with near-duplicates behind its back.
+    store.db.open_table(layout.MIGRATIONS).delete("name = '0003_prompt_dedup'")
+    store.db.open_table(layout.SETTINGS).delete("key = 'prompt_dedup_threshold'")
+    texts = [RED, RED_PARAPHRASE, BLUE, OTHER, RED]
+    minilm = store.minilm.encode(texts)
+    clip = store.encoder.encode_texts(texts)
+    table = store.db.open_table(layout.PROMPTS)
+    table.add(
+        pa.table(
+            {
+                "id": [f"raw{i}" for i in range(len(texts))],
+                "seq": np.arange(len(texts), dtype=np.int64),
+                "text": texts,
+                "clip_embedding": pa.FixedSizeListArray.from_arrays(pa.array(clip.reshape(-1)), clip.shape[1]),
+                "minilm_embedding": pa.FixedSizeListArray.from_arrays(pa.array(minilm.reshape(-1)), 384),
+                "source": ["old"] * len(texts),
+                "added_at": pa.array([tables.utc_now()] * len(texts), pa.timestamp("us", tz="UTC")),
+            },
+            schema=table.schema,
+        )
+    )
+    assert clipstore.connect(store_path, apply_migrations=False).prompt_dedup_threshold() is None
+
+    reopened = clipstore.connect(store_path)
+    assert reopened.prompt_dedup_threshold() == 0.85
+    assert [p.text for p in reopened.list_prompts()] == [RED, BLUE, OTHER]
+    dedup = [m for m in reopened.migrations() if m.name == "0003_prompt_dedup"]
+    assert len(dedup) == 1 and dedup[0].applied

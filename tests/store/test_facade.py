@@ -1,26 +1,11 @@
-"""Store lifecycle: creation, model identity, migrations, version refusal, plain-LanceDB access."""
+"""The Store facade: connect (creation, model identity, refusals), info, default location, image paths."""
 
 from __future__ import annotations
 
 import lancedb
-import pyarrow as pa
 import pytest
 
 import clipstore
-from clipstore.db import migrate, tables
-from clipstore.encoders.identity import MINI_WEIGHTS_SHA256
-from clipstore.store.facade import connect
-from clipstore.db import layout
-
-
-def test_new_store_records_model_identity_with_the_images_table(store, store_path):
-    table = lancedb.connect(store_path).open_table("images")
-    identity = tables.stored_model(table)
-    assert identity is not None
-    assert (identity.architecture, identity.pretrained, identity.embed_dim) == ("clipstore-mini", "world-v1", 256)
-    assert identity.checkpoint_sha256 == MINI_WEIGHTS_SHA256
-    assert identity.image_size == 64 and len(identity.mean) == 3
-    assert table.schema.field("embedding").type.list_size == 256
 
 
 def test_reopening_uses_the_stored_model_without_naming_it(store, store_path):
@@ -50,39 +35,6 @@ def test_a_non_empty_foreign_folder_is_not_turned_into_a_store(tmp_path):
         clipstore.connect(tmp_path / "photos", model="clipstore-mini")
 
 
-def test_migrations_are_recorded_and_idempotent(store, store_path):
-    statuses = store.migrations()
-    assert [s.name for s in statuses][0] == "0001_create_tables"
-    assert all(s.applied and s.applied_at for s in statuses)
-    assert all(s.description for s in statuses)
-    recorded = lancedb.connect(store_path).open_table("_clipstore_migrations").to_arrow().to_pylist()
-    assert sorted(row["name"] for row in recorded) == [s.name for s in statuses]
-
-    # Re-running every migration on an existing store changes nothing and records nothing twice.
-    context = migrate.MigrationContext(store.db, store.path, store.model)
-    for migration in migrate.available_migrations():
-        migration.apply(context)
-    assert migrate.apply_pending(context) == []
-    clipstore.connect(store_path)
-    recorded = lancedb.connect(store_path).open_table("_clipstore_migrations").to_arrow().to_pylist()
-    assert len(recorded) == len(statuses)
-    assert set(tables.table_names(store.db)) >= {"images", "files", "_clipstore_migrations"}
-
-
-def test_pending_migration_is_listed_then_applied_on_connect(store, store_path):
-    store.db.open_table(layout.MIGRATIONS).delete("name = '0001_create_tables'")
-    listed = connect(store_path, create=False, apply_migrations=False).migrations()
-    assert [(s.name, s.applied) for s in listed][:1] == [("0001_create_tables", False)]
-    assert connect(store_path).migrations()[0].applied
-
-
-def test_store_from_a_newer_clipstore_is_refused(store, store_path):
-    table = store.db.open_table(layout.MIGRATIONS)
-    table.add(pa.table({"name": ["9999_from_the_future"], "applied_at": [tables.utc_now()]}, schema=table.schema))
-    with pytest.raises(clipstore.StoreVersionError, match="newer clipstore.*9999_from_the_future"):
-        clipstore.connect(store_path)
-
-
 def test_info_reports_counts_model_and_migrations(store, photo_folder):
     store.ingest(photo_folder)
     (photo_folder / "copy.png").write_bytes((photo_folder / "a" / "img1.png").read_bytes())
@@ -92,16 +44,6 @@ def test_info_reports_counts_model_and_migrations(store, photo_folder):
     assert (info["images"], info["files"]) == (6, 7)
     assert info["model"]["spec"] == "clipstore-mini:world-v1"
     assert info["migrations"][0]["name"] == "0001_create_tables"
-
-
-def test_tables_are_plain_lancedb_tables(store, store_path, photo_folder):
-    store.ingest(photo_folder)
-    db = lancedb.connect(store_path)
-    images = db.open_table("images")
-    query = images.to_arrow().column("embedding")[0].as_py()
-    hits = images.search(query).distance_type("cosine").limit(1).to_list()
-    assert hits[0]["_distance"] == pytest.approx(0.0, abs=1e-5)
-    assert db.open_table("files").count_rows() == 6
 
 
 def test_default_store_location_follows_env_and_xdg(monkeypatch, tmp_path):
