@@ -26,7 +26,7 @@ from PIL import Image, ImageDraw
 
 import clipstore
 from clipstore.encoders.clip import ClipEncoder
-from clipstore.ingest.imaging import load_image
+from clipstore.imaging import load_image
 from clipstore.encoders.identity import resolve_model
 
 

@@ -38,7 +38,7 @@ def main() -> None:
     print(f"trained head {trained.head_id}: validation Avg-Cos {scores}; alpha {trained.ensemble_alpha:g}")
 
     describer = store.describer()  # loads the newest head once for all images
-    from clipstore.ingest.imaging import load_image
+    from clipstore.imaging import load_image
 
     with open(new.manifest, encoding="utf-8") as lines:
         records = [json.loads(line) for line in lines]

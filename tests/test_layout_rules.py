@@ -17,7 +17,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 SOURCES = {"clipstore": REPO / "clipstore", "clipstore.cli": REPO / "cli", "clipstore.migrations": REPO / "migrations"}
 FEATURES = ("ingest", "search", "prompts", "describe", "finetune", "switch", "training", "world")
-FOUNDATION = ("clipstore.db", "clipstore.encoders", "clipstore.errors", "clipstore.results", "clipstore.progress", "clipstore.paths")
+FOUNDATION = ("clipstore.db", "clipstore.encoders", "clipstore.errors", "clipstore.results", "clipstore.progress", "clipstore.paths", "clipstore.imaging")
 
 
 def _module_files() -> dict[str, Path]:

@@ -225,7 +225,7 @@ class Describer:
 
 def describe_paths(describer: Describer, root: str, *, k=None, alpha=None, top: int = 5, progress=None) -> Iterator[DescribedFile | FileFailure]:
     """Describe every image under `root` (a folder, recursively, or one file); failures are yielded, not raised."""
-    from clipstore.ingest.imaging import load_image
+    from clipstore.imaging import load_image
     from clipstore.ingest.walk import walk_images
 
     found = list(walk_images(root))

@@ -60,7 +60,7 @@ class EvalReport(_AsDict):
 
 def external_pairs(store: "StoreContext", records: Sequence[tuple[str, str]], progress=None) -> Pairs:
     """(path, prompt) pairs that need not be in the store: their images are embedded with the store's model."""
-    from clipstore.ingest.imaging import load_image
+    from clipstore.imaging import load_image
 
     ids, prompts, paths, vectors = [], [], [], []
     encoder = store.encoder

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator
 from clipstore.db import tables
 from clipstore.errors import ClipstoreError, InvalidImageError, ManifestError, SourceNotFoundError
 from clipstore.prompts.image_prompts import ImagePrompt, prompt_from_image_bytes, prompt_from_sidecar
-from clipstore.ingest.imaging import DEFAULT_MAX_MEGAPIXELS, decode_image
+from clipstore.imaging import DEFAULT_MAX_MEGAPIXELS, decode_image
 from clipstore.results import FileFailure, IngestReport, _AsDict
 from clipstore.ingest.walk import FoundFile, walk_images
 from clipstore.progress import Progress, silent

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-from clipstore.ingest.imaging import IMAGE_EXTENSIONS, sniff_image_format
+from clipstore.imaging import IMAGE_EXTENSIONS, sniff_image_format
 from clipstore.results import FileFailure
 
 _SNIFF_BYTES = 32

@@ -47,7 +47,7 @@ def check_prompt_file(path: str | os.PathLike[str]) -> tuple[Path, str]:
         raise SourceNotFoundError(f"Cannot read prompts from {file}: no such file.")
     with open(file, "rb") as handle:
         head = handle.read(_SNIFF_BYTES)
-    from clipstore.ingest.imaging import _describe_content, sniff_image_format
+    from clipstore.imaging import _describe_content, sniff_image_format
 
     image_format = sniff_image_format(head)
     if image_format is not None:

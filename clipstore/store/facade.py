@@ -10,7 +10,7 @@ from clipstore.db import migrate, tables
 from clipstore.errors import ModelMismatchError, StoreDamagedError, StoreNotFoundError
 from clipstore.db.context import StoreContext
 from clipstore.db.identities import locate
-from clipstore.ingest.imaging import DEFAULT_MAX_MEGAPIXELS, load_image
+from clipstore.imaging import DEFAULT_MAX_MEGAPIXELS, load_image
 from clipstore.ingest.run import FolderIngest, IngestOptions, check_source, read_prompt_manifest
 from clipstore.prompts.files import read_prompt_file
 from clipstore.prompts.bank import PromptBank, PromptHit, PromptInsertReport, PromptRemoveReport, StoredPrompt, dedup_threshold

@@ -76,7 +76,7 @@ def reembed(
     """
     import pyarrow as pa
 
-    from clipstore.ingest.imaging import load_image
+    from clipstore.imaging import load_image
 
     report = progress or silent
     current = store.model

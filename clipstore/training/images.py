@@ -12,7 +12,7 @@ def load_training_image(path: str | None, *, min_side: int, max_side: int) -> "I
     """The image at `path` decoded (at least `min_side` on its shorter side while decoding, see
     `ModelIdentity.decode_min_side`) and shrunk to fit `max_side`; None when there is no path or the file cannot
     be read (such an image only loses its augmentations)."""
-    from clipstore.ingest.imaging import load_image
+    from clipstore.imaging import load_image
 
     if path is None:
         return None

@@ -46,7 +46,7 @@ def test_reduced_scale_jpeg_decoding_keeps_embeddings(tmp_path):
     """Ingest decodes big JPEGs at reduced DCT scale; the embedding must stay what a full decode gives."""
     import io
 
-    from clipstore.ingest.imaging import decode_image
+    from clipstore.imaging import decode_image
 
     encoder = load_clip_encoder(resolve_model("clipstore-mini"), device="cpu", precision="fp32")
     agreement = []

@@ -1,4 +1,4 @@
-"""Tests of clipstore.ingest.imaging: sniffing, decoding, normalising and rejecting images, on real files."""
+"""Tests of clipstore.imaging: sniffing, decoding, normalising and rejecting images, on real files."""
 
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ from image_factory import (
 )
 
 from clipstore.errors import ClipstoreError, InvalidImageError
-from clipstore.ingest.imaging import (
+from clipstore.imaging import (
     DEFAULT_MAX_MEGAPIXELS,
     IMAGE_EXTENSIONS,
     DecodedImage,
