@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any, Callable
+
 import click
 
 import clipstore
@@ -76,13 +78,22 @@ def ingest(folder, store_path, model, prune, max_megapixels, batch_size, manifes
         click.echo(f"Warning: {warning}", err=True)
 
 
+def _search_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """The options `search` and `similar` share: store, model, -k, --prefix, --json, and error handling."""
+    for decorate in reversed((
+        store_options,
+        click.option("-k", "k", type=click.IntRange(1), default=10, show_default=True, help="Number of results."),
+        click.option("--prefix", metavar="PATH", help="Only images stored under a path starting with PATH."),
+        json_option,
+        clipstore_errors,
+    )):
+        func = decorate(func)
+    return func
+
+
 @click.command(short_help="Text -> image search, best first.")
 @click.argument("text")
-@store_options
-@click.option("-k", "k", type=click.IntRange(1), default=10, show_default=True, help="Number of results.")
-@click.option("--prefix", metavar="PATH", help="Only images stored under a path starting with PATH.")
-@json_option
-@clipstore_errors
+@_search_options
 def search(text, store_path, model, k, prefix, as_json) -> None:
     """Find the images that best match TEXT (text -> image), best first."""
     store = clipstore.connect(store_path, model=model, create=False)
@@ -91,11 +102,7 @@ def search(text, store_path, model, k, prefix, as_json) -> None:
 
 @click.command(short_help="Image -> image search, best first.")
 @click.argument("image", type=click.Path())
-@store_options
-@click.option("-k", "k", type=click.IntRange(1), default=10, show_default=True, help="Number of results.")
-@click.option("--prefix", metavar="PATH", help="Only images stored under a path starting with PATH.")
-@json_option
-@clipstore_errors
+@_search_options
 def similar(image, store_path, model, k, prefix, as_json) -> None:
     """Find the stored images most similar to IMAGE (image -> image), best first."""
     store = clipstore.connect(store_path, model=model, create=False)
