@@ -2,7 +2,7 @@
 
 Weights load once per process (see `load_clip_encoder`). On CPUs with native bf16 (AVX-512 BF16 / AMX) the
 model runs as a bf16 copy, which is ~3.5x faster than fp32 and agrees with it at cosine >= 0.999
-(checked in tests/test_encoders.py); elsewhere it runs in fp32.
+(checked in tests/encoders/test_clip.py); elsewhere it runs in fp32.
 """
 
 from __future__ import annotations
