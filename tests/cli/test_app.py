@@ -80,6 +80,7 @@ def test_reader_closing_the_pipe_ends_quietly(store_path, photo_folder):
     child = subprocess.Popen(
         [sys.executable, "-m", "clipstore.cli", "search", "a red circle", "-k", "6", "--store", str(store_path)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        cwd=store_path.parent,  # not the repository root, whose clipstore/ would shadow the installed package
     )
     child.stdout.close()  # like `| head -0`: the reader is gone before the first line is written
     _, stderr = child.communicate(timeout=120)

@@ -88,6 +88,7 @@ def test_cli_offline_default_model_is_one_clear_line(tmp_path, photo_folder, com
     result = subprocess.run(
         [sys.executable, "-m", "clipstore.cli", *args, "--store", str(store)],
         capture_output=True, text=True, timeout=120, env=env,
+        cwd=tmp_path,  # not the repository root, whose clipstore/ would shadow the installed package
     )
     assert result.returncode == 1
     assert result.stderr.strip().splitlines() == [result.stderr.strip()]  # one line, no retry warnings
