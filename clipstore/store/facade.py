@@ -549,15 +549,13 @@ def _create_folder(store_path: str) -> None:
 def _check_complete(db: "lancedb.DBConnection", store_path: str) -> None:
     """Every table the store's applied migrations created must still be there (a `.lance` folder deleted or
     lost in a partial copy would otherwise fail later, deep inside a command, with LanceDB's own words)."""
-    from clipstore.db.layout import HEADS_TABLE
-
     applied = migrate.applied_migrations(db)
     names = tables.table_names(db)
     active = tables.active_tables(db) if layout.SETTINGS in names else {"images": layout.IMAGES, "prompts": layout.PROMPTS}
     created_by = {
         "0001_create_tables": (active["images"], layout.FILES),
         "0002_prompt_bank": (active["prompts"], layout.SETTINGS),
-        "0004_model_heads": (HEADS_TABLE,),
+        "0004_model_heads": (layout.HEADS_TABLE,),
     }
     missing = [name for migration, made in created_by.items() if migration in applied for name in made if name not in names]
     if missing:
