@@ -1,4 +1,4 @@
-"""Image commands: ingest, search, similar, info, migrate, demo and the render world."""
+"""Image commands: ingest, search, similar, index, info, migrate, demo and the render world."""
 
 from __future__ import annotations
 
