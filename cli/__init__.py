@@ -4,7 +4,7 @@ Each command opens the store, makes one Store call, and renders the result as te
 JSON on stdout. Library errors (`ClipstoreError`) become one line on stderr and exit status 1; any other
 exception is a bug and keeps its traceback.
 
-The commands live in one module per group: `images` (ingest, search, similar, info, migrate, demo, world),
+The commands live in one module per group: `images` (ingest, search, similar, index, info, migrate, demo, world),
 `prompts`, `describe` (train, heads, describe, eval) and `models` (finetune, reembed, rollback, model);
 `common` holds what they share.
 """
@@ -28,6 +28,7 @@ def main() -> None:
     clipstore ingest ~/photos              embed every image under a folder (incremental)
     clipstore search "a dog on a beach"    text -> image search
     clipstore similar ~/photos/dog.jpg     image -> image search
+    clipstore index                        build or update the vector index searches use
     clipstore info                         where the store is, counts, model, migrations
     clipstore migrate --list               applied and pending schema migrations
     clipstore prompts add prompts.txt      the prompt bank (also: remove, count, list, search)

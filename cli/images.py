@@ -1,4 +1,4 @@
-"""Image commands: ingest, search, similar, info, migrate, demo and the render world."""
+"""Image commands: ingest, search, similar, index, info, migrate, demo and the render world."""
 
 from __future__ import annotations
 
@@ -83,7 +83,8 @@ def _search_options(func: Callable[..., Any]) -> Callable[..., Any]:
     for decorate in reversed((
         store_options,
         click.option("-k", "k", type=click.IntRange(1), default=10, show_default=True, help="Number of results."),
-        click.option("--prefix", metavar="PATH", help="Only images stored under a path starting with PATH."),
+        click.option("--prefix", metavar="PATH", help="Only images stored under a path starting with PATH (always exact)."),
+        click.option("--exact", is_flag=True, help="Compare every vector even when the store has a vector index."),
         json_option,
         clipstore_errors,
     )):
@@ -94,19 +95,40 @@ def _search_options(func: Callable[..., Any]) -> Callable[..., Any]:
 @click.command(short_help="Text -> image search, best first.")
 @click.argument("text")
 @_search_options
-def search(text, store_path, model, k, prefix, as_json) -> None:
+def search(text, store_path, model, k, prefix, exact, as_json) -> None:
     """Find the images that best match TEXT (text -> image), best first."""
     store = clipstore.connect(store_path, model=model, create=False)
-    _print_hits(store.search_text(text, k=k, path_prefix=prefix), as_json)
+    _print_hits(store.search_text(text, k=k, path_prefix=prefix, exact=exact), as_json)
 
 
 @click.command(short_help="Image -> image search, best first.")
 @click.argument("image", type=click.Path())
 @_search_options
-def similar(image, store_path, model, k, prefix, as_json) -> None:
+def similar(image, store_path, model, k, prefix, exact, as_json) -> None:
     """Find the stored images most similar to IMAGE (image -> image), best first."""
     store = clipstore.connect(store_path, model=model, create=False)
-    _print_hits(store.search_image(image, k=k, path_prefix=prefix), as_json)
+    _print_hits(store.search_image(image, k=k, path_prefix=prefix, exact=exact), as_json)
+
+
+@click.command(short_help="Build or update the vector index that speeds up search.")
+@store_options
+@click.option("--rebuild", is_flag=True, help="Train a new index over every image instead of updating the existing one.")
+@quiet_option
+@json_option
+@clipstore_errors
+def index(store_path, model, rebuild, quiet, as_json) -> None:
+    """Build a LanceDB vector index (IVF_HNSW_SQ, cosine) on the store's images, or bring the existing one up to
+    date with the images ingested since. Searches without --prefix then use it (--exact bypasses it)."""
+    store = clipstore.connect(store_path, model=model, create=False)
+    with ProgressBar(enabled=show_progress(quiet)) as bar:
+        report = store.build_index(rebuild=rebuild, progress=bar.update)
+    if as_json:
+        print_json(report.to_dict())
+        return
+    click.echo(
+        f"Index {report.action} on {report.table} ({report.index_type}): {report.rows_indexed} images indexed, "
+        f"{report.rows_not_indexed} not yet"
+    )
 
 
 @click.command(short_help="Where the store is, its counts, model and migrations.")
@@ -125,6 +147,11 @@ def info(store_path, model, as_json) -> None:
     click.echo(f"model:      {details.model['spec']} ({details.model['embed_dim']}-d)")
     threshold = details.prompt_dedup_threshold
     click.echo(f"prompts:    {details.prompts}" + (f" (near-duplicates >= {threshold:g} rejected)" if threshold else ""))
+    state = details.index
+    click.echo(
+        f"index:      {state['type']} ({state['rows_indexed']} indexed, {state['rows_not_indexed']} not yet)"
+        if state else "index:      none (searches compare every vector; build one with clipstore index)"
+    )
     applied = [m.name for m in details.migrations if m.applied]
     click.echo(f"migrations: {', '.join(applied) or 'none'}")
 
@@ -198,4 +225,4 @@ def demo(out, n, k, as_json) -> None:
 
 
 
-COMMANDS = (ingest, search, similar, info, migrate, world, demo)
+COMMANDS = (ingest, search, similar, index, info, migrate, world, demo)

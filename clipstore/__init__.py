@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from clipstore.errors import (
     ClipstoreError,
     HeadNotFoundError,
+    IndexBuildError,
     InvalidImageError,
     InvalidOptionError,
     ManifestError,
@@ -53,6 +54,7 @@ _LAZY_MODULES = {
     "switch.rollback": ("RollbackReport",),
     "finetune.retrieval": ("RetrievalReport", "RetrievalRow"),
     "switch.locations": ("RelinkReport",),
+    "search.index": ("IndexReport",),
     "demo": ("DemoResult", "DemoSearch"),
     "encoders.clip": ("ClipEncoder",),
     "encoders.minilm": ("MiniLMEncoder",),
@@ -71,6 +73,7 @@ if TYPE_CHECKING:
     from clipstore.ingest.run import IngestOptions
     from clipstore.describe.model_b import KnnParams
     from clipstore.switch.locations import RelinkReport
+    from clipstore.search.index import IndexReport
     from clipstore.encoders.identity import ModelIdentity
     from clipstore.prompts.bank import DuplicatePrompt, PromptHit, PromptInsertReport, PromptRemoveReport, RejectedPrompt, StoredPrompt
     from clipstore.switch.reembed import ReembedReport
@@ -86,6 +89,7 @@ __all__ = sorted(
     [
         "ClipstoreError",
         "HeadNotFoundError",
+        "IndexBuildError",
         "InvalidImageError",
         "InvalidOptionError",
         "ManifestError",

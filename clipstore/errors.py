@@ -73,6 +73,10 @@ class NothingToDescribeWithError(ClipstoreError):
     """The store has neither prompts in its bank nor a trained Model A."""
 
 
+class IndexBuildError(ClipstoreError):
+    """A vector index cannot be built (e.g. the store holds no images yet)."""
+
+
 class InvalidOptionError(ClipstoreError, ValueError):
     """An option value is out of range or malformed (a precision, a template, a split, ...). Also a ValueError,
     as these were before they had their own class."""

@@ -97,3 +97,6 @@ class StoreInfo(_AsDict):
     migrations: tuple[MigrationStatus, ...]
     prompts: int = 0
     prompt_dedup_threshold: float | None = None
+    index: dict[str, Any] | None = None
+    """The current images table's vector index: {"name", "type", "rows_indexed", "rows_not_indexed"}, or None
+    when there is none (searches are exact)."""

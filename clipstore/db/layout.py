@@ -33,6 +33,8 @@ MIGRATIONS = "_clipstore_migrations"
 MODEL_METADATA_KEY = b"clipstore.model"
 PROMPT_OFFERED = "prompt_offered"
 HEADS_TABLE = "_clipstore_heads"
+IMAGES_VECTOR_INDEX = "embedding_idx"
+"""The name of the optional LanceDB vector index on the images tables' `embedding` column (`clipstore index`)."""
 
 # Settings keys (`_clipstore_settings`)
 ACTIVE_SETTING = "active_tables"

@@ -1,6 +1,6 @@
-"""Exact cosine search over the store's image vectors.
+"""Cosine search over the store's image vectors: exact, or through the optional vector index.
 
-The vectors of the `images` table are held in memory as one (n, d) float32 matrix, reloaded only when the
+Exact: the vectors of the `images` table are held in memory as one (n, d) float32 matrix, reloaded only when the
 table's version changes; a query is one matrix-vector product and a partial sort. This is exact and, for the
 stores clipstore targets (up to a few hundred thousand images), faster than a flat LanceDB scan.
 """
@@ -16,6 +16,11 @@ import numpy as np
 from clipstore.db import tables
 from clipstore.results import SearchHit
 from clipstore.db import layout
+from clipstore.search import index
+
+INDEXED_EXTRA_ROWS = 8
+"""Indexed searches ask LanceDB for k + this many rows, so rows without a file (an interrupted ingest) or
+repeated ids rarely shorten the list (when they do, it asks again for twice as many)."""
 
 if TYPE_CHECKING:
     import lancedb
@@ -43,12 +48,56 @@ class ImageSearcher:
         self._db = db
         self._snapshot: Snapshot | None = None
 
-    def search(self, query: np.ndarray, k: int = 10, path_prefix: str | None = None) -> list[SearchHit]:
+    def search(
+        self, query: np.ndarray, k: int = 10, path_prefix: str | None = None, *, exact: bool = False
+    ) -> list[SearchHit]:
         """The k images most similar to `query` (shape (d,), any norm), best first.
 
         With `path_prefix`, only images stored under a path starting with it are considered, and the hit's
-        path is one of those paths.
+        path is one of those paths. When the current images table has a vector index (`clipstore index`) and
+        there is no `path_prefix`, LanceDB answers through the index (approximate, scores exact); `exact=True`
+        always compares every vector.
         """
+        if not exact and path_prefix is None and k > 0:
+            images = tables.open_images(self._db)
+            vector_index = index.vector_index(images)
+            if vector_index is not None:
+                return self._search_index(images, vector_index, query, k)
+        return self._search_exact(query, k, path_prefix)
+
+    def _search_index(self, images: "lancedb.table.Table", vector_index, query: np.ndarray, k: int) -> list[SearchHit]:
+        """Top k through the vector index: one hit per distinct image that has a path (rows of an interrupted
+        ingest may not yet), its first sorted path; asks LanceDB for more rows until k such hits are found."""
+        query = np.asarray(query, dtype=np.float32).reshape(-1)
+        limit = k + INDEXED_EXTRA_ROWS
+        while True:
+            rows = index.indexed_search(images, vector_index, query, limit)
+            ids = rows.column("id").to_pylist()
+            scores = [1.0 - float(d) for d in rows.column("_distance").to_pylist()]
+            paths_by_id = self._paths_of(ids)
+            hits: list[SearchHit] = []
+            seen: set[str] = set()
+            for image_id, score in zip(ids, scores):
+                if image_id in paths_by_id and image_id not in seen:
+                    seen.add(image_id)
+                    hits.append(SearchHit(image_id, paths_by_id[image_id][0], score))
+            if len(hits) >= k or len(ids) < limit:
+                return hits[:k]
+            limit *= 2
+
+    def _paths_of(self, ids: list[str]) -> dict[str, list[str]]:
+        """The sorted paths of each of `ids` that has any (only their file rows are read)."""
+        files = self._db.open_table(layout.FILES)
+        grouped: dict[str, list[str]] = {}
+        if ids:
+            for row in tables.read_columns(files, ["path", "image_id"], tables.sql_in("image_id", set(ids))).to_pylist():
+                grouped.setdefault(row["image_id"], []).append(row["path"])
+        for paths in grouped.values():
+            paths.sort()
+        return grouped
+
+    def _search_exact(self, query: np.ndarray, k: int, path_prefix: str | None) -> list[SearchHit]:
+        """Top k by comparing every vector (held in memory, reloaded when the tables change)."""
         snapshot = self._current()
         if k <= 0 or len(snapshot.ids) == 0:
             return []

@@ -17,6 +17,7 @@ from clipstore.prompts.bank import PromptBank, PromptHit, PromptInsertReport, Pr
 from clipstore.encoders.identity import DEFAULT_MODEL, ModelIdentity, resolve_model
 from clipstore.paths import default_store_path, expand
 from clipstore.results import IngestReport, MigrationStatus, SearchHit, StoreInfo
+from clipstore.search.index import IndexReport, build_index, index_state
 from clipstore.search.searcher import ImageSearcher, normalise_prefix
 from clipstore.progress import Progress
 from clipstore.db import layout
@@ -422,27 +423,52 @@ class Store:
         encoders = [(name, self.context.encoder_for(identity)) for name, identity in compared]
         return evaluate_retrieval(self.context, encoders, images, k=k, template=template or DEFAULT_TEMPLATE, splits=splits, progress=progress)
 
-    def search_text(self, text: str, k: int = 10, *, path_prefix: str | None = None) -> list[SearchHit]:
-        """The k images best matching a text query, best first, scored by cosine similarity."""
+    def search_text(self, text: str, k: int = 10, *, path_prefix: str | None = None, exact: bool = False) -> list[SearchHit]:
+        """The k images best matching a text query, best first, scored by cosine similarity (see
+        `search_vector` for `exact`)."""
         vector = self.encoder.encode_texts([text])[0]
-        return self.search_vector(vector, k, path_prefix=path_prefix)
+        return self.search_vector(vector, k, path_prefix=path_prefix, exact=exact)
 
     def search_image(
-        self, image: ImageQuery, k: int = 10, *, path_prefix: str | None = None, max_megapixels: float = DEFAULT_MAX_MEGAPIXELS
+        self,
+        image: ImageQuery,
+        k: int = 10,
+        *,
+        path_prefix: str | None = None,
+        max_megapixels: float = DEFAULT_MAX_MEGAPIXELS,
+        exact: bool = False,
     ) -> list[SearchHit]:
         """The k stored images most similar to `image` (a path, raw bytes or a PIL image), best first.
 
-        An image searched by itself ranks first with a score of about 1.0.
+        An image searched by itself ranks first with a score of about 1.0. See `search_vector` for `exact`.
         """
         # Decode first: a bad path or image fails fast, before the model is loaded.
         decoded = load_image(image, max_megapixels=max_megapixels, min_side=self.model.decode_min_side)
         vector = self.encoder.encode_images([decoded.image])[0]
-        return self.search_vector(vector, k, path_prefix=path_prefix)
+        return self.search_vector(vector, k, path_prefix=path_prefix, exact=exact)
 
-    def search_vector(self, vector, k: int = 10, *, path_prefix: str | None = None) -> list[SearchHit]:
-        """The k images nearest to an embedding of shape (embed_dim,) made by this store's model."""
+    def search_vector(self, vector, k: int = 10, *, path_prefix: str | None = None, exact: bool = False) -> list[SearchHit]:
+        """The k images nearest to an embedding of shape (embed_dim,) made by this store's model.
+
+        When the store has a vector index (`build_index`) and no `path_prefix` is given, LanceDB answers through
+        the index (approximate neighbours, exact cosine scores); `exact=True` compares every vector instead.
+        Searches with a `path_prefix` are always exact.
+        """
         prefix = normalise_prefix(path_prefix) if path_prefix else None
-        return self._searcher.search(vector, k, prefix)
+        return self._searcher.search(vector, k, prefix, exact=exact)
+
+    def build_index(self, *, rebuild: bool = False, progress: Progress | None = None) -> IndexReport:
+        """Build a LanceDB vector index (IVF_HNSW_SQ, cosine) on the current images table, which searches
+        without a path prefix then use; or, when there is one, add the rows ingested since to it.
+
+        `rebuild=True` trains a new index over every row instead. Rows added after the index are still found
+        (LanceDB scans them beside it). `progress(stage, done, total)` is called as stage "build index".
+        IndexBuildError when the store holds no images. Takes the store's write lock.
+        """
+        from clipstore.db.locking import write_lock
+
+        with write_lock(self.path):
+            return build_index(self.context, rebuild=rebuild, progress=progress)
 
     def image_paths(self, image_id: str) -> list[str]:
         """Every path the store holds for an image id (several paths when their bytes are identical), sorted."""
@@ -463,7 +489,8 @@ class Store:
         return migrate.migration_status(self.db)
 
     def info(self) -> StoreInfo:
-        """Where the store is, how many images and files it holds, its model and its migrations."""
+        """Where the store is, how many images and files it holds, its model, its migrations and its vector
+        index (None when it has none)."""
         has_bank = tables.has_prompts(self.db)
         return StoreInfo(
             self.path,
@@ -473,6 +500,7 @@ class Store:
             self.migrations(),
             self.count_prompts() if has_bank else 0,
             self.prompt_dedup_threshold(),
+            index_state(tables.open_images(self.db)),
         )
 
 

@@ -1,0 +1,193 @@
+"""The optional vector index (`Store.build_index`, `clipstore index`) and the searches that use it, on real LanceDB
+stores: clustered vectors written straight into a store's images and files tables, and real ingests."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pyarrow as pa
+import pytest
+from click.testing import CliRunner
+
+import clipstore
+from clipstore.cli import main
+from clipstore.db import layout, tables
+
+
+def clustered(n: int, dim: int, *, clusters: int = 12, seed: int = 0) -> np.ndarray:
+    """n unit vectors (n, dim) around `clusters` random centres (uniform noise makes every index look wrong)."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(clusters, dim))
+    vectors = centres[rng.integers(0, clusters, n)] + 0.35 * rng.normal(size=(n, dim))
+    return (vectors / np.linalg.norm(vectors, axis=1, keepdims=True)).astype(np.float32)
+
+
+def add_vectors(store: clipstore.Store, vectors: np.ndarray, *, start: int = 0, with_files: bool = True) -> list[str]:
+    """Write one images row per vector (ids numbered from `start`) and, unless `with_files` is false (the state
+    an interrupted ingest leaves), one file row each; returns the ids."""
+    images = tables.open_images(store.db)
+    ids = [f"{start + i:064x}" for i in range(len(vectors))]
+    columns = {
+        "id": pa.array(ids),
+        "embedding": pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1)), vectors.shape[1]),
+    }
+    schema = images.schema
+    images.add(pa.Table.from_arrays([columns.get(f.name, pa.nulls(len(ids), f.type)) for f in schema], schema=schema))
+    if with_files:
+        files = store.db.open_table(layout.FILES)
+        paths = {"path": pa.array([f"/virtual/{i}.png" for i in ids]), "image_id": pa.array(ids)}
+        file_schema = layout.files_schema()
+        files.add(pa.Table.from_arrays([paths.get(f.name, pa.nulls(len(ids), f.type)) for f in file_schema], schema=file_schema))
+    return ids
+
+
+@pytest.fixture
+def vector_store(store) -> tuple[clipstore.Store, np.ndarray]:
+    """A clipstore-mini store holding 300 clustered vectors with a file each (no index)."""
+    vectors = clustered(300, store.model.embed_dim)
+    add_vectors(store, vectors)
+    return store, vectors
+
+
+def queries(dim: int, n: int = 12) -> np.ndarray:
+    return clustered(n, dim, seed=99)
+
+
+def test_indexed_search_agrees_with_exact_search(vector_store):
+    store, vectors = vector_store
+    report = store.build_index()
+    assert (report.action, report.index_type, report.rows_indexed, report.rows_not_indexed) == ("built", "IVF_HNSW_SQ", 300, 0)
+    found = total = 0
+    for query in queries(vectors.shape[1]):
+        indexed = store.search_vector(query, 10)
+        exact = store.search_vector(query, 10, exact=True)
+        assert len(indexed) == 10
+        found += len({h.id for h in indexed} & {h.id for h in exact})
+        total += 10
+        # Scores are cosine similarities, as the exact path gives them.
+        exact_scores = {h.id: h.score for h in exact}
+        for hit in indexed:
+            if hit.id in exact_scores:
+                assert hit.score == pytest.approx(exact_scores[hit.id], abs=1e-4)
+        assert [h.score for h in indexed] == sorted((h.score for h in indexed), reverse=True)
+    assert found / total >= 0.98
+
+
+def test_without_an_index_search_is_exact_and_nothing_is_indexed(vector_store):
+    store, vectors = vector_store
+    query = queries(vectors.shape[1])[0]
+    assert store.search_vector(query, 10) == store.search_vector(query, 10, exact=True)
+    expected = np.argsort(-(vectors @ (query / np.linalg.norm(query))), kind="stable")[:10]
+    assert [h.id for h in store.search_vector(query, 10)] == [f"{i:064x}" for i in expected]
+    assert store.info().index is None
+    assert list(tables.open_images(store.db).list_indices()) == []
+
+
+def test_exact_bypasses_the_index(vector_store, monkeypatch):
+    store, vectors = vector_store
+    store.build_index()
+    from clipstore.search import index
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the index was queried")
+
+    monkeypatch.setattr(index, "indexed_search", refuse)
+    query = queries(vectors.shape[1])[0]
+    assert len(store.search_vector(query, 5, exact=True)) == 5
+    assert len(store.search_vector(query, 5, path_prefix="/virtual/")) == 5  # a prefix keeps the exact path
+    with pytest.raises(AssertionError, match="the index was queried"):
+        store.search_vector(query, 5)
+
+
+def test_rows_added_after_the_index_are_found_then_indexed_by_an_update(vector_store):
+    store, vectors = vector_store
+    store.build_index()
+    later = clustered(20, vectors.shape[1], seed=7)
+    later_ids = add_vectors(store, later, start=1000)
+    assert store.info().index == {"name": layout.IMAGES_VECTOR_INDEX, "type": "IVF_HNSW_SQ", "rows_indexed": 300, "rows_not_indexed": 20}
+    for vector, image_id in zip(later, later_ids):
+        assert store.search_vector(vector, 3)[0].id == image_id
+    report = store.build_index()
+    assert (report.action, report.rows_indexed, report.rows_not_indexed) == ("updated", 320, 0)
+    assert store.search_vector(later[0], 1)[0].id == later_ids[0]
+
+
+def test_ingested_images_are_found_through_the_index(vector_store, photo_folder):
+    store, _ = vector_store
+    store.build_index()
+    store.ingest(photo_folder)
+    photo = sorted(photo_folder.rglob("*.png"))[0]
+    hit = store.search_image(photo, k=1)[0]
+    assert hit.path == str(photo) and hit.score == pytest.approx(1.0, abs=1e-3)
+
+
+def test_images_without_a_file_row_do_not_shorten_the_hits(store):
+    dim = store.model.embed_dim
+    base = clustered(60, dim, clusters=1)
+    add_vectors(store, base)
+    # Rows of an interrupted ingest: no file row, and nearer the query than any linked row.
+    query = base[0]
+    add_vectors(store, np.repeat(query[None, :], 30, axis=0), start=500, with_files=False)
+    store.build_index()
+    hits = store.search_vector(query, 10)
+    assert len(hits) == 10 and all(h.path.startswith("/virtual/") for h in hits)
+    assert [h.id for h in hits] == [h.id for h in store.search_vector(query, 10, exact=True)]
+
+
+def test_rebuild_replaces_the_index(vector_store):
+    store, vectors = vector_store
+    first = store.build_index()
+    uuid = list(tables.open_images(store.db).list_indices())[0].index_uuid
+    add_vectors(store, clustered(10, vectors.shape[1], seed=3), start=2000)
+    report = store.build_index(rebuild=True)
+    configs = list(tables.open_images(store.db).list_indices())
+    assert (first.action, report.action, report.rows_indexed, report.rows_not_indexed) == ("built", "rebuilt", 310, 0)
+    assert len(configs) == 1 and configs[0].index_uuid != uuid
+
+
+def test_tiny_and_empty_stores(store):
+    with pytest.raises(clipstore.IndexBuildError, match="Ingest a folder first"):
+        store.build_index()
+    vectors = clustered(3, store.model.embed_dim)
+    ids = add_vectors(store, vectors)
+    report = store.build_index()
+    assert (report.num_partitions, report.rows_indexed) == (1, 3)
+    assert [h.id for h in store.search_vector(vectors[1], 10)] == [h.id for h in store.search_vector(vectors[1], 10, exact=True)]
+    assert store.search_vector(vectors[1], 1)[0].id == ids[1]
+
+
+def test_progress_is_reported(vector_store):
+    store, _ = vector_store
+    calls = []
+    store.build_index(progress=lambda *args: calls.append(args))
+    assert calls == [("build index", 0, 1), ("build index", 1, 1)]
+
+
+def test_cli_index_info_and_exact_search(vector_store):
+    store, _ = vector_store
+    runner = CliRunner()
+    before = runner.invoke(main, ["info", "--store", store.path])
+    assert before.exit_code == 0 and "index:      none" in before.output
+    built = runner.invoke(main, ["index", "--store", store.path, "--json", "--quiet"])
+    assert built.exit_code == 0, built.output
+    report = json.loads(built.output)
+    assert (report["action"], report["rows_indexed"], report["rows_not_indexed"]) == ("built", 300, 0)
+    assert store.info().index["rows_indexed"] == 300  # seen through the Python API
+    again = runner.invoke(main, ["index", "--store", store.path, "--rebuild", "--quiet"])
+    assert again.exit_code == 0 and again.output.startswith("Index rebuilt on images (IVF_HNSW_SQ): 300 images indexed")
+    info = runner.invoke(main, ["info", "--store", store.path, "--json"])
+    assert json.loads(info.output)["index"]["type"] == "IVF_HNSW_SQ"
+    text = "a red circle"
+    indexed = runner.invoke(main, ["search", text, "--store", store.path, "--json"])
+    exact = runner.invoke(main, ["search", text, "--store", store.path, "--json", "--exact"])
+    assert indexed.exit_code == 0 and exact.exit_code == 0, (indexed.output, exact.output)
+    expected = [h.to_dict() for h in store.search_text(text, k=10, exact=True)]
+    assert json.loads(exact.output)["hits"] == expected
+    assert len(json.loads(indexed.output)["hits"]) == 10
+
+
+def test_cli_index_of_an_empty_store_is_one_error_line(store):
+    result = CliRunner().invoke(main, ["index", "--store", store.path, "--quiet"])
+    assert result.exit_code == 1 and result.output.startswith("Error: The store holds no images")
+    assert len(result.output.strip().splitlines()) == 1
