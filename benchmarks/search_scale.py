@@ -184,25 +184,37 @@ def timed(search, queries: np.ndarray, truth: list[set[str]]) -> dict:
     return {"count": len(times), "p50": np.percentile(times, 50), "p95": np.percentile(times, 95), "recall": float(np.mean(recalls))}
 
 
-def run_child(command: list[str], cwd: Path) -> tuple[float, float, str]:
-    """Run a fresh process: (wall s, its peak RSS in MB, its stdout). Fails loudly when it fails."""
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-        start = time.perf_counter()
-        child = subprocess.Popen(command, cwd=cwd, stdout=out, stderr=err)
-        _, status, usage = os.wait4(child.pid, 0)
-        wall = time.perf_counter() - start
-        child.returncode = os.waitstatus_to_exitcode(status)
-        out.seek(0), err.seek(0)
-        if child.returncode != 0:
-            raise SystemExit(f"{' '.join(command)} failed:\n{err.read().decode(errors='replace')}")
-        return wall, usage.ru_maxrss / 1024, out.read().decode()  # ru_maxrss is in KiB on Linux
+_LAUNCHER = """
+import json, resource, subprocess, sys, time
+start = time.perf_counter()
+code = subprocess.call(sys.argv[2:])
+wall = time.perf_counter() - start
+with open(sys.argv[1], "w") as out:
+    json.dump({"code": code, "wall": wall, "maxrss_kib": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss}, out)
+"""
+
+
+def run_child(command: list[str], cwd: Path) -> tuple[float, float]:
+    """Run `command` as a fresh process: (its wall s, its peak RSS in MB). Fails loudly when it fails.
+
+    A small launcher process starts it and reads its rusage: a child started straight from this process would
+    report this process's (large) peak RSS, which Linux carries over into the child's at exec.
+    """
+    with tempfile.TemporaryDirectory() as tmp:
+        report = Path(tmp) / "report.json"
+        result = subprocess.run([sys.executable, "-c", _LAUNCHER, str(report), *command], cwd=cwd,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        measured = json.loads(report.read_text()) if report.exists() else {"code": result.returncode}
+        if result.returncode != 0 or measured["code"] != 0:
+            raise SystemExit(f"{' '.join(command)} failed:\n{result.stderr}")
+        return measured["wall"], measured["maxrss_kib"] / 1024  # ru_maxrss is in KiB on Linux
 
 
 def cold_runs(command: list[str], runs: int, cwd: Path) -> dict:
     """Median and max wall (ms) and peak RSS (MB) of `runs` fresh processes of `command`."""
     results = [run_child(command, cwd) for _ in range(runs)]
-    walls = [wall * 1000 for wall, _, _ in results]
-    return {"count": runs, "p50": statistics.median(walls), "p95": max(walls), "rss": max(rss for _, rss, _ in results)}
+    walls = [wall * 1000 for wall, _ in results]
+    return {"count": runs, "p50": statistics.median(walls), "p95": max(walls), "rss": max(rss for _, rss in results)}
 
 
 def vector_index(table) -> str | None:
