@@ -20,8 +20,8 @@ Measured, over the same queries:
   (median wall of --runs runs), with and without `--prefix`; peak RSS of those processes.
 p50/p95 latency in ms; recall@10 against exact numpy top-10 over the store's vectors.
 
-The built store is cached under --cache (default ~/.cache/clipstore-bench/search-scale-N, -dD for other dims),
-so re-runs skip the build.
+The built store is cached under --cache (default ~/.cache/clipstore-bench/search-scale-N, -dD for other dims;
+the centres' embeddings in centres/ beside it), so re-runs skip the build.
 
     python benchmarks/search_scale.py [--n 200000] [--dim 256|512] [--queries 200] [--cache DIR] [--no-cli]
 """
