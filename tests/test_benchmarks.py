@@ -1,0 +1,55 @@
+"""The benchmark scripts run at a tiny size and print what they promise."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import clipstore
+from clipstore.db import layout, tables
+
+BENCHMARKS = Path(__file__).parent.parent / "benchmarks"
+
+
+def _script(name: str):
+    spec = importlib.util.spec_from_file_location(f"benchmark_{name}", BENCHMARKS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _rows(table: str) -> dict[str, list[str]]:
+    cells = [[c.strip() for c in line.strip("|").split("|")] for line in table.splitlines() if line.startswith("| ")]
+    return {row[0]: row[1:] for row in cells[2:]}  # after the header and its rule
+
+
+@pytest.mark.slow  # renders and embeds the cluster centres with clipstore-mini, builds a store (~10 s)
+def test_search_scale_builds_a_clustered_store_and_reports_exact_recall(tmp_path, capsys):
+    search_scale = _script("search_scale")
+    args = ["--n", "500", "--queries", "5", "--centres", "20", "--no-cli", "--cache", str(tmp_path / "cache")]
+    table = search_scale.main(args)
+
+    assert table in capsys.readouterr().out
+    assert "500 images × 256 dims" in table and "vector index: none" in table and "store built" in table
+    rows = _rows(table)
+    exact = ["LanceDB flat scan (exact)", "clipstore exact (`search_vector`)", "clipstore exact, prefix `/clipstore-bench/folder-00/`"]
+    assert list(rows) == exact  # no index yet, no cold-process rows with --no-cli
+    for name in exact:
+        runs, p50, p95, recall, rss = rows[name]
+        assert runs == "5" and recall == "1.000" and 0 < float(p50) <= float(p95)
+
+    # A real store: the rows are there, with one path each, spread over the folders; vectors are clustered.
+    store = clipstore.connect(tmp_path / "cache" / "store.clipstore", create=False)
+    assert (store.count_images(), store.count_files()) == (500, 500)
+    hits = store.search_vector(np.load(tmp_path / "cache" / "queries.npy")[0], 10, path_prefix="/clipstore-bench/folder-03/")
+    assert len(hits) == 10 and all(hit.path.startswith("/clipstore-bench/folder-03/") for hit in hits)
+    vectors = tables.vector_matrix(tables.read_columns(tables.open_images(store.db), ["embedding"]).column("embedding"))
+    nearest = np.sort(vectors @ vectors.T, axis=1)[:, -2]  # each row's nearest other row
+    assert np.median(nearest) > 0.85  # 25 rows per centre: every row has close neighbours (uniform noise: ~0.2)
+
+    # A second run reuses the cached store.
+    assert "store reused" in search_scale.main(args)
+    assert store.count_images() == 500
