@@ -146,7 +146,7 @@ def indexed_search(table: "lancedb.table.Table", index: Any, query: "np.ndarray"
         .nprobes(nprobes(int(index.num_indexed_rows)))
         .ef(max(EF, limit * REFINE_FACTOR))
         .refine_factor(REFINE_FACTOR)
-        .select(["id"])
+        .select(["id", "_distance"])  # named: LanceDB warns on stderr when the distance is projected implicitly
         .limit(limit)
         .to_arrow()
     )

@@ -191,3 +191,18 @@ def test_cli_index_of_an_empty_store_is_one_error_line(store):
     result = CliRunner().invoke(main, ["index", "--store", store.path, "--quiet"])
     assert result.exit_code == 1 and result.output.startswith("Error: The store holds no images")
     assert len(result.output.strip().splitlines()) == 1
+
+
+@pytest.mark.slow
+def test_indexed_cli_search_writes_nothing_to_stderr(vector_store, tmp_path):
+    import subprocess
+    import sys
+
+    store, _ = vector_store
+    store.build_index()
+    result = subprocess.run(
+        [sys.executable, "-m", "clipstore.cli", "search", "a red circle", "-k", "3", "--store", store.path],
+        capture_output=True, text=True, timeout=120, cwd=tmp_path,
+    )
+    assert result.returncode == 0 and len(result.stdout.strip().splitlines()) == 3
+    assert result.stderr == ""  # LanceDB's Rust warnings (e.g. an implicit _distance column) would land here
