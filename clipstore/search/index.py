@@ -102,7 +102,11 @@ def build_index(context: "StoreContext", *, rebuild: bool = False, progress: Pro
     also compacts the table's files; no version is pruned). With `rebuild=True` (or when there is none) a new
     index is trained over every row, replacing the old one. The caller holds the store's write lock.
     """
-    table = tables.open_images(context.db)
+    return index_table(tables.open_images(context.db), rebuild=rebuild, progress=progress)
+
+
+def index_table(table: "lancedb.table.Table", *, rebuild: bool = False, progress: Progress | None = None) -> IndexReport:
+    """`build_index` for any images table (the current one, or a re-embed's new table before the switch)."""
     rows = table.count_rows()
     if rows == 0:
         raise IndexBuildError(
@@ -135,6 +139,26 @@ def build_index(context: "StoreContext", *, rebuild: bool = False, progress: Pro
     state = index_state(table)
     assert state is not None  # just built
     return IndexReport(table.name, action, state["type"], partitions, state["rows_indexed"], state["rows_not_indexed"])
+
+
+def update_index(table: "lancedb.table.Table", progress: Progress | None = None) -> bool:
+    """Add the rows written since the last build or update to `table`'s vector index, when it has one and
+    such rows exist (incremental: no retraining). Returns whether it did. A process killed meanwhile leaves
+    the table searchable with the index as it was (Lance commits atomically); the next update finishes."""
+    index = vector_index(table)
+    if index is None or int(index.num_unindexed_rows) == 0:
+        return False
+    index_table(table, progress=progress)
+    return True
+
+
+def index_like(source: "lancedb.table.Table", target: "lancedb.table.Table", progress: Progress | None = None) -> bool:
+    """Give `target` (a re-embed's new images table) a vector index when `source` (the table it replaces) has
+    one, built or brought up to date before the switch so searches stay indexed across it. Returns whether it did."""
+    if vector_index(source) is None or target.count_rows() == 0:
+        return False
+    index_table(target, progress=progress)
+    return True
 
 
 def indexed_search(table: "lancedb.table.Table", index: Any, query: "np.ndarray", limit: int) -> "pa.Table":

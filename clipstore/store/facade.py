@@ -17,7 +17,7 @@ from clipstore.prompts.bank import PromptBank, PromptHit, PromptInsertReport, Pr
 from clipstore.encoders.identity import DEFAULT_MODEL, ModelIdentity, resolve_model
 from clipstore.paths import default_store_path, expand
 from clipstore.results import IngestReport, MigrationStatus, SearchHit, StoreInfo
-from clipstore.search.index import IndexReport, build_index, index_state
+from clipstore.search.index import IndexReport, build_index, index_state, update_index
 from clipstore.search.searcher import ImageSearcher, normalise_prefix
 from clipstore.progress import Progress
 from clipstore.db import layout
@@ -119,7 +119,9 @@ class Store:
                 manifest_prompts=manifest_prompts,
                 prompt_bank=self._prompt_bank,
             )
-            return run.run(prune=prune)
+            report = run.run(prune=prune)
+            update_index(tables.open_images(self.db), progress)  # an indexed store stays indexed
+            return report
 
     # --- the prompt bank ------------------------------------------------------------------------------------
 

@@ -149,6 +149,9 @@ def reembed(
         dropped_ids = sorted(wanted - set(tables.read_columns(staging, ["id"]).column("id").to_pylist()))
         # Their file rows go too: when a file becomes readable again, the next ingest embeds it anew.
         tables.delete_where_in(db.open_table(layout.FILES), "image_id", dropped_ids)
+    from clipstore.search.index import index_like
+
+    index_like(db.open_table(active["images"]), db.open_table(new_active["images"]), report)  # before the switch
     tag = record_switch(store, active, new_active, current, target, files_version)
     return ReembedReport(target.spec, len(rows) - len(missing), embedded, resumed, prompts_embedded, tuple(missing), True, current.spec, tag)
 

@@ -117,9 +117,40 @@ def test_ingested_images_are_found_through_the_index(vector_store, photo_folder)
     store, _ = vector_store
     store.build_index()
     store.ingest(photo_folder)
+    assert store.info().index["rows_not_indexed"] == 0  # the ingest brought the index up to date
+    assert store.info().index["rows_indexed"] == 300 + 6
     photo = sorted(photo_folder.rglob("*.png"))[0]
     hit = store.search_image(photo, k=1)[0]
     assert hit.path == str(photo) and hit.score == pytest.approx(1.0, abs=1e-3)
+
+
+def test_an_ingest_into_a_store_without_an_index_builds_none(store, photo_folder):
+    store.ingest(photo_folder)
+    assert store.info().index is None
+
+
+def test_reembed_indexes_the_new_table_and_rollback_returns_to_the_old_index(store, photo_folder):
+    store.ingest(photo_folder)
+    store.build_index()
+    old_table = tables.active_tables(store.db)["images"]
+    photo = sorted(photo_folder.rglob("*.png"))[0]
+
+    store.reembed("clipstore-mini:random")
+    switched = store.info().index
+    assert tables.active_tables(store.db)["images"] != old_table
+    assert switched is not None and switched["rows_indexed"] == 6 and switched["rows_not_indexed"] == 0
+    assert store.search_image(photo, k=1)[0].path == str(photo)
+
+    store.rollback()
+    assert tables.active_tables(store.db)["images"] == old_table
+    assert store.info().index is not None and store.info().index["rows_indexed"] == 6
+    assert store.search_image(photo, k=1)[0].score == pytest.approx(1.0, abs=1e-3)
+
+
+def test_reembed_of_a_store_without_an_index_adds_none(store, photo_folder):
+    store.ingest(photo_folder)
+    store.reembed("clipstore-mini:random")
+    assert store.info().index is None
 
 
 def test_images_without_a_file_row_do_not_shorten_the_hits(store):
