@@ -187,7 +187,7 @@ def decode_image(
     data = bytes(data)
     fmt = sniff_image_format(data[:32])
     if fmt is None:
-        raise InvalidImageError(f"not an image ({_describe_content(data[:512])})")
+        raise InvalidImageError(f"not an image ({describe_content(data[:512])})")
     if fmt == "HEIF":
         _register_heif_opener()
     image = _open(data, fmt)
@@ -448,7 +448,7 @@ def _pillow_refused_reason(fmt: str, exc: BaseException) -> str:
     )
 
 
-def _describe_content(head: bytes) -> str:
+def describe_content(head: bytes) -> str:
     """A cheap guess at what non-image bytes are, for the "not an image (...)" message."""
     if head.startswith(b"%PDF"):
         return "looks like a PDF document"

@@ -117,11 +117,16 @@ def vector_matrix(column: "pa.ChunkedArray | pa.Array") -> "np.ndarray":
     return np.asarray(flat, dtype=np.float32).reshape(len(column), dim)
 
 
-def paths_by_image(db: "lancedb.DBConnection") -> dict[str, list[str]]:
+def paths_by_image(db: "lancedb.DBConnection", ids: Iterable[str] | None = None) -> dict[str, list[str]]:
     """Every stored path of every image id (several paths share an id when their bytes are identical), each
-    list sorted."""
+    list sorted; with `ids`, only the file rows of those ids are read (ids without a file row are absent)."""
     grouped: dict[str, list[str]] = {}
-    for row in read_columns(db.open_table(FILES), ["path", "image_id"]).to_pylist():
+    if ids is not None:
+        ids = set(ids)
+        if not ids:
+            return grouped
+    where = sql_in("image_id", ids) if ids is not None else None
+    for row in read_columns(db.open_table(FILES), ["path", "image_id"], where).to_pylist():
         grouped.setdefault(row["image_id"], []).append(row["path"])
     for paths in grouped.values():
         paths.sort()

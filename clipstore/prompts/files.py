@@ -47,7 +47,7 @@ def check_prompt_file(path: str | os.PathLike[str]) -> tuple[Path, str]:
         raise SourceNotFoundError(f"Cannot read prompts from {file}: no such file.")
     with open(file, "rb") as handle:
         head = handle.read(_SNIFF_BYTES)
-    from clipstore.imaging import _describe_content, sniff_image_format
+    from clipstore.imaging import describe_content, sniff_image_format
 
     image_format = sniff_image_format(head)
     if image_format is not None:
@@ -73,7 +73,7 @@ def check_prompt_file(path: str | os.PathLike[str]) -> tuple[Path, str]:
     except UnicodeDecodeError:
         start = None
     if start is None:
-        what = _describe_content(head)
+        what = describe_content(head)
         if b"\x00" in head or what != "unrecognised content":
             raise PromptFileError(
                 f"{file} is not a text file ({what}). Prompts are read from UTF-8 text in {FORMATS}: "

@@ -47,6 +47,7 @@ class ImageSearcher:
     def __init__(self, db: "lancedb.DBConnection"):
         self._db = db
         self._snapshot: Snapshot | None = None
+        self._index: tuple[tuple[str, int], object | None] | None = None  # ((table, version), its vector index)
 
     def search(
         self, query: np.ndarray, k: int = 10, path_prefix: str | None = None, *, exact: bool = False
@@ -58,12 +59,19 @@ class ImageSearcher:
         there is no `path_prefix`, LanceDB answers through the index (approximate, scores exact); `exact=True`
         always compares every vector.
         """
+        images = tables.open_images(self._db)
         if not exact and path_prefix is None and k > 0:
-            images = tables.open_images(self._db)
-            vector_index = index.vector_index(images)
+            vector_index = self._vector_index(images)
             if vector_index is not None:
                 return self._search_index(images, vector_index, query, k)
-        return self._search_exact(query, k, path_prefix)
+        return self._search_exact(images, query, k, path_prefix)
+
+    def _vector_index(self, images: "lancedb.table.Table"):
+        """`index.vector_index(images)`, read again only when the table (or its version) changes."""
+        key = (images.name, images.version)
+        if self._index is None or self._index[0] != key:
+            self._index = (key, index.vector_index(images))
+        return self._index[1]
 
     def _search_index(self, images: "lancedb.table.Table", vector_index, query: np.ndarray, k: int) -> list[SearchHit]:
         """Top k through the vector index: one hit per distinct image that has a path (rows of an interrupted
@@ -74,7 +82,7 @@ class ImageSearcher:
             rows = index.indexed_search(images, vector_index, query, limit)
             ids = rows.column("id").to_pylist()
             scores = [1.0 - float(d) for d in rows.column("_distance").to_pylist()]
-            paths_by_id = self._paths_of(ids)
+            paths_by_id = tables.paths_by_image(self._db, ids)
             hits: list[SearchHit] = []
             seen: set[str] = set()
             for image_id, score in zip(ids, scores):
@@ -85,20 +93,9 @@ class ImageSearcher:
                 return hits[:k]
             limit *= 2
 
-    def _paths_of(self, ids: list[str]) -> dict[str, list[str]]:
-        """The sorted paths of each of `ids` that has any (only their file rows are read)."""
-        files = self._db.open_table(layout.FILES)
-        grouped: dict[str, list[str]] = {}
-        if ids:
-            for row in tables.read_columns(files, ["path", "image_id"], tables.sql_in("image_id", set(ids))).to_pylist():
-                grouped.setdefault(row["image_id"], []).append(row["path"])
-        for paths in grouped.values():
-            paths.sort()
-        return grouped
-
-    def _search_exact(self, query: np.ndarray, k: int, path_prefix: str | None) -> list[SearchHit]:
+    def _search_exact(self, images: "lancedb.table.Table", query: np.ndarray, k: int, path_prefix: str | None) -> list[SearchHit]:
         """Top k by comparing every vector (held in memory, reloaded when the tables change)."""
-        snapshot = self._current()
+        snapshot = self._current(images)
         if k <= 0 or len(snapshot.ids) == 0:
             return []
         query = np.asarray(query, dtype=np.float32).reshape(-1)
@@ -117,16 +114,15 @@ class ImageSearcher:
             candidates = candidates[np.argpartition(-scores[candidates], k - 1)[:k]]
         order = candidates[np.argsort(-scores[candidates], kind="stable")]
         hits = []
-        for index in order:
-            image_id = str(snapshot.ids[index])
+        for row in order:
+            image_id = str(snapshot.ids[row])
             paths = snapshot.paths_by_id[image_id]
             if path_prefix is not None:
                 paths = [p for p in paths if p.startswith(path_prefix)]
-            hits.append(SearchHit(image_id, paths[0], float(scores[index])))
+            hits.append(SearchHit(image_id, paths[0], float(scores[row])))
         return hits
 
-    def _current(self) -> Snapshot:
-        images = tables.open_images(self._db)
+    def _current(self, images: "lancedb.table.Table") -> Snapshot:
         files = self._db.open_table(layout.FILES)
         versions = (images.name, images.version, files.version)
         if self._snapshot is None or self._snapshot.versions != versions:

@@ -474,9 +474,7 @@ class Store:
 
     def image_paths(self, image_id: str) -> list[str]:
         """Every path the store holds for an image id (several paths when their bytes are identical), sorted."""
-        files = self.db.open_table(layout.FILES)
-        rows = files.search().where(tables.sql_in("image_id", [image_id])).select(["path"]).limit(None).to_arrow()
-        return sorted(rows.column("path").to_pylist())
+        return tables.paths_by_image(self.db, [image_id]).get(image_id, [])
 
     def count_images(self) -> int:
         """Number of distinct images (distinct contents) in the store."""
