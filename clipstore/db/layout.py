@@ -47,6 +47,8 @@ ROLLBACKS_SETTING = "model_rollbacks"
 """The switches already rolled back (so a second rollback can say so)."""
 LOCATIONS_SETTING = "model_locations"
 """SHA-256 -> path of checkpoints relinked after they moved."""
+INDEX_THRESHOLD_SETTING = "index_threshold"
+"""Rows from which a table gets its LanceDB indexes automatically (`clipstore index --threshold`)."""
 
 # Folders and files inside the store folder
 HEADS_FOLDER = "heads"

@@ -16,6 +16,7 @@ import numpy as np
 from clipstore.db import tables
 from clipstore.results import SearchHit
 from clipstore.db import layout
+from clipstore.db import vector_index as vindex
 from clipstore.search import index
 
 INDEXED_EXTRA_ROWS = 8
@@ -67,10 +68,10 @@ class ImageSearcher:
         return self._search_exact(images, query, k, path_prefix)
 
     def _vector_index(self, images: "lancedb.table.Table"):
-        """`index.vector_index(images)`, read again only when the table (or its version) changes."""
+        """`index.vector_index_of(images)`, read again only when the table (or its version) changes."""
         key = (images.name, images.version)
         if self._index is None or self._index[0] != key:
-            self._index = (key, index.vector_index(images))
+            self._index = (key, index.vector_index_of(images))
         return self._index[1]
 
     def _search_index(self, images: "lancedb.table.Table", vector_index, query: np.ndarray, k: int) -> list[SearchHit]:
@@ -79,7 +80,7 @@ class ImageSearcher:
         query = np.asarray(query, dtype=np.float32).reshape(-1)
         limit = k + INDEXED_EXTRA_ROWS
         while True:
-            rows = index.indexed_search(images, vector_index, query, limit)
+            rows = vindex.indexed_search(images, index.VECTOR_COLUMN, vector_index, query, limit, ["id"])
             ids = rows.column("id").to_pylist()
             scores = [1.0 - float(d) for d in rows.column("_distance").to_pylist()]
             paths_by_id = tables.paths_by_image(self._db, ids)

@@ -120,7 +120,7 @@ class Store:
                 prompt_bank=self._prompt_bank,
             )
             report = run.run(prune=prune)
-            update_index(tables.open_images(self.db), progress)  # an indexed store stays indexed
+            update_index(self.db, tables.open_images(self.db), progress)  # indexed past the threshold, kept current
             return report
 
     # --- the prompt bank ------------------------------------------------------------------------------------

@@ -151,7 +151,7 @@ def reembed(
         tables.delete_where_in(db.open_table(layout.FILES), "image_id", dropped_ids)
     from clipstore.search.index import index_like
 
-    index_like(db.open_table(active["images"]), db.open_table(new_active["images"]), report)  # before the switch
+    index_like(db, db.open_table(active["images"]), db.open_table(new_active["images"]), report)  # before the switch
     tag = record_switch(store, active, new_active, current, target, files_version)
     return ReembedReport(target.spec, len(rows) - len(missing), embedded, resumed, prompts_embedded, tuple(missing), True, current.spec, tag)
 
