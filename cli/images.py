@@ -113,13 +113,29 @@ def similar(image, store_path, model, k, prefix, exact, as_json) -> None:
 @click.command(short_help="Build or update the vector index that speeds up search.")
 @store_options
 @click.option("--rebuild", is_flag=True, help="Train a new index over every image instead of updating the existing one.")
+@click.option(
+    "--threshold",
+    type=click.IntRange(min=0),
+    help="Only set the row count from which ingest and prompt additions index the store by themselves "
+    "(default 50,000), and build nothing now.",
+)
 @quiet_option
 @json_option
 @clipstore_errors
-def index(store_path, model, rebuild, quiet, as_json) -> None:
+def index(store_path, model, rebuild, threshold, quiet, as_json) -> None:
     """Build a LanceDB vector index (IVF_HNSW_SQ, cosine) on the store's images, or bring the existing one up to
-    date with the images ingested since. Searches without --prefix then use it (--exact bypasses it)."""
+    date with the images ingested since. Searches then use it (--exact bypasses it). Stores are indexed
+    automatically once they reach the index threshold; --threshold N changes it."""
     store = clipstore.connect(store_path, model=model, create=False)
+    if threshold is not None:
+        if rebuild:
+            raise click.UsageError("--threshold only sets the threshold; run --rebuild separately.")
+        store.set_index_threshold(threshold)
+        if as_json:
+            print_json({"index_threshold": threshold})
+        else:
+            click.echo(f"Index threshold set to {threshold} rows (the next ingest or prompt addition applies it).")
+        return
     with ProgressBar(enabled=show_progress(quiet)) as bar:
         report = store.build_index(rebuild=rebuild, progress=bar.update)
     if as_json:
@@ -150,7 +166,9 @@ def info(store_path, model, as_json) -> None:
     state = details.index
     click.echo(
         f"index:      {state['type']} ({state['rows_indexed']} indexed, {state['rows_not_indexed']} not yet)"
-        if state else "index:      none (searches compare every vector; build one with clipstore index)"
+        if state
+        else f"index:      none (searches compare every vector; built by itself at {details.index_threshold:,} "
+        "images, or now with clipstore index)"
     )
     applied = [m.name for m in details.migrations if m.applied]
     click.echo(f"migrations: {', '.join(applied) or 'none'}")

@@ -100,3 +100,5 @@ class StoreInfo(_AsDict):
     index: dict[str, Any] | None = None
     """The current images table's vector index: {"name", "type", "rows_indexed", "rows_not_indexed"}, or None
     when there is none (searches are exact)."""
+    index_threshold: int | None = None
+    """Rows from which the store's tables get their indexes automatically (on ingest and prompt additions)."""

@@ -133,9 +133,47 @@ def paths_by_image(db: "lancedb.DBConnection", ids: Iterable[str] | None = None)
     return grouped
 
 
+def files_under(db: "lancedb.DBConnection", prefix: str) -> dict[str, list[str]]:
+    """The stored paths that start with `prefix`, grouped by image id (each list sorted): one LanceDB query
+    (a range on `path`, which its scalar index answers once the store has one), never a scan in Python."""
+    grouped: dict[str, list[str]] = {}
+    for row in read_columns(db.open_table(FILES), ["path", "image_id"], prefix_filter("path", prefix)).to_pylist():
+        if row["path"].startswith(prefix):  # the range is exact; this only guards against collation surprises
+            grouped.setdefault(row["image_id"], []).append(row["path"])
+    for paths in grouped.values():
+        paths.sort()
+    return grouped
+
+
+def prefix_filter(column: str, prefix: str) -> str:
+    """SQL selecting the rows whose `column` starts with `prefix`, as a range (`>= prefix AND < next`): exact
+    for any characters (LIKE would treat `%` and `_` in paths as wildcards) and served by a BTREE index."""
+    lower = f"{column} >= {sql_string(prefix)}"
+    upper = _prefix_successor(prefix)
+    return lower if upper is None else f"{lower} AND {column} < {sql_string(upper)}"
+
+
+def _prefix_successor(prefix: str) -> str | None:
+    """The smallest string greater than every string starting with `prefix` (code point order, which is UTF-8
+    byte order), or None when there is none (empty prefix, or only the largest code points)."""
+    chars = list(prefix)
+    while chars:
+        code = ord(chars.pop()) + 1
+        if 0xD800 <= code <= 0xDFFF:  # surrogates cannot be encoded; the next encodable code point follows them
+            code = 0xE000
+        if code <= 0x10FFFF:
+            return "".join(chars) + chr(code)
+    return None
+
+
+def sql_string(value: str) -> str:
+    """`value` as an SQL string literal (single quotes doubled)."""
+    return "'" + value.replace("'", "''") + "'"
+
+
 def sql_in(column: str, values: Iterable[str]) -> str:
     """A `column IN ('a', 'b')` filter with SQL string quoting (single quotes doubled)."""
-    quoted = ", ".join("'" + value.replace("'", "''") + "'" for value in values)
+    quoted = ", ".join(sql_string(value) for value in values)
     return f"{column} IN ({quoted})"
 
 

@@ -4,6 +4,9 @@ One kind of index everywhere: IVF_HNSW_SQ with cosine distance, named `<column>_
 column, searches of that column ask LanceDB (`indexed_search`); rows added after the index was built or brought
 up to date are not in it, and LanceDB scans them exactly beside it (`fast_search` stays off), so they are found.
 
+Scalar columns that searches filter or look up by (file paths, image ids) get BTREE indexes the same way
+(`ensure_scalar_index`).
+
 When a table gets one: explicitly (`clipstore index`), or automatically once it holds `index_threshold(db)` rows
 (the store setting `layout.INDEX_THRESHOLD_SETTING`, default `DEFAULT_INDEX_THRESHOLD`): below that an exact
 scan is as fast as the index and needs no build. `ensure_index` is what writers call after adding rows.
@@ -142,6 +145,24 @@ def ensure_index(
     if table.count_rows() >= max(threshold, 1):
         return create_index(table, column, progress=progress)[0]
     return None
+
+
+def ensure_scalar_index(table: "lancedb.table.Table", column: str, threshold: int) -> str | None:
+    """A BTREE index on a scalar `column` (paths, ids) once the table has reached `threshold` rows, so filters
+    and lookups by that column read the index instead of scanning; brought up to date when rows are missing
+    from it. Returns "built", "updated" or None."""
+    existing = next((c for c in table.list_indices() if list(c.columns) == [column]), None)
+    if existing is not None:
+        if int(existing.num_unindexed_rows) == 0:
+            return None
+        table.optimize(cleanup_older_than=KEEP_VERSIONS)
+        return "updated"
+    if table.count_rows() < max(threshold, 1):
+        return None
+    from lancedb.index import BTree
+
+    table.create_index(column, config=BTree(), name=index_name(column), replace=True)
+    return "built"
 
 
 def indexed_search(

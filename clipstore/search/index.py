@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from clipstore.db import tables, vector_index
+from clipstore.db import layout, tables, vector_index
 from clipstore.errors import IndexBuildError
 from clipstore.progress import Progress
 from clipstore.results import _AsDict
@@ -50,17 +50,26 @@ def index_state(table: "lancedb.table.Table") -> dict[str, Any] | None:
 def build_index(context: "StoreContext", *, rebuild: bool = False, progress: Progress | None = None) -> IndexReport:
     """Build the vector index of the current images table, or bring an existing one up to date (see
     `vector_index.create_index`). The caller holds the store's write lock."""
-    return index_table(tables.open_images(context.db), rebuild=rebuild, progress=progress)
+    return index_table(tables.open_images(context.db), rebuild=rebuild, progress=progress, db=context.db)
 
 
-def index_table(table: "lancedb.table.Table", *, rebuild: bool = False, progress: Progress | None = None) -> IndexReport:
-    """`build_index` for any images table (the current one, or a re-embed's new table before the switch)."""
+def index_table(
+    table: "lancedb.table.Table",
+    *,
+    rebuild: bool = False,
+    progress: Progress | None = None,
+    db: "lancedb.DBConnection | None" = None,
+) -> IndexReport:
+    """`build_index` for any images table (the current one, or a re-embed's new table before the switch); with
+    `db` (the store), the lookups searches make by id and path get their scalar indexes too."""
     if table.count_rows() == 0:
         raise IndexBuildError(
             "The store holds no images, so there is nothing to index. Ingest a folder first "
             "(clipstore ingest FOLDER), then run clipstore index."
         )
     action, partitions = vector_index.create_index(table, VECTOR_COLUMN, rebuild=rebuild, progress=progress)
+    if db is not None:
+        index_lookups(db, table, 0)  # an indexed store looks its hits up through indexes too
     state = index_state(table)
     assert state is not None  # just built
     return IndexReport(table.name, action, state["type"], partitions, state["rows_indexed"], state["rows_not_indexed"])
@@ -68,8 +77,22 @@ def index_table(table: "lancedb.table.Table", *, rebuild: bool = False, progress
 
 def update_index(db: "lancedb.DBConnection", table: "lancedb.table.Table", progress: Progress | None = None) -> str | None:
     """After rows were added to an images table: bring its index up to date (incremental, no retraining), or
-    build one when the table has reached the store's index threshold. Returns the action taken, or None."""
-    return vector_index.ensure_index(table, VECTOR_COLUMN, vector_index.index_threshold(db), progress)
+    build one when the table has reached the store's index threshold; likewise the scalar indexes that indexed
+    searches read by (`id` here, `path` and `image_id` of the files table). Returns the vector index's action."""
+    threshold = vector_index.index_threshold(db)
+    action = vector_index.ensure_index(table, VECTOR_COLUMN, threshold, progress)
+    index_lookups(db, table, threshold)
+    return action
+
+
+def index_lookups(db: "lancedb.DBConnection", table: "lancedb.table.Table", threshold: int) -> None:
+    """BTREE indexes on what searches filter and look up by, past `threshold` rows: the images table's `id`
+    (a narrow prefix reads its images' vectors by id) and the files table's `path` (prefix filters) and
+    `image_id` (the paths of the hits)."""
+    vector_index.ensure_scalar_index(table, "id", threshold)
+    files = db.open_table(layout.FILES)
+    for column in ("path", "image_id"):
+        vector_index.ensure_scalar_index(files, column, threshold)
 
 
 def index_like(db: "lancedb.DBConnection", source: "lancedb.table.Table", target: "lancedb.table.Table", progress: Progress | None = None) -> bool:
@@ -80,5 +103,5 @@ def index_like(db: "lancedb.DBConnection", source: "lancedb.table.Table", target
         return False
     if vector_index_of(source) is None:
         return update_index(db, target, progress) is not None
-    index_table(target, progress=progress)
+    index_table(target, progress=progress, db=db)
     return True

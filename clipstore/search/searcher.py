@@ -1,27 +1,38 @@
-"""Cosine search over the store's image vectors: exact, or through the optional vector index.
+"""Cosine search over the store's image vectors: through the images table's vector index, or exact.
 
-Exact: the vectors of the `images` table are held in memory as one (n, d) float32 matrix, reloaded only when the
-table's version changes; a query is one matrix-vector product and a partial sort. This is exact and, for the
-stores clipstore targets (up to a few hundred thousand images), faster than a flat LanceDB scan.
+Indexed (the table has a vector index: past the store's index threshold, or `clipstore index`): LanceDB answers
+(`vector_index.indexed_search`); the process reads only the index partitions it probes and the file rows of the
+hits, never whole tables. Exact (no index, or `exact=True`): the vectors are held in memory as one (n, d) float32
+matrix, reloaded only when the table's version changes; a query is one matrix-vector product and a partial sort,
+faster than a flat LanceDB scan at the sizes below the threshold.
+
+A path prefix is a LanceDB filter on the files table (`tables.files_under`, a range on the indexed `path`
+column); the hits are then found among the matching images only: through the index with an over-fetch sized by
+the share of the store they make up, or, when they are too few for that, by comparing exactly with each of them.
 """
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from clipstore.db import tables
-from clipstore.results import SearchHit
-from clipstore.db import layout
+from clipstore.db import layout, tables
 from clipstore.db import vector_index as vindex
+from clipstore.results import SearchHit
 from clipstore.search import index
 
 INDEXED_EXTRA_ROWS = 8
 """Indexed searches ask LanceDB for k + this many rows, so rows without a file (an interrupted ingest) or
 repeated ids rarely shorten the list (when they do, it asks again for twice as many)."""
+MAX_INDEXED_CANDIDATES = 2_000
+"""A prefix search goes through the index when about k x (rows / matching images) candidates suffice to find k
+matching ones, up to this many; with fewer matching images it compares exactly with each of them."""
+ID_CHUNK = 1_000
+"""Image ids per `id IN (...)` read of a prefix's vectors."""
 
 if TYPE_CHECKING:
     import lancedb
@@ -29,16 +40,16 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class Snapshot:
-    """The searchable state at one (images table, its version, files version) triple.
+    """The state exact search needs at one (images table, its version, files version) triple.
 
-    ids (n,) and vectors (n, d): every image row, L2-normalised; paths_by_id: each image's sorted paths;
-    linked (n,) bool: whether an image has any path (rows of an interrupted ingest may not yet).
+    ids (n,) and vectors (n, d): every image row, L2-normalised; row_of: id -> row; linked (n,) bool: whether
+    an image has any path (rows of an interrupted ingest may not yet). Paths are read per query, for the hits.
     """
 
     versions: tuple[str, int, int]
     ids: np.ndarray
     vectors: np.ndarray
-    paths_by_id: dict[str, list[str]]
+    row_of: dict[str, int]
     linked: np.ndarray
 
 
@@ -53,19 +64,27 @@ class ImageSearcher:
     def search(
         self, query: np.ndarray, k: int = 10, path_prefix: str | None = None, *, exact: bool = False
     ) -> list[SearchHit]:
-        """The k images most similar to `query` (shape (d,), any norm), best first.
+        """The k images most similar to `query` (shape (d,), any norm), best first, one hit per image.
 
         With `path_prefix`, only images stored under a path starting with it are considered, and the hit's
-        path is one of those paths. When the current images table has a vector index (`clipstore index`) and
-        there is no `path_prefix`, LanceDB answers through the index (approximate, scores exact); `exact=True`
-        always compares every vector.
+        path is the first of those paths. When the current images table has a vector index, LanceDB answers
+        through it (approximate neighbours, exact cosine scores); `exact=True` compares every vector.
         """
+        if k <= 0:
+            return []
+        query = np.asarray(query, dtype=np.float32).reshape(-1)
+        query = query / max(float(np.linalg.norm(query)), 1e-12)
         images = tables.open_images(self._db)
-        if not exact and path_prefix is None and k > 0:
-            vector_index = self._vector_index(images)
-            if vector_index is not None:
-                return self._search_index(images, vector_index, query, k)
-        return self._search_exact(images, query, k, path_prefix)
+        under = tables.files_under(self._db, path_prefix) if path_prefix is not None else None
+        if under is not None and not under:
+            return []
+        config = None if exact else self._vector_index(images)
+        if config is not None:
+            rows = int(config.num_indexed_rows) + int(config.num_unindexed_rows)
+            if under is None or k * rows <= MAX_INDEXED_CANDIDATES * len(under):
+                return self._search_index(images, config, query, k, under, rows)
+            return self._search_among(images, query, k, under)
+        return self._search_exact(images, query, k, under)
 
     def _vector_index(self, images: "lancedb.table.Table"):
         """`index.vector_index_of(images)`, read again only when the table (or its version) changes."""
@@ -74,54 +93,55 @@ class ImageSearcher:
             self._index = (key, index.vector_index_of(images))
         return self._index[1]
 
-    def _search_index(self, images: "lancedb.table.Table", vector_index, query: np.ndarray, k: int) -> list[SearchHit]:
-        """Top k through the vector index: one hit per distinct image that has a path (rows of an interrupted
-        ingest may not yet), its first sorted path; asks LanceDB for more rows until k such hits are found."""
-        query = np.asarray(query, dtype=np.float32).reshape(-1)
-        limit = k + INDEXED_EXTRA_ROWS
+    def _search_index(
+        self, images, config, query: np.ndarray, k: int, under: dict[str, list[str]] | None, rows: int
+    ) -> list[SearchHit]:
+        """Top k through the vector index: one hit per distinct image that has a path (under the prefix, when
+        given); asks LanceDB for more rows until k such hits are found or the table is exhausted."""
+        share = 1.0 if under is None else min(1.0, len(under) / max(rows, 1))
+        limit = math.ceil(k / share) + INDEXED_EXTRA_ROWS
         while True:
-            rows = vindex.indexed_search(images, index.VECTOR_COLUMN, vector_index, query, limit, ["id"])
-            ids = rows.column("id").to_pylist()
-            scores = [1.0 - float(d) for d in rows.column("_distance").to_pylist()]
-            paths_by_id = tables.paths_by_image(self._db, ids)
-            hits: list[SearchHit] = []
-            seen: set[str] = set()
-            for image_id, score in zip(ids, scores):
-                if image_id in paths_by_id and image_id not in seen:
-                    seen.add(image_id)
-                    hits.append(SearchHit(image_id, paths_by_id[image_id][0], score))
+            found = vindex.indexed_search(images, index.VECTOR_COLUMN, config, query, limit, ["id"])
+            ids = found.column("id").to_pylist()
+            distances = found.column("_distance").to_pylist()
+            paths = under if under is not None else tables.paths_by_image(self._db, ids)
+            hits = _distinct_hits(ids, [1.0 - float(d) for d in distances], paths, k)
             if len(hits) >= k or len(ids) < limit:
-                return hits[:k]
+                return hits
             limit *= 2
 
-    def _search_exact(self, images: "lancedb.table.Table", query: np.ndarray, k: int, path_prefix: str | None) -> list[SearchHit]:
+    def _search_among(self, images, query: np.ndarray, k: int, under: dict[str, list[str]]) -> list[SearchHit]:
+        """Top k among a few images (a narrow prefix of an indexed store): their vectors read by id, compared
+        exactly."""
+        ids: list[str] = []
+        chunks = []
+        wanted = list(under)
+        for start in range(0, len(wanted), ID_CHUNK):
+            data = tables.read_columns(images, ["id", "embedding"], tables.sql_in("id", wanted[start : start + ID_CHUNK]))
+            ids.extend(data.column("id").to_pylist())
+            chunks.append(tables.vector_matrix(data.column("embedding")))
+        if not ids:
+            return []
+        vectors = np.concatenate(chunks)
+        scores = vectors @ query / np.maximum(np.linalg.norm(vectors, axis=1), 1e-12)
+        order = _top(scores, k + INDEXED_EXTRA_ROWS)
+        return _distinct_hits([ids[i] for i in order], [float(scores[i]) for i in order], under, k)
+
+    def _search_exact(
+        self, images, query: np.ndarray, k: int, under: dict[str, list[str]] | None
+    ) -> list[SearchHit]:
         """Top k by comparing every vector (held in memory, reloaded when the tables change)."""
         snapshot = self._current(images)
-        if k <= 0 or len(snapshot.ids) == 0:
-            return []
-        query = np.asarray(query, dtype=np.float32).reshape(-1)
-        query = query / max(float(np.linalg.norm(query)), 1e-12)
-        scores = snapshot.vectors @ query
-        if path_prefix is None:
-            keep = snapshot.linked
+        if under is None:
+            candidates = np.flatnonzero(snapshot.linked)
+            scores = (snapshot.vectors @ query)[candidates]
         else:
-            keep = np.fromiter(
-                (any(p.startswith(path_prefix) for p in snapshot.paths_by_id.get(i, ())) for i in snapshot.ids),
-                dtype=bool,
-                count=len(snapshot.ids),
-            )
-        candidates = np.flatnonzero(keep)
-        if len(candidates) > k:
-            candidates = candidates[np.argpartition(-scores[candidates], k - 1)[:k]]
-        order = candidates[np.argsort(-scores[candidates], kind="stable")]
-        hits = []
-        for row in order:
-            image_id = str(snapshot.ids[row])
-            paths = snapshot.paths_by_id[image_id]
-            if path_prefix is not None:
-                paths = [p for p in paths if p.startswith(path_prefix)]
-            hits.append(SearchHit(image_id, paths[0], float(scores[row])))
-        return hits
+            candidates = np.fromiter((snapshot.row_of[i] for i in under if i in snapshot.row_of), dtype=np.int64)
+            scores = snapshot.vectors[candidates] @ query
+        best = _top(scores, k)
+        ids = [str(snapshot.ids[candidates[i]]) for i in best]
+        paths = under if under is not None else tables.paths_by_image(self._db, ids)
+        return _distinct_hits(ids, [float(scores[i]) for i in best], paths, k)
 
     def _current(self, images: "lancedb.table.Table") -> Snapshot:
         files = self._db.open_table(layout.FILES)
@@ -130,10 +150,33 @@ class ImageSearcher:
             data = tables.read_columns(images, ["id", "embedding"])
             ids = np.asarray(data.column("id").to_pylist(), dtype=object)
             vectors = tables.vector_matrix(data.column("embedding"))
-            paths_by_id = tables.paths_by_image(self._db)
-            linked = np.fromiter((i in paths_by_id for i in ids), dtype=bool, count=len(ids))
-            self._snapshot = Snapshot(versions, ids, vectors, paths_by_id, linked)
+            vectors = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+            linked_ids = set(tables.read_columns(files, ["image_id"]).column("image_id").to_pylist())
+            linked = np.fromiter((i in linked_ids for i in ids), dtype=bool, count=len(ids))
+            row_of = {str(image_id): row for row, image_id in enumerate(ids)}
+            self._snapshot = Snapshot(versions, ids, vectors, row_of, linked)
         return self._snapshot
+
+
+def _top(scores: np.ndarray, k: int) -> np.ndarray:
+    """Positions of the k largest scores, best first (ties in position order)."""
+    if len(scores) > k:
+        part = np.argpartition(-scores, k - 1)[:k]
+        return part[np.argsort(-scores[part], kind="stable")]
+    return np.argsort(-scores, kind="stable")
+
+
+def _distinct_hits(ids: list[str], scores: list[float], paths: dict[str, list[str]], k: int) -> list[SearchHit]:
+    """Up to k hits from candidates in rank order: one per image id that has a path, its first sorted path."""
+    hits: list[SearchHit] = []
+    seen: set[str] = set()
+    for image_id, score in zip(ids, scores):
+        if image_id in paths and image_id not in seen:
+            seen.add(image_id)
+            hits.append(SearchHit(image_id, paths[image_id][0], score))
+            if len(hits) == k:
+                break
+    return hits
 
 
 def normalise_prefix(prefix: str) -> str:

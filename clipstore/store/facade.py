@@ -6,7 +6,7 @@ import os
 from datetime import timedelta
 from typing import TYPE_CHECKING, Callable, Iterable, Union
 
-from clipstore.db import migrate, tables
+from clipstore.db import layout, migrate, tables, vector_index
 from clipstore.errors import ModelMismatchError, StoreDamagedError, StoreNotFoundError
 from clipstore.db.context import StoreContext
 from clipstore.db.identities import locate
@@ -20,7 +20,6 @@ from clipstore.results import IngestReport, MigrationStatus, SearchHit, StoreInf
 from clipstore.search.index import IndexReport, build_index, index_state, update_index
 from clipstore.search.searcher import ImageSearcher, normalise_prefix
 from clipstore.progress import Progress
-from clipstore.db import layout
 
 if TYPE_CHECKING:
     from typing import Iterator
@@ -452,16 +451,17 @@ class Store:
     def search_vector(self, vector, k: int = 10, *, path_prefix: str | None = None, exact: bool = False) -> list[SearchHit]:
         """The k images nearest to an embedding of shape (embed_dim,) made by this store's model.
 
-        When the store has a vector index (`build_index`) and no `path_prefix` is given, LanceDB answers through
-        the index (approximate neighbours, exact cosine scores); `exact=True` compares every vector instead.
-        Searches with a `path_prefix` are always exact.
+        When the store has a vector index (past `index_threshold`, or `build_index`), LanceDB answers through it
+        (approximate neighbours, exact cosine scores); `exact=True` compares every vector instead. A `path_prefix`
+        is a LanceDB filter on the stored paths; the hits are the best images among those under it.
         """
         prefix = normalise_prefix(path_prefix) if path_prefix else None
         return self._searcher.search(vector, k, prefix, exact=exact)
 
     def build_index(self, *, rebuild: bool = False, progress: Progress | None = None) -> IndexReport:
-        """Build a LanceDB vector index (IVF_HNSW_SQ, cosine) on the current images table, which searches
-        without a path prefix then use; or, when there is one, add the rows ingested since to it.
+        """Build a LanceDB vector index (IVF_HNSW_SQ, cosine) on the current images table now, whatever its
+        size (and BTREE indexes on the ids and paths searches look up), which searches then use; or, when
+        there is one, add the rows ingested since to it. Ingest does this by itself past `index_threshold`.
 
         `rebuild=True` trains a new index over every row instead. Rows added after the index are still found
         (LanceDB scans them beside it). `progress(stage, done, total)` is called as stage "build index".
@@ -471,6 +471,21 @@ class Store:
 
         with write_lock(self.path):
             return build_index(self.context, rebuild=rebuild, progress=progress)
+
+    @property
+    def index_threshold(self) -> int:
+        """Rows from which the store's tables get their LanceDB indexes automatically (the images' vector index
+        and the scalar indexes its lookups use, the prompt bank's), when an ingest or a prompt addition reaches
+        it. Below it searches are exact, which at that size is as fast as an index and needs no build."""
+        return vector_index.index_threshold(self.db)
+
+    def set_index_threshold(self, rows: int) -> None:
+        """Change `index_threshold` for this store (a store setting, seen by every process). Tables already past
+        it are indexed by the next ingest or prompt addition, or at once by `build_index`."""
+        from clipstore.db.locking import write_lock
+
+        with write_lock(self.path):
+            vector_index.set_index_threshold(self.db, rows)
 
     def image_paths(self, image_id: str) -> list[str]:
         """Every path the store holds for an image id (several paths when their bytes are identical), sorted."""
@@ -501,6 +516,7 @@ class Store:
             self.count_prompts() if has_bank else 0,
             self.prompt_dedup_threshold(),
             index_state(tables.open_images(self.db)),
+            self.index_threshold,
         )
 
 

@@ -4,6 +4,10 @@ stores: clustered vectors written straight into a store's images and files table
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
+import sys
+import time
 
 import numpy as np
 import pyarrow as pa
@@ -12,7 +16,8 @@ from click.testing import CliRunner
 
 import clipstore
 from clipstore.cli import main
-from clipstore.db import layout, tables
+from clipstore.db import layout, tables, vector_index
+from image_factory import pattern_image, write_image
 
 
 def clustered(n: int, dim: int, *, clusters: int = 12, seed: int = 0) -> np.ndarray:
@@ -87,15 +92,16 @@ def test_without_an_index_search_is_exact_and_nothing_is_indexed(vector_store):
 def test_exact_bypasses_the_index(vector_store, monkeypatch):
     store, vectors = vector_store
     store.build_index()
-    from clipstore.search import index
 
     def refuse(*args, **kwargs):
         raise AssertionError("the index was queried")
 
-    monkeypatch.setattr(index, "indexed_search", refuse)
+    monkeypatch.setattr(vector_index, "indexed_search", refuse)
     query = queries(vectors.shape[1])[0]
     assert len(store.search_vector(query, 5, exact=True)) == 5
-    assert len(store.search_vector(query, 5, path_prefix="/virtual/")) == 5  # a prefix keeps the exact path
+    assert len(store.search_vector(query, 5, path_prefix="/virtual/", exact=True)) == 5
+    with pytest.raises(AssertionError, match="the index was queried"):
+        store.search_vector(query, 5, path_prefix="/virtual/")  # a wide prefix goes through the index
     with pytest.raises(AssertionError, match="the index was queried"):
         store.search_vector(query, 5)
 
@@ -127,6 +133,123 @@ def test_ingested_images_are_found_through_the_index(vector_store, photo_folder)
 def test_an_ingest_into_a_store_without_an_index_builds_none(store, photo_folder):
     store.ingest(photo_folder)
     assert store.info().index is None
+
+
+def test_an_ingest_that_reaches_the_threshold_indexes_the_store(store, photo_folder, tmp_path):
+    assert store.index_threshold == vector_index.DEFAULT_INDEX_THRESHOLD
+    store.set_index_threshold(8)
+    assert clipstore.connect(store.path).index_threshold == 8  # a store setting: every process sees it
+    store.ingest(photo_folder)  # 6 images: below the threshold
+    assert store.info().index is None
+    more = tmp_path / "more"
+    for seed in range(10, 13):
+        write_image(more / f"img{seed}.png", pattern_image(seed))
+    store.ingest(more)  # 9 images: past it
+    assert store.info().index == {"name": layout.IMAGES_VECTOR_INDEX, "type": "IVF_HNSW_SQ", "rows_indexed": 9, "rows_not_indexed": 0}
+    assert store.info().index_threshold == 8
+    # The lookups indexed searches make (hit paths by image id, prefixes by path, vectors by id) are indexed too.
+    files = store.db.open_table(layout.FILES)
+    assert {tuple(c.columns) for c in files.list_indices()} == {("path",), ("image_id",)}
+    assert ("id",) in {tuple(c.columns) for c in tables.open_images(store.db).list_indices()}
+    photo = sorted(more.rglob("*.png"))[0]
+    hit = store.search_image(photo, k=1)[0]
+    assert hit.path == str(photo) and hit.score == pytest.approx(1.0, abs=1e-3)
+
+
+def test_the_threshold_must_be_a_row_count(store):
+    with pytest.raises(clipstore.InvalidOptionError, match="whole number"):
+        store.set_index_threshold(-1)
+    with pytest.raises(clipstore.InvalidOptionError):
+        store.set_index_threshold(2.5)
+
+
+def test_indexed_search_never_loads_the_whole_table(vector_store, monkeypatch):
+    store, vectors = vector_store
+    store.build_index()
+    from clipstore.search.searcher import ImageSearcher
+
+    def no_snapshot(self, images):
+        raise AssertionError("the indexed path read every vector")
+
+    monkeypatch.setattr(ImageSearcher, "_current", no_snapshot)
+    query = queries(vectors.shape[1])[0]
+    assert len(store.search_vector(query, 10)) == 10
+    assert len(store.search_vector(query, 10, path_prefix="/virtual/0")) == 10
+    with pytest.raises(AssertionError, match="every vector"):
+        store.search_vector(query, 10, exact=True)
+
+
+def _move_into_folders(store: clipstore.Store, folders: list[str]) -> dict[str, str]:
+    """Rewrite every file row's path as <folder>/<name>, folder chosen round-robin; returns id -> new path."""
+    files = store.db.open_table(layout.FILES)
+    rows = tables.read_columns(files, ["path", "image_id"]).to_pylist()
+    moved = {}
+    for n, row in enumerate(sorted(rows, key=lambda r: r["image_id"])):
+        moved[row["image_id"]] = f"{folders[n % len(folders)]}/{row['image_id'][-6:]}.png"
+    files.delete("true")
+    schema = layout.files_schema()
+    columns = {"path": pa.array(list(moved.values())), "image_id": pa.array(list(moved))}
+    files.add(pa.Table.from_arrays([columns.get(f.name, pa.nulls(len(moved), f.type)) for f in schema], schema=schema))
+    return moved
+
+
+@pytest.mark.parametrize("indexed", [False, True])
+def test_prefix_filters_are_exact_wide_or_narrow(vector_store, indexed):
+    store, vectors = vector_store
+    # A wide folder (most images), a narrow one (3 images) and names that are wildcards to SQL's LIKE.
+    folders = ["/data/wide"] * 50 + ["/data/100%_off"] * 3 + ["/data/wide'quoted"] * 4 + ["/data/wider"] * 3
+    moved = _move_into_folders(store, folders)
+    if indexed:
+        store.build_index()
+    one_image = sorted(moved.values())[0]  # so narrow that an indexed store compares with it exactly
+    for prefix in ["/data/wide/", "/data/100%_off/", "/data/100", "/data/wide'quoted", "/data/wide", "/nowhere/", one_image]:
+        expected = {i for i, path in moved.items() if path.startswith(prefix)}
+        for query in queries(vectors.shape[1], 3):
+            hits = store.search_vector(query, 10, path_prefix=prefix)
+            assert all(h.path.startswith(prefix) and moved[h.id] == h.path for h in hits)
+            assert len({h.id for h in hits}) == len(hits) == min(10, len(expected))
+            # The best images under the prefix, as an exact comparison with each of them ranks them.
+            exact = sorted(expected, key=lambda i: -float(vectors[int(i, 16)] @ query))[: len(hits)]
+            assert len({h.id for h in hits} & set(exact)) >= 0.9 * len(hits)
+            assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
+
+
+def test_prefix_ranges_are_exact_for_any_characters():
+    assert tables.prefix_filter("path", "/a/b") == "path >= '/a/b' AND path < '/a/c'"
+    assert tables.prefix_filter("path", "it's/") == "path >= 'it''s/' AND path < 'it''s0'"
+    assert tables.prefix_filter("path", "x\U0010ffff") == "path >= 'x\U0010ffff' AND path < 'y'"
+    assert tables.prefix_filter("path", "\ud7ff") == "path >= '\ud7ff' AND path < '\ue000'"
+    assert tables.prefix_filter("path", "") == "path >= ''"
+
+
+@pytest.mark.slow
+def test_a_process_killed_while_building_the_index_leaves_a_searchable_store(store, tmp_path):
+    """kill -9 at several moments of an index build: every time the store still answers searches (exactly, or
+    through the index as it was), and the next `build_index` finishes the job."""
+    vectors = clustered(6000, store.model.embed_dim)
+    add_vectors(store, vectors)
+    query = queries(vectors.shape[1])[0]
+    expected = [h.id for h in store.search_vector(query, 10, exact=True)]
+    script = (
+        "import sys, clipstore; s = clipstore.connect(sys.argv[1]); print('go', flush=True); "
+        "s.build_index(rebuild=True)"
+    )
+    for delay in (0.1, 0.3, 0.6):  # the build takes ~0.7 s here
+        child = subprocess.Popen([sys.executable, "-c", script, str(store.path)], cwd=tmp_path, stdout=subprocess.PIPE)
+        assert child.stdout.readline().strip() == b"go"
+        time.sleep(delay)
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+        reopened = clipstore.connect(store.path)
+        hits = reopened.search_vector(query, 10)
+        assert len(hits) == 10 and len({h.id for h in hits} & set(expected)) >= 9
+        assert [h.id for h in reopened.search_vector(query, 10, exact=True)] == expected
+    # The write lock a killed builder held is released with its process; the next build completes.
+    report = clipstore.connect(store.path).build_index()
+    assert report.rows_indexed + report.rows_not_indexed == 6000
+    final = clipstore.connect(store.path).build_index(rebuild=True)
+    assert (final.rows_indexed, final.rows_not_indexed) == (6000, 0)
+    assert len({h.id for h in clipstore.connect(store.path).search_vector(query, 10)} & set(expected)) >= 9
 
 
 def test_reembed_indexes_the_new_table_and_rollback_returns_to_the_old_index(store, photo_folder):
@@ -169,10 +292,10 @@ def test_images_without_a_file_row_do_not_shorten_the_hits(store):
 def test_rebuild_replaces_the_index(vector_store):
     store, vectors = vector_store
     first = store.build_index()
-    uuid = list(tables.open_images(store.db).list_indices())[0].index_uuid
+    uuid = vector_index.vector_index(tables.open_images(store.db), "embedding").index_uuid
     add_vectors(store, clustered(10, vectors.shape[1], seed=3), start=2000)
     report = store.build_index(rebuild=True)
-    configs = list(tables.open_images(store.db).list_indices())
+    configs = [c for c in tables.open_images(store.db).list_indices() if c.columns == ["embedding"]]
     assert (first.action, report.action, report.rows_indexed, report.rows_not_indexed) == ("built", "rebuilt", 310, 0)
     assert len(configs) == 1 and configs[0].index_uuid != uuid
 
