@@ -23,7 +23,11 @@ p50/p95 latency in ms; recall@10 against exact numpy top-10 over the store's vec
 The built store is cached under --cache (default ~/.cache/clipstore-bench/search-scale-N, -dD for other dims;
 the centres' embeddings in centres/ beside it), so re-runs skip the build.
 
-    python benchmarks/search_scale.py [--n 200000] [--dim 256|512] [--queries 200] [--cache DIR] [--no-cli]
+With --real, the rows and queries are real clipstore-mini embeddings of rendered world images (every row its
+own image, no perturbation). --sweep adds rows for the index queried at other nprobes/ef settings.
+
+    python benchmarks/search_scale.py [--n 200000] [--dim 256|512] [--real] [--queries 200] [--cache DIR]
+        [--build-index] [--sweep] [--no-cli]
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import hashlib
+import itertools
 import json
 import os
 import platform
@@ -87,6 +92,25 @@ def cluster_centres(count: int, cache: Path) -> np.ndarray:
     return np.load(path)
 
 
+def real_embeddings(count: int, seed: int, cache: Path) -> np.ndarray:
+    """clipstore-mini embeddings (count, 256) of `count` rendered world images drawn with `seed`, cached."""
+    path = cache / f"real-mini-{seed}-{count}.npy"
+    if not path.exists():
+        from clipstore.encoders.clip import ClipEncoder
+        from clipstore.encoders.identity import resolve_model
+        from clipstore.world.samples import generate
+
+        encoder = ClipEncoder(resolve_model("clipstore-mini"), device="cpu", precision="fp32")
+        samples = generate(count, seed=seed, size=64)
+        chunks = []
+        while batch := [sample.image for sample in itertools.islice(samples, 5000)]:
+            chunks.append(encoder.encode_images(batch))
+        cache.mkdir(parents=True, exist_ok=True)
+        np.save(path.with_suffix(".tmp.npy"), np.concatenate(chunks))
+        path.with_suffix(".tmp.npy").rename(path)  # whole or absent
+    return np.load(path)
+
+
 def perturbed(centres: np.ndarray, count: int, spread: float, rng: np.random.Generator) -> np.ndarray:
     """`count` unit vectors, each a random centre plus Gaussian noise of expected norm `spread`."""
     picks = rng.integers(len(centres), size=count)
@@ -107,7 +131,7 @@ def build_store(args: argparse.Namespace, cache: Path) -> bool:
     import clipstore
     from clipstore.db import layout, tables
 
-    params = {key: getattr(args, key) for key in ("n", "dim", "queries", "centres", "spread", "folders", "seed")}
+    params = {key: getattr(args, key) for key in ("n", "dim", "queries", "centres", "spread", "folders", "seed", "real")}
     store_path, marker = cache / "store.clipstore", cache / "build.json"
     if marker.exists() and json.loads(marker.read_text()) == params:
         return False
@@ -116,11 +140,15 @@ def build_store(args: argparse.Namespace, cache: Path) -> bool:
 
         shutil.rmtree(store_path)
     rng = np.random.default_rng(args.seed)
-    centres = cluster_centres(args.centres, cache.parent / "centres")
-    if args.dim != centres.shape[1]:
-        isometry, _ = np.linalg.qr(rng.standard_normal((args.dim, centres.shape[1])))  # orthonormal columns
-        centres = (centres @ isometry.T.astype(np.float32)).astype(np.float32)
-    np.save(cache / "queries.npy", perturbed(centres, args.queries, args.spread, rng))
+    if args.real:
+        real_rows = real_embeddings(args.n, 13 + args.seed, cache.parent / "real")
+        np.save(cache / "queries.npy", real_embeddings(args.queries, 1013 + args.seed, cache.parent / "real"))
+    else:
+        centres = cluster_centres(args.centres, cache.parent / "centres")
+        if args.dim != centres.shape[1]:
+            isometry, _ = np.linalg.qr(rng.standard_normal((args.dim, centres.shape[1])))  # orthonormal columns
+            centres = (centres @ isometry.T.astype(np.float32)).astype(np.float32)
+        np.save(cache / "queries.npy", perturbed(centres, args.queries, args.spread, rng))
 
     store = clipstore.connect(store_path, model="clipstore-mini" if args.dim == 256 else "ViT-B-32:random")
     if store.model.embed_dim != args.dim:
@@ -130,7 +158,7 @@ def build_store(args: argparse.Namespace, cache: Path) -> bool:
     for start in range(0, args.n, _BATCH):
         rows = range(start, min(start + _BATCH, args.n))
         ids = [hashlib.sha256(f"search-scale:{args.seed}:{row}".encode()).hexdigest() for row in rows]
-        vectors = perturbed(centres, len(rows), args.spread, rng)
+        vectors = real_rows[rows.start : rows.stop] if args.real else perturbed(centres, len(rows), args.spread, rng)
         image_values = {
             "id": ids,
             "width": [64] * len(rows),
@@ -217,6 +245,26 @@ def cold_runs(command: list[str], runs: int, cwd: Path) -> dict:
     return {"count": runs, "p50": statistics.median(walls), "p95": max(walls), "rss": max(rss for _, rss in results)}
 
 
+def sweep(images, queries: np.ndarray, truth: list[set[str]]) -> list[tuple[str, dict]]:
+    """The index queried straight through LanceDB at other settings than clipstore's (nprobes x ef), to show
+    what the chosen ones trade: rows "LanceDB index, nprobes P, ef E" (refine factor as clipstore's)."""
+    from clipstore.db import vector_index as vindex
+
+    config = vindex.vector_index(images, "embedding")
+    partitions = vindex.num_partitions(int(config.num_indexed_rows))
+    rows = []
+    for probes in sorted({min(partitions, p) for p in (5, 10, 20, max(20, partitions // 8), max(20, partitions // 4))}):
+        for ef in (50, 100, 150):
+            def search(query, probes=probes, ef=ef):
+                found = (images.search(query, vector_column_name="embedding").distance_type("cosine").nprobes(probes)
+                         .ef(max(ef, 10 * vindex.REFINE_FACTOR)).refine_factor(vindex.REFINE_FACTOR)
+                         .select(["id", "_distance"]).limit(10).to_arrow())
+                return found.column("id").to_pylist()
+
+            rows.append((f"LanceDB index, nprobes {probes} of {partitions}, ef {ef}", timed(search, queries, truth)))
+    return rows
+
+
 def vector_index(table) -> str | None:
     """The type of the vector index on the images table's embedding column, or None."""
     return next((index.index_type for index in table.list_indices() if "embedding" in index.columns), None)
@@ -233,6 +281,9 @@ def main(argv: list[str] | None = None) -> str:
     parser.add_argument("--spread", type=float, default=0.3, help="expected norm of a row's perturbation of its centre")
     parser.add_argument("--folders", type=int, default=8, help="folders the paths are spread over (--prefix keeps one)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--real", action="store_true", help="rows and queries are real clipstore-mini embeddings of "
+                        "rendered world images (no perturbation; --dim 256)")
+    parser.add_argument("--sweep", action="store_true", help="also measure the index at other nprobes/ef settings")
     parser.add_argument("--cache", type=Path, help="where the built store is kept (default ~/.cache/clipstore-bench/search-scale-N)")
     parser.add_argument("--build-index", action="store_true", help="ask Store.build_index for a vector index first, timed")
     parser.add_argument("--runs", type=int, default=3, help="cold CLI processes per variant (the median is reported)")
@@ -242,7 +293,9 @@ def main(argv: list[str] | None = None) -> str:
     import clipstore
     from clipstore.db import layout, tables
 
-    suffix = "" if args.dim == 256 else f"-d{args.dim}"
+    if args.real and args.dim != 256:
+        raise SystemExit("--real: the embeddings are clipstore-mini's, 256 dims")
+    suffix = ("" if args.dim == 256 else f"-d{args.dim}") + ("-real" if args.real else "")
     cache = (args.cache or Path.home() / ".cache" / "clipstore-bench" / f"search-scale-{args.n}{suffix}").expanduser()
     cache.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
@@ -292,11 +345,14 @@ def main(argv: list[str] | None = None) -> str:
         store.search_vector(queries[0], 10)
         rows.append((f"clipstore indexed ({index_type})", timed(clipstore_search(), queries, truth)))
         rows.append((f"clipstore indexed, prefix `{prefix}`", timed(clipstore_search(prefix), queries, prefix_truth)))
+    if index_type and args.sweep:
+        rows.extend(sweep(images, queries, truth))
     if not args.no_cli:
         np.save(cache / "first-query.npy", queries[:1])
         probe = [sys.executable, "-c", _FIRST_QUERY, str(store_path), str(cache / "first-query.npy")]
         rows.append(("fresh process: import, connect, first `search_vector`", cold_runs(probe, args.runs, cache)))
         cli = [sys.executable, "-m", "clipstore.cli", "search", _CLI_TEXT, "--store", str(store_path), "-k", "10", "--json"]
+        run_child(cli, cache)  # not counted: a machine's first search may fill clipstore's text-tower cache
         rows.append(("cold `clipstore search` CLI", cold_runs(cli, args.runs, cache)))
         rows.append(("cold `clipstore search --prefix` CLI", cold_runs([*cli, "--prefix", prefix], args.runs, cache)))
 

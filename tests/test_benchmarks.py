@@ -53,3 +53,17 @@ def test_search_scale_builds_a_clustered_store_and_reports_exact_recall(tmp_path
     # A second run reuses the cached store.
     assert "store reused" in search_scale.main(args)
     assert store.count_images() == 500
+
+
+def test_search_scale_on_real_embeddings_with_an_index_and_a_sweep(tmp_path, capsys):
+    search_scale = _script("search_scale")
+    args = ["--n", "400", "--queries", "5", "--real", "--no-cli", "--build-index", "--sweep", "--cache", str(tmp_path / "cache")]
+    table = search_scale.main(args)
+    rows = _rows(table)
+    assert "400 images × 256 dims" in table and "vector index: IvfHnswSq, built in" in table
+    assert rows["clipstore indexed (IvfHnswSq)"][3] != "–" and float(rows["clipstore indexed (IvfHnswSq)"][3]) >= 0.9
+    assert any(name.startswith("LanceDB index, nprobes ") for name in rows)
+    # The rows are real embeddings of distinct rendered images: not perturbations of a few centres.
+    store = clipstore.connect(tmp_path / "cache" / "store.clipstore", create=False)
+    vectors = tables.vector_matrix(tables.read_columns(tables.open_images(store.db), ["embedding"]).column("embedding"))
+    assert vectors.shape == (400, 256) and np.allclose(np.linalg.norm(vectors, axis=1), 1, atol=1e-4)
