@@ -9,15 +9,17 @@ Work is incremental and crash-safe:
 - the prompt bank catches up at the end of every run from every stored image whose prompt it has not been
   offered yet (the `prompt_offered` flag), so prompts of images committed by a run that was killed, crashed or
   could not update the bank reach it with the next run, even one that finds every file unchanged.
-Decoding and preprocessing run in worker threads (PIL and torch release the GIL) while the model embeds.
+Throughput: reading, hashing, decoding and the resize/crop run in worker threads (hashlib and Pillow release the
+GIL), one chunk of files at a time, and the model embeds while no worker runs. The model's forward pass already
+uses every core (torch's intra-op threads); decoding beside it would only take cores from it, and a thread pool
+whose barrier waits for a descheduled thread stalls all of them (see BENCHMARKS.md, "Ingest throughput").
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
-from collections import deque
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Iterator
 
@@ -32,7 +34,7 @@ from clipstore.db import layout
 
 if TYPE_CHECKING:
     import lancedb
-    import torch
+    import numpy as np
 
     from clipstore.encoders.clip import ClipEncoder
     from clipstore.prompts.bank import PromptBank
@@ -56,14 +58,15 @@ class IngestOptions(_AsDict):
 
 @dataclass(frozen=True)
 class _Read:
-    """A file read and hashed in a worker; `pixels` is set when its content must be embedded."""
+    """A file read and hashed in a worker; `pixels` (`ClipEncoder.prepare`'s uint8 array) is set when its
+    content must be embedded."""
 
     found: FoundFile
     image_id: str
     width: int = 0
     height: int = 0
     format: str = ""
-    pixels: "torch.Tensor | None" = None
+    pixels: "np.ndarray | None" = None
     prompt: ImagePrompt | None = None
 
 
@@ -184,19 +187,18 @@ class FolderIngest:
         return row is not None and row["size"] == found.size and row["mtime_ns"] == found.mtime_ns
 
     def _read_all(self, changed: list[FoundFile]) -> Iterator[tuple[FoundFile, "_Read | FileFailure"]]:
-        """Read, hash and (when needed) decode files in worker threads, yielding results in order."""
-        window = max(2 * self.options.batch_size, 8)
+        """Read, hash and (when needed) decode files in worker threads, yielding results in order.
+
+        Files go to the workers one chunk at a time (a batch's worth), and the chunk's results are yielded only
+        when all of it is done: the caller embeds (on every core) while no worker runs.
+        """
+        chunk = max(self.options.batch_size, 1)
         pool = ThreadPoolExecutor(max_workers=self.options.workers, thread_name_prefix="clipstore-read")
         try:
-            queue: deque[tuple[FoundFile, Future]] = deque()
-            for found in changed:
-                queue.append((found, pool.submit(self._read_one, found)))
-                if len(queue) >= window:
-                    head, future = queue.popleft()
-                    yield head, future.result()
-            while queue:
-                head, future = queue.popleft()
-                yield head, future.result()
+            for start in range(0, len(changed), chunk):
+                files = changed[start : start + chunk]
+                results = list(pool.map(self._read_one, files))  # the whole chunk, before the caller embeds
+                yield from zip(files, results)
         finally:
             # On Ctrl-C or an error, drop queued reads instead of decoding them first.
             pool.shutdown(wait=True, cancel_futures=True)
@@ -217,7 +219,7 @@ class FolderIngest:
             decoded = decode_image(data, max_megapixels=self.options.max_megapixels, min_side=self.encoder.decode_min_side)
         except InvalidImageError as exc:
             return FileFailure(found.path, str(exc))
-        pixels = self.encoder.preprocess(decoded.image)
+        pixels = self.encoder.prepare(decoded.image)
         return _Read(found, image_id, decoded.width, decoded.height, decoded.format, pixels, self._prompt_for(found.path, data))
 
     def _prompt_for(self, path: str, data: bytes) -> ImagePrompt | None:
@@ -259,10 +261,8 @@ class FolderIngest:
     def _embed_pending(self) -> None:
         if not self._pending_images:
             return
-        import torch
-
         batch, self._pending_images = self._pending_images, []
-        vectors = self.encoder.encode_pixels(torch.stack([read.pixels for read in batch]))
+        vectors = self.encoder.encode_prepared([read.pixels for read in batch])
         now = tables.utc_now()
         for read, vector in zip(batch, vectors):
             self._image_rows.append(
