@@ -117,15 +117,19 @@ def vector_matrix(column: "pa.ChunkedArray | pa.Array") -> "np.ndarray":
     return np.asarray(flat, dtype=np.float32).reshape(len(column), dim)
 
 
-def paths_by_image(db: "lancedb.DBConnection", ids: Iterable[str] | None = None) -> dict[str, list[str]]:
+def paths_by_image(
+    db: "lancedb.DBConnection", ids: Iterable[str] | None = None, prefix: str | None = None
+) -> dict[str, list[str]]:
     """Every stored path of every image id (several paths share an id when their bytes are identical), each
-    list sorted; with `ids`, only the file rows of those ids are read (ids without a file row are absent)."""
+    list sorted; with `ids`, only the file rows of those ids are read (ids without a file row are absent); with
+    `prefix`, only paths starting with it (`prefix_filter`)."""
     grouped: dict[str, list[str]] = {}
     if ids is not None:
         ids = set(ids)
         if not ids:
             return grouped
-    where = sql_in("image_id", ids) if ids is not None else None
+    filters = ([sql_in("image_id", ids)] if ids is not None else []) + ([prefix_filter("path", prefix)] if prefix is not None else [])
+    where = " AND ".join(f"({f})" for f in filters) if filters else None
     for row in read_columns(db.open_table(FILES), ["path", "image_id"], where).to_pylist():
         grouped.setdefault(row["image_id"], []).append(row["path"])
     for paths in grouped.values():
@@ -133,16 +137,16 @@ def paths_by_image(db: "lancedb.DBConnection", ids: Iterable[str] | None = None)
     return grouped
 
 
-def files_under(db: "lancedb.DBConnection", prefix: str) -> dict[str, list[str]]:
-    """The stored paths that start with `prefix`, grouped by image id (each list sorted): one LanceDB query
-    (a range on `path`, which its scalar index answers once the store has one), never a scan in Python."""
-    grouped: dict[str, list[str]] = {}
-    for row in read_columns(db.open_table(FILES), ["path", "image_id"], prefix_filter("path", prefix)).to_pylist():
-        if row["path"].startswith(prefix):  # the range is exact; this only guards against collation surprises
-            grouped.setdefault(row["image_id"], []).append(row["path"])
-    for paths in grouped.values():
-        paths.sort()
-    return grouped
+def count_files_under(db: "lancedb.DBConnection", prefix: str) -> int:
+    """How many stored paths start with `prefix` (counted by LanceDB, through the `path` index when there is one)."""
+    return db.open_table(FILES).count_rows(prefix_filter("path", prefix))
+
+
+def image_ids_under(db: "lancedb.DBConnection", prefix: str) -> list[str]:
+    """The distinct ids of the images stored under a path starting with `prefix`: one LanceDB query (a range
+    on `path`, which its scalar index answers once the store has one), only the `image_id` column read."""
+    column = read_columns(db.open_table(FILES), ["image_id"], prefix_filter("path", prefix)).column("image_id")
+    return column.unique().to_pylist()
 
 
 def prefix_filter(column: str, prefix: str) -> str:

@@ -6,9 +6,11 @@ hits, never whole tables. Exact (no index, or `exact=True`): the vectors are hel
 matrix, reloaded only when the table's version changes; a query is one matrix-vector product and a partial sort,
 faster than a flat LanceDB scan at the sizes below the threshold.
 
-A path prefix is a LanceDB filter on the files table (`tables.files_under`, a range on the indexed `path`
-column); the hits are then found among the matching images only: through the index with an over-fetch sized by
-the share of the store they make up, or, when they are too few for that, by comparing exactly with each of them.
+A path prefix is a LanceDB filter on the files table (`tables.prefix_filter`, a range on the indexed `path`
+column). Through the index, LanceDB counts the matching paths, the index is asked for an over-fetch sized by the
+share of the store they make up, and only the candidates' file rows are read under the prefix; when the matching
+images are too few for that, their ids are read and their vectors compared exactly. Without an index, the
+in-memory vectors of the matching images are compared.
 """
 
 from __future__ import annotations
@@ -78,16 +80,18 @@ class ImageSearcher:
         query = np.asarray(query, dtype=np.float32).reshape(-1)
         query = query / max(float(np.linalg.norm(query)), 1e-12)
         images = self._current_images()
-        under = tables.files_under(self._db, path_prefix) if path_prefix is not None else None
-        if under is not None and not under:
-            return []
         config = None if exact else self._vector_index(images)
-        if config is not None:
-            rows = int(config.num_indexed_rows) + int(config.num_unindexed_rows)
-            if under is None or k * rows <= MAX_INDEXED_CANDIDATES * len(under):
-                return self._search_index(images, config, query, k, under, rows)
-            return self._search_among(images, query, k, under)
-        return self._search_exact(images, query, k, under)
+        if config is None:
+            return self._search_exact(images, query, k, path_prefix)
+        rows = int(config.num_indexed_rows) + int(config.num_unindexed_rows)
+        if path_prefix is None:
+            return self._search_index(images, config, query, k, None, 1.0)
+        matching = tables.count_files_under(self._db, path_prefix)  # an upper bound on the images under it
+        if matching == 0:
+            return []
+        if k * rows <= MAX_INDEXED_CANDIDATES * matching:
+            return self._search_index(images, config, query, k, path_prefix, matching / max(rows, 1))
+        return self._search_among(images, query, k, path_prefix)
 
     def _current_images(self) -> "lancedb.table.Table":
         """The current images table. Which one it is (a setting) is read again only when the settings table
@@ -112,29 +116,27 @@ class ImageSearcher:
             self._index = (key, index.vector_index_of(images))
         return self._index[1]
 
-    def _search_index(
-        self, images, config, query: np.ndarray, k: int, under: dict[str, list[str]] | None, rows: int
-    ) -> list[SearchHit]:
-        """Top k through the vector index: one hit per distinct image that has a path (under the prefix, when
-        given); asks LanceDB for more rows until k such hits are found or the table is exhausted."""
-        share = 1.0 if under is None else min(1.0, len(under) / max(rows, 1))
-        limit = math.ceil(k / share) + INDEXED_EXTRA_ROWS
+    def _search_index(self, images, config, query: np.ndarray, k: int, prefix: str | None, share: float) -> list[SearchHit]:
+        """Top k through the vector index: one hit per distinct image that has a path (under `prefix`, which
+        about `share` of the rows have); asks LanceDB for more rows until k such hits are found or the table is
+        exhausted. Only the file rows of the candidates are read."""
+        limit = math.ceil(k / min(max(share, 1e-9), 1.0)) + INDEXED_EXTRA_ROWS
         while True:
             found = vindex.indexed_search(images, index.VECTOR_COLUMN, config, query, limit, ["id"])
             ids = found.column("id").to_pylist()
             distances = found.column("_distance").to_pylist()
-            paths = under if under is not None else tables.paths_by_image(self._db, ids)
+            paths = tables.paths_by_image(self._db, ids, prefix)
             hits = _distinct_hits(ids, [1.0 - float(d) for d in distances], paths, k)
             if len(hits) >= k or len(ids) < limit:
                 return hits
             limit *= 2
 
-    def _search_among(self, images, query: np.ndarray, k: int, under: dict[str, list[str]]) -> list[SearchHit]:
-        """Top k among a few images (a narrow prefix of an indexed store): their vectors read by id, compared
-        exactly."""
+    def _search_among(self, images, query: np.ndarray, k: int, prefix: str) -> list[SearchHit]:
+        """Top k among the few images under `prefix` (a narrow prefix of an indexed store): their vectors read
+        by id, compared exactly."""
+        wanted = tables.image_ids_under(self._db, prefix)
         ids: list[str] = []
         chunks = []
-        wanted = list(under)
         for start in range(0, len(wanted), ID_CHUNK):
             data = tables.read_columns(images, ["id", "embedding"], tables.sql_in("id", wanted[start : start + ID_CHUNK]))
             ids.extend(data.column("id").to_pylist())
@@ -143,24 +145,33 @@ class ImageSearcher:
             return []
         vectors = np.concatenate(chunks)
         scores = vectors @ query / np.maximum(np.linalg.norm(vectors, axis=1), 1e-12)
-        order = _top(scores, k + INDEXED_EXTRA_ROWS)
-        return _distinct_hits([ids[i] for i in order], [float(scores[i]) for i in order], under, k)
+        return self._hits(ids, scores, k, prefix)
 
-    def _search_exact(
-        self, images, query: np.ndarray, k: int, under: dict[str, list[str]] | None
-    ) -> list[SearchHit]:
+    def _search_exact(self, images, query: np.ndarray, k: int, prefix: str | None) -> list[SearchHit]:
         """Top k by comparing every vector (held in memory, reloaded when the tables change)."""
         snapshot = self._current(images)
-        if under is None:
+        if prefix is None:
             candidates = np.flatnonzero(snapshot.linked)
             scores = (snapshot.vectors @ query)[candidates]
         else:
-            candidates = np.fromiter((snapshot.row_of[i] for i in under if i in snapshot.row_of), dtype=np.int64)
+            row_of = snapshot.row_of
+            candidates = np.fromiter(
+                (row_of[i] for i in tables.image_ids_under(self._db, prefix) if i in row_of), dtype=np.int64
+            )
             scores = snapshot.vectors[candidates] @ query
-        best = _top(scores, k)
-        ids = [str(snapshot.ids[candidates[i]]) for i in best]
-        paths = under if under is not None else tables.paths_by_image(self._db, ids)
-        return _distinct_hits(ids, [float(scores[i]) for i in best], paths, k)
+        return self._hits([str(i) for i in snapshot.ids[candidates]], scores, k, prefix)
+
+    def _hits(self, ids: list[str], scores: np.ndarray, k: int, prefix: str | None) -> list[SearchHit]:
+        """The k best of exactly scored candidates (ids distinct), with their paths (under `prefix`)."""
+        best = _top(scores, min(k + INDEXED_EXTRA_ROWS, len(ids)))
+        chosen = [ids[i] for i in best]
+        paths = tables.paths_by_image(self._db, chosen, prefix)
+        hits = _distinct_hits(chosen, [float(scores[i]) for i in best], paths, k)
+        if len(hits) < k and len(chosen) < len(ids):  # paths went away meanwhile: rank every candidate
+            paths = tables.paths_by_image(self._db, ids, prefix)
+            order = _top(scores, len(ids))
+            hits = _distinct_hits([ids[i] for i in order], [float(scores[i]) for i in order], paths, k)
+        return hits
 
     def _current(self, images: "lancedb.table.Table") -> Snapshot:
         files = self._db.open_table(layout.FILES)
