@@ -34,7 +34,6 @@ import numpy as np
 from clipstore.encoders.identity import ModelIdentity
 
 if TYPE_CHECKING:
-    from clipstore.encoders.clip import ClipEncoder
     from clipstore.encoders.towers import TextTower, VisionTower
 
 CACHE_ENV = "CLIPSTORE_CACHE_DIR"
@@ -123,9 +122,9 @@ def cached_tower(kind: str, identity: ModelIdentity) -> "TextTower | VisionTower
         return tower
 
 
-def encode_query(kind: str, identity: ModelIdentity, inputs: Sequence[Any], full_encoder: Callable[[], "ClipEncoder"]) -> np.ndarray:
+def encode_query(kind: str, identity: ModelIdentity, inputs: Sequence[Any], full_encoder: Callable[[], Any]) -> np.ndarray:
     """Embed search queries (texts for "text", PIL images for "vision") with `identity`'s cached numpy tower,
-    else with `full_encoder()`. Loading the full encoder caches the tower where the model allows it, so then the
+    else with `full_encoder()` (the `ClipEncoder`, which imports this module: not named here). Loading the full encoder caches the tower where the model allows it, so then the
     tower embeds these queries too, and every query of the same model takes the same path whatever came first."""
     tower = cached_tower(kind, identity)
     if tower is None:
