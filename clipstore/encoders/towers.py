@@ -15,7 +15,8 @@ Both towers return float32 arrays of shape (n, embed_dim), each row L2-normalise
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 
@@ -116,6 +117,19 @@ class Transformer:
         return _linear(out, self.weights, prefix + "attn.out_proj")
 
 
+@contextmanager
+def _one_blas_thread() -> Iterator[None]:
+    """Run numpy's BLAS on one thread: a query's matrices are small (a few tokens, 50 patches), and OpenBLAS's
+    threads spin-wait, so on a busy machine (other processes on the cores) they make a query 5-20x slower."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # pragma: no cover - threadpoolctl is a dependency
+        yield
+        return
+    with threadpool_limits(1, user_api="blas"):
+        yield
+
+
 def _normalised(rows: list[np.ndarray], dim: int) -> np.ndarray:
     if not rows:
         return np.zeros((0, dim), dtype=np.float32)
@@ -143,7 +157,8 @@ class TextTower:
 
     def encode_texts(self, texts: Sequence[str], batch_size: int | None = None) -> np.ndarray:
         """Texts -> (n, embed_dim) float32, L2-normalised (`batch_size` is accepted for ClipEncoder's signature)."""
-        return _normalised([self._embed(ids) for ids in self.tokenizer(list(texts))], self.dim)
+        with _one_blas_thread():
+            return _normalised([self._embed(ids) for ids in self.tokenizer(list(texts))], self.dim)
 
     def _embed(self, ids: np.ndarray) -> np.ndarray:
         pool = self.spec["pool"]
@@ -218,7 +233,8 @@ class VisionTower:
     def encode_images(self, images: Sequence["Image.Image"], batch_size: int | None = None) -> np.ndarray:
         """PIL images -> (n, embed_dim) float32, L2-normalised (`batch_size` is accepted for ClipEncoder's
         signature)."""
-        return _normalised([self.encode_pixels(self.preprocess(image)) for image in images], self.dim)
+        with _one_blas_thread():
+            return _normalised([self.encode_pixels(self.preprocess(image)) for image in images], self.dim)
 
     def encode_pixels(self, pixels: np.ndarray) -> np.ndarray:
         """One preprocessed image (3, H, W) -> its (embed_dim,) embedding, not normalised."""
