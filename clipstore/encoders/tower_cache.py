@@ -11,10 +11,11 @@ hands the float32 model to `remember_towers`, which exports its text and vision 
 
 where <key> hashes the model identity (without where its checkpoint lies), the cache format and the installed
 open_clip's version file. Each file is written under a temporary name and renamed into place, so a reader sees a
-whole file or none; its safetensors metadata holds the tower's spec and the SHA-256 of every tensor (of every
-block of ROW_BLOCK rows of the token embedding, which a query reads a few rows of). Every tensor is checked
-against its digest when read: a file that does not match is deleted and never used, and the next full load
-writes it again. `encode_query` is the one entry point for search: the cached tower when there is one, else the
+whole file or none. Files are written by `safetensors.numpy`; their metadata holds the tower's spec and the
+SHA-256 of every tensor (of every block of ROW_BLOCK rows of the token embedding, which a query reads a few rows
+of). They are read memory-mapped (the weights are views of the page cache, in memory once), and every tensor is
+checked against its digest when read: a file that does not match is deleted and never used, and the next full
+load writes it again. `encode_query` is the one entry point for search: the cached tower when there is one, else the
 full encoder (whose loading caches the tower for the next process).
 """
 
@@ -24,6 +25,7 @@ import hashlib
 import importlib.util
 import json
 import logging
+import math
 import os
 import tempfile
 import threading
@@ -150,44 +152,72 @@ def _discard(path: str) -> None:
         pass
 
 
-def _manifest(handle: Any, key: str, kind: str) -> dict[str, Any]:
+class _MappedFile:
+    """A safetensors file of float32 tensors, memory-mapped: tensors are read-only views of the mapping, so a
+    tower's weights are in memory once (the page cache's pages), not copied. The layout is safetensors' (an
+    8-byte little-endian header size, a JSON header of dtype/shape/data_offsets per tensor and `__metadata__`,
+    then the data); anything that does not add up raises DamagedCache."""
+
+    def __init__(self, path: str):
+        try:
+            self._data = np.memmap(path, dtype=np.uint8, mode="r")
+            header_size = int(self._data[:8].view("<u8")[0]) if len(self._data) >= 8 else -1
+            if not 0 < header_size <= len(self._data) - 8:
+                raise DamagedCache("no safetensors header")
+            header = json.loads(bytes(self._data[8 : 8 + header_size]).decode("utf-8"))
+        except (OSError, ValueError) as exc:
+            raise DamagedCache(f"unreadable ({exc})") from exc
+        self.metadata = header.pop("__metadata__", None) or {}
+        self._tensors = header
+        self._base = 8 + header_size
+
+    def names(self) -> set[str]:
+        return set(self._tensors)
+
+    def tensor(self, name: str) -> np.ndarray:
+        try:
+            entry = self._tensors[name]
+            shape = tuple(int(size) for size in entry["shape"])
+            start, end = (self._base + int(offset) for offset in entry["data_offsets"])
+            if entry["dtype"] != "F32" or not self._base <= start <= end <= len(self._data) or end - start != 4 * math.prod(shape):
+                raise DamagedCache(f"tensor {name} is not where its header says")
+        except (KeyError, TypeError, ValueError) as exc:
+            raise DamagedCache(f"tensor {name}: bad header entry ({exc})") from exc
+        return np.asarray(self._data[start:end]).view("<f4").reshape(shape)
+
+
+def _manifest(file: _MappedFile, key: str, kind: str) -> dict[str, Any]:
     try:
-        manifest = json.loads((handle.metadata() or {})[MANIFEST_KEY])
+        manifest = json.loads(file.metadata[MANIFEST_KEY])
         if manifest["format"] != FORMAT or manifest["key"] != key or manifest["kind"] != kind:
             raise DamagedCache("its manifest names another tower")
         names = set(manifest["digests"]) | set(manifest["row_blocks"])
     except (KeyError, TypeError, ValueError) as exc:
         raise DamagedCache(f"unreadable manifest ({exc})") from exc
-    if names != set(handle.keys()):
+    if names != file.names():
         raise DamagedCache("its tensors are not the ones its manifest lists")
     return manifest
 
 
 def _load(kind: str, path: str, key: str) -> "TextTower | VisionTower | None":
-    from safetensors import SafetensorError, safe_open
-
     from clipstore.encoders.towers import TextTower, VisionTower
 
     if not os.path.isfile(path):
         return None
-    try:
-        handle = safe_open(path, framework="numpy")
-        manifest = _manifest(handle, key, kind)
-        weights = {}
-        for name, digest in manifest["digests"].items():
-            array = handle.get_tensor(name)
-            if _digest(array) != digest:
-                raise DamagedCache(f"tensor {name} does not match its digest")
-            weights[name] = array
-    except (OSError, SafetensorError) as exc:
-        raise DamagedCache(str(exc)) from exc
+    file = _MappedFile(path)
+    manifest = _manifest(file, key, kind)
+    weights = {}
+    for name, digest in manifest["digests"].items():
+        weights[name] = file.tensor(name)
+        if _digest(weights[name]) != digest:
+            raise DamagedCache(f"tensor {name} does not match its digest")
     spec = manifest["spec"]
     if kind == "vision":
         return VisionTower(spec, weights)
     tokenizer = _tokenizer(spec["tokenizer"])
     if tokenizer is None:
         return None
-    rows = _RowReader(handle, TOKEN_EMBEDDING, manifest["row_blocks"][TOKEN_EMBEDDING])
+    rows = _RowReader(file.tensor(TOKEN_EMBEDDING), manifest["row_blocks"][TOKEN_EMBEDDING])
     return TextTower(spec, weights, rows, tokenizer)
 
 
@@ -207,29 +237,26 @@ def _tokenizer(spec: dict[str, Any]):
 
 
 class _RowReader:
-    """Rows of a (rows, width) tensor of an open safetensors file, read and checked block by block on demand."""
+    """Rows of a (rows, width) mapped tensor, each block of rows checked against its digest when first read."""
 
-    def __init__(self, handle: Any, name: str, blocks: dict[str, Any]):
-        self._handle = handle  # keeps the file mapped
-        self._slice = handle.get_slice(name)
-        self._count = int(self._slice.get_shape()[0])
+    def __init__(self, table: np.ndarray, blocks: dict[str, Any]):
+        self._table = table
         self._rows = int(blocks["rows"])
         self._digests = list(blocks["digests"])
-        self._blocks: dict[int, np.ndarray] = {}
+        self._checked: set[int] = set()
         self._lock = threading.Lock()
+        if len(self._digests) != -(-len(table) // self._rows):
+            raise DamagedCache("the token embedding's blocks are not the ones its manifest lists")
 
     def __call__(self, ids: Sequence[int]) -> np.ndarray:
         with self._lock:
-            for block in sorted({i // self._rows for i in ids}):
-                if block not in self._blocks:
-                    if block >= len(self._digests) or block * self._rows >= self._count:
-                        raise DamagedCache(f"token id beyond the embedding ({block * self._rows}+)")
-                    start = block * self._rows
-                    data = self._slice[start : min(start + self._rows, self._count)]
-                    if _digest(data) != self._digests[block]:
-                        raise DamagedCache(f"rows {block * self._rows}+ of the token embedding do not match their digest")
-                    self._blocks[block] = data
-            return np.stack([self._blocks[i // self._rows][i % self._rows] for i in ids])
+            for block in sorted({i // self._rows for i in ids} - self._checked):
+                if not 0 <= block < len(self._digests):
+                    raise DamagedCache(f"token id {block * self._rows}+ is beyond the token embedding")
+                if _digest(self._table[block * self._rows : (block + 1) * self._rows]) != self._digests[block]:
+                    raise DamagedCache(f"rows {block * self._rows}+ of the token embedding do not match their digest")
+                self._checked.add(block)
+        return self._table[list(ids)]
 
 
 # --- writing --------------------------------------------------------------------------------------------------
@@ -260,13 +287,11 @@ def remember_towers(identity: ModelIdentity, model: Any, preprocess: Callable[[A
 
 def _is_cached(kind: str, path: str, key: str) -> bool:
     """A file with this tower's manifest is there (its digests are checked when it is read)."""
-    from safetensors import SafetensorError, safe_open
-
     if not os.path.isfile(path):
         return False
     try:
-        _manifest(safe_open(path, framework="numpy"), key, kind)
-    except (OSError, SafetensorError, DamagedCache):
+        _manifest(_MappedFile(path), key, kind)
+    except DamagedCache:
         return False
     return True
 
