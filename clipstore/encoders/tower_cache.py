@@ -29,6 +29,7 @@ import math
 import os
 import tempfile
 import threading
+from functools import lru_cache
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import numpy as np
@@ -72,16 +73,25 @@ def _open_clip_folder() -> str | None:
     return locations[0] if locations else None
 
 
-def tower_key(kind: str, identity: ModelIdentity) -> str | None:
-    """Hex key of `identity`'s `kind` tower: its identity (not where its checkpoint lies), FORMAT and the
-    installed open_clip's version file (a new open_clip may build a model differently). None without open_clip."""
+@lru_cache(maxsize=1)
+def _open_clip_version() -> str | None:
+    """SHA-256 of the installed open_clip's version file (read once per process), or None without open_clip."""
     folder = _open_clip_folder()
     if folder is None:
         return None
     try:
         with open(os.path.join(folder, "version.py"), "rb") as handle:
-            open_clip_version = hashlib.sha256(handle.read()).hexdigest()
+            return hashlib.sha256(handle.read()).hexdigest()
     except OSError:
+        return None
+
+
+@lru_cache(maxsize=64)
+def tower_key(kind: str, identity: ModelIdentity) -> str | None:
+    """Hex key of `identity`'s `kind` tower: its identity (not where its checkpoint lies), FORMAT and the
+    installed open_clip's version file (a new open_clip may build a model differently). None without open_clip."""
+    open_clip_version = _open_clip_version()
+    if open_clip_version is None:
         return None
     described = {name: value for name, value in identity.to_dict().items() if name not in ("checkpoint_path", "spec")}
     text = json.dumps({"format": FORMAT, "kind": kind, "identity": described, "open_clip": open_clip_version}, sort_keys=True)
