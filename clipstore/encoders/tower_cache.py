@@ -279,7 +279,7 @@ def remember_towers(identity: ModelIdentity, model: Any, preprocess: Callable[[A
     from clipstore.encoders.tower_export import Unrepresentable, verified_text_tower, verified_vision_tower
 
     exports = {
-        "text": lambda: verified_text_tower(model, identity, tokenizer()),
+        "text": lambda: verified_text_tower(model, identity, tokenizer),
         "vision": lambda: verified_vision_tower(model, identity, preprocess),
     }
     for kind, export in exports.items():

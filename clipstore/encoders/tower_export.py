@@ -187,9 +187,11 @@ def tokenizer_spec(tokenizer: Any) -> dict[str, Any]:
     return {"context_length": int(tokenizer.context_length), "clean": cleans[tokenizer.clean_fn]}
 
 
-def export_text_tower(model: Any, identity: ModelIdentity, tokenizer: Any) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-    """(spec, weights) of `model`'s text tower for `towers.TextTower`; `tokenizer` is the model's open_clip
-    tokenizer. Raises Unrepresentable."""
+def export_text_tower(model: Any, identity: ModelIdentity, tokenizer: Callable[[], Any]) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """(spec, weights) of `model`'s text tower for `towers.TextTower`. `tokenizer()` makes the model's open_clip
+    tokenizer; it is called last, once the tower is one the numpy code computes and the model's config names no
+    other tokenizer than CLIP's (making a Hugging Face tokenizer may download it). Raises Unrepresentable."""
+    import open_clip
     import torch
 
     _require_float32(model)
@@ -197,18 +199,14 @@ def export_text_tower(model: Any, identity: ModelIdentity, tokenizer: Any) -> tu
     arrays: dict[str, np.ndarray] = {}
     spec = _export_transformer(parts["transformer"], arrays)
     width = spec["width"]
-    spec.update(kind="text", embed_dim=identity.embed_dim, tokenizer=tokenizer_spec(tokenizer))
-    context = spec["tokenizer"]["context_length"]
-    _require(tuple(parts["positional_embedding"].shape) == (context, width), "positions and context length differ")
+    context = parts["positional_embedding"].shape[0]
+    _require(tuple(parts["positional_embedding"].shape) == (context, width), "positional embedding shape")
     mask = parts["attn_mask"]
     causal = torch.full((context, context), float("-inf")).triu_(1)
     _require(mask is not None and tuple(mask.shape) == (context, context) and torch.equal(mask.float(), causal), "the text attention is not causal")
     pool = parts["pool"]
     _require(pool in ("argmax", "eos", "first", "last"), f"text pooling {pool!r}")
-    spec.update(context_length=context, pool=pool, eos_id=parts["eos_id"])
     _require(type(parts["token_embedding"]) is torch.nn.Embedding, "the token embedding is not an Embedding")
-    arrays["token_embedding"] = _array(parts["token_embedding"].weight)
-    arrays["positional_embedding"] = _array(parts["positional_embedding"])
     _require(_norm(parts["ln_final"], width, "ln_final", arrays) == spec["eps"], "ln_final's eps differs")
     projection = parts["text_projection"]
     if projection is None:
@@ -221,6 +219,14 @@ def export_text_tower(model: Any, identity: ModelIdentity, tokenizer: Any) -> tu
         _require(isinstance(projection, torch.nn.Parameter) and tuple(projection.shape) == (width, identity.embed_dim), "text projection")
         spec["projection"] = "matrix"
         arrays["text_projection"] = _array(projection)
+    text_config = (open_clip.get_model_config(identity.architecture) or {}).get("text_cfg", {})
+    other = text_config.get("hf_tokenizer_name") or "siglip" in identity.architecture.lower()
+    _require(not other, "the model's tokenizer is not CLIP's")
+    tokens = tokenizer_spec(tokenizer())
+    _require(tokens["context_length"] == context, "the tokenizer's context length is not the model's")
+    spec.update(kind="text", embed_dim=identity.embed_dim, tokenizer=tokens, context_length=context, pool=pool, eos_id=parts["eos_id"])
+    arrays["token_embedding"] = _array(parts["token_embedding"].weight)
+    arrays["positional_embedding"] = _array(parts["positional_embedding"])
     return spec, arrays
 
 
@@ -281,23 +287,25 @@ def _agreement(ours: np.ndarray, theirs: "torch.Tensor") -> float:
     return float(np.min(np.sum(ours * reference, axis=1)))
 
 
-def verified_text_tower(model: Any, identity: ModelIdentity, tokenizer: Any) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+def verified_text_tower(model: Any, identity: ModelIdentity, tokenizer: Callable[[], Any]) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """`export_text_tower`, then the probe check: clipstore's `ClipTokenizer` must tokenize PROBE_TEXTS exactly
-    as `tokenizer` (the model's open_clip tokenizer), and the numpy tower must agree with `model.encode_text`
+    as `tokenizer()` (the model's open_clip tokenizer), and the numpy tower must agree with `model.encode_text`
     (float32) at MIN_AGREEMENT. The spec records the SHA-256 of the vocabulary file checked. Raises
     Unrepresentable."""
     import hashlib
+    from functools import lru_cache
 
     import torch
 
     from clipstore.encoders.tokenizer import ClipTokenizer, vocab_path
 
+    tokenizer = lru_cache(maxsize=1)(tokenizer)  # made once, if at all
     spec, arrays = export_text_tower(model, identity, tokenizer)
     path = vocab_path()
     with open(path, "rb") as handle:
         spec["tokenizer"]["vocab_sha256"] = hashlib.sha256(handle.read()).hexdigest()
     ours = ClipTokenizer(spec["tokenizer"]["context_length"], clean=spec["tokenizer"]["clean"], path=path)
-    tokens = tokenizer(list(PROBE_TEXTS))
+    tokens = tokenizer()(list(PROBE_TEXTS))
     _require(np.array_equal(ours(list(PROBE_TEXTS)), tokens.numpy()), "clipstore's tokenizer gives other tokens than open_clip's")
     tower = TextTower(spec, arrays, lambda ids: arrays["token_embedding"][list(ids)], ours)
     with torch.inference_mode():

@@ -27,6 +27,7 @@ VARIANTS: dict[str, tuple[dict, bool, bool]] = {
     "cs-qknorm": ({"text_cfg": {"qk_norm": True}, "vision_cfg": {"qk_norm": True}}, False, False),
     "cs-bidirectional": ({"text_cfg": {"no_causal_mask": True}, "vision_cfg": {"attentional_pool": True}}, False, False),
     "cs-reduced": ({"text_cfg": {"tokenizer_kwargs": {"reduction_mask": "simple"}}}, False, True),
+    "cs-hf-tokenizer": ({"text_cfg": {"hf_tokenizer_name": "no-such-org/no-such-tokenizer"}}, False, True),
 }
 
 

@@ -62,7 +62,7 @@ def test_vit_b_32_towers_agree_with_open_clip():
     _check_towers_agree("ViT-B-32:random")
 
 
-@pytest.mark.parametrize("name", ["cs-qknorm", "cs-bidirectional", "cs-reduced"])
+@pytest.mark.parametrize("name", ["cs-qknorm", "cs-bidirectional", "cs-reduced", "cs-hf-tokenizer"])
 def test_towers_the_numpy_code_cannot_compute_are_refused_and_not_cached(variants, name):
     _, text_ok, vision_ok = variants[name]
     identity = resolve_model(f"{name}:random")
@@ -72,8 +72,10 @@ def test_towers_the_numpy_code_cannot_compute_are_refused_and_not_cached(variant
 
     model = create_model(identity).eval()
     if not text_ok:
+        made = []
         with pytest.raises(Unrepresentable):
-            export_text_tower(model, identity, open_clip.get_tokenizer(name))
+            export_text_tower(model, identity, lambda: made.append(1) or open_clip.get_tokenizer(name))
+        assert made == ([1] if name == "cs-reduced" else [])  # a Hugging Face tokenizer is never made (downloaded)
     if not vision_ok:
         with pytest.raises(Unrepresentable):
             export_vision_tower(model, identity)
