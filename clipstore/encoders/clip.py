@@ -131,7 +131,6 @@ class ClipEncoder:
                 chunks.append(_normalise(self.model.encode_text(tokens)))
         return np.concatenate(chunks) if chunks else np.zeros((0, self.dim), dtype=np.float32)
 
-
     def _text_tokenizer(self):
         """open_clip's tokenizer of this model (made on first use)."""
         import open_clip

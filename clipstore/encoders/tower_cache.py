@@ -113,8 +113,9 @@ def _digest(array: np.ndarray) -> str:
 
 def cached_tower(kind: str, identity: ModelIdentity) -> "TextTower | VisionTower | None":
     """The numpy `kind` ("text" or "vision") tower of `identity` from the cache (loaded once per process), or
-    None when it is not cached here (never cached: the model is not representable, or not loaded fully yet on
-    this machine). A damaged file is deleted and None returned."""
+    None when this machine has none: the model was not loaded here yet (since the cache was emptied), or its
+    tower is not one the numpy code computes, or the cache cannot be written. A damaged file is deleted and
+    None returned."""
     located = tower_path(kind, identity)
     if located is None:
         return None
@@ -135,9 +136,10 @@ def cached_tower(kind: str, identity: ModelIdentity) -> "TextTower | VisionTower
 
 
 def encode_query(kind: str, identity: ModelIdentity, inputs: Sequence[Any], full_encoder: Callable[[], Any]) -> np.ndarray:
-    """Embed search queries (texts for "text", PIL images for "vision") with `identity`'s cached numpy tower,
-    else with `full_encoder()` (the `ClipEncoder`, which imports this module: not named here). Loading the full encoder caches the tower where the model allows it, so then the
-    tower embeds these queries too, and every query of the same model takes the same path whatever came first."""
+    """Search queries (texts for "text", PIL images for "vision") -> (n, embed_dim) float32, L2-normalised, by
+    `identity`'s cached numpy tower, else by `full_encoder()` (the model's `ClipEncoder`). Loading the full
+    encoder caches the tower where the model allows it, so then the tower embeds these queries too: every query
+    of a model takes the same path, whichever came first."""
     tower = cached_tower(kind, identity)
     if tower is None:
         encoder = full_encoder()
