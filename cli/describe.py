@@ -9,7 +9,7 @@ import click
 
 import clipstore
 from clipstore.paths import open_output
-from clipstore.describe.train import TrainOptions
+from clipstore.describe.options import TrainOptions
 
 from clipstore.cli.common import (
     ProgressBar,

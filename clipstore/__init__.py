@@ -43,7 +43,8 @@ _LAZY_MODULES = {
     "ingest.run": ("IngestOptions",),
     "prompts.bank": ("DuplicatePrompt", "PromptHit", "PromptInsertReport", "PromptRemoveReport", "RejectedPrompt", "StoredPrompt"),
     "describe.model_b": ("KnnParams",),
-    "describe.train": ("TrainOptions", "TrainReport"),
+    "describe.options": ("TrainOptions",),
+    "describe.train": ("TrainReport",),
     "training.loop": ("EpochStats",),
     "describe.heads": ("HeadInfo",),
     "describe.describer": ("DescribedFile", "Describer", "Description"),
@@ -80,7 +81,8 @@ if TYPE_CHECKING:
     from clipstore.switch.rollback import RollbackReport
     from clipstore.finetune.retrieval import RetrievalReport, RetrievalRow
     from clipstore.store.facade import Store
-    from clipstore.describe.train import TrainOptions, TrainReport
+    from clipstore.describe.options import TrainOptions
+    from clipstore.describe.train import TrainReport
     from clipstore.training.loop import EpochStats
 
 __version__ = "0.1.0"

@@ -19,6 +19,15 @@ from image_factory import build_messy_folder, pattern_image, write_image  # noqa
 MINI = "clipstore-mini"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def tower_cache(tmp_path_factory) -> Path:
+    """The numpy towers this session caches (whenever a test loads a full model) go to a folder of their own,
+    never the user's ~/.cache/clipstore; subprocesses inherit it. Tests of the cache itself use their own."""
+    path = tmp_path_factory.mktemp("clipstore-cache")
+    os.environ["CLIPSTORE_CACHE_DIR"] = str(path)
+    return path
+
+
 @pytest.fixture
 def store_path(tmp_path: Path) -> Path:
     return tmp_path / "test.clipstore"

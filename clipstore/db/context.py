@@ -8,7 +8,7 @@ that knows every feature and nothing imports it back.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Sequence
 
 from clipstore.db import tables
 from clipstore.db.identities import locate
@@ -16,6 +16,7 @@ from clipstore.encoders.identity import ModelIdentity
 
 if TYPE_CHECKING:
     import lancedb
+    import numpy as np
 
     from clipstore.encoders.clip import ClipEncoder
     from clipstore.encoders.minilm import MiniLMEncoder
@@ -62,6 +63,15 @@ class StoreContext:
         from clipstore.encoders.clip import load_clip_encoder
 
         return load_clip_encoder(identity, device=self.device, precision=self.precision)
+
+    def embed_queries(self, kind: str, queries: "Sequence[Any]") -> "np.ndarray":
+        """Search queries -> (n, embed_dim) float32, L2-normalised, in the store's model's space: texts for
+        kind "text", PIL images for "vision". The model's numpy tower embeds them when it is cached on this
+        machine (no torch or open_clip import: a cold search costs little more than its query), else the full
+        encoder, whose loading caches the tower (`clipstore.encoders.tower_cache`)."""
+        from clipstore.encoders.tower_cache import encode_query
+
+        return encode_query(kind, self.model, queries, lambda: self.encoder)
 
     @property
     def minilm(self) -> "MiniLMEncoder":

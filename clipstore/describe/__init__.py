@@ -11,7 +11,8 @@
   (`avg_cos`).
 - `heads`: trained heads saved in the store (`HeadInfo`, `HeadConfig`, `list_heads`, `save_head`,
   `load_head_model`) and `choose_head`, the one choice of head that describe and eval share.
-- `train`: `clipstore train` (`TrainOptions`, `TrainReport`, `train_head`).
+- `options`: `TrainOptions`, what `clipstore train` is asked to do (light: the command line imports it).
+- `train`: `clipstore train` (`TrainReport`, `train_head`; `TrainOptions` from `options`).
 - `evaluate`: `clipstore eval`, the Table-1 Avg-Cos comparison (`evaluate`, `EvalReport`, `EvalRow`).
 - `describer`: `Describer`, the ensemble at query time (`Description`, `DescribedFile`, `describe_paths`).
 """

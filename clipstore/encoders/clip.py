@@ -92,14 +92,19 @@ class ClipEncoder:
         self._dtype = torch.bfloat16 if self.precision == "bf16" else torch.float32
         model = create_model(identity)
         model.eval().requires_grad_(False)
-        self.model = model.to(device=self.device, dtype=self._dtype)
-        if self.precision == "int8":
-            self.model.visual = _quantize_linear_layers(self.model.visual)
-        self._geometry, normalize = _split_image_transform(_image_transform(identity))
+        transform = _image_transform(identity)
+        self._geometry, normalize = _split_image_transform(transform)
         self._mean = torch.tensor(normalize.mean, dtype=torch.float32).view(1, -1, 1, 1)
         self._std = torch.tensor(normalize.std, dtype=torch.float32).view(1, -1, 1, 1)
         self._tokenizer = None
         self._lock = threading.Lock()
+        from clipstore.encoders.tower_cache import remember_towers
+
+        # While the model is still float32: cache its numpy towers, which a cold search embeds queries with.
+        remember_towers(identity, model, transform, self._text_tokenizer)
+        self.model = model.to(device=self.device, dtype=self._dtype)
+        if self.precision == "int8":
+            self.model.visual = _quantize_linear_layers(self.model.visual)
 
     @property
     def dim(self) -> int:
@@ -151,17 +156,22 @@ class ClipEncoder:
 
     def encode_texts(self, texts: Sequence[str], batch_size: int = 256) -> np.ndarray:
         """Texts -> (n, embed_dim) float32, L2-normalised, in the same space as the images."""
-        import open_clip
         import torch
 
-        if self._tokenizer is None:
-            self._tokenizer = open_clip.get_tokenizer(self.identity.architecture)
         chunks = []
         for start in range(0, len(texts), batch_size):
-            tokens = self._tokenizer(list(texts[start : start + batch_size])).to(self.device)
+            tokens = self._text_tokenizer()(list(texts[start : start + batch_size])).to(self.device)
             with self._lock, torch.inference_mode():
                 chunks.append(_normalise(self.model.encode_text(tokens)))
         return np.concatenate(chunks) if chunks else np.zeros((0, self.dim), dtype=np.float32)
+
+    def _text_tokenizer(self):
+        """open_clip's tokenizer of this model (made on first use)."""
+        import open_clip
+
+        if self._tokenizer is None:
+            self._tokenizer = open_clip.get_tokenizer(self.identity.architecture)
+        return self._tokenizer
 
 
 _cache: dict[tuple[str, str, str], ClipEncoder] = {}

@@ -426,8 +426,12 @@ class Store:
 
     def search_text(self, text: str, k: int = 10, *, path_prefix: str | None = None, exact: bool = False) -> list[SearchHit]:
         """The k images best matching a text query, best first, scored by cosine similarity (see
-        `search_vector` for `exact`)."""
-        vector = self.encoder.encode_texts([text])[0]
+        `search_vector` for `exact`).
+
+        The text is embedded in float32 by the model's numpy text tower when this machine has it cached (see
+        `clipstore.encoders.tower_cache`; it is cached whenever the full model is loaded), else by the full
+        open_clip encoder; the Python API and `clipstore search` take the same path, so their scores agree."""
+        vector = self.context.embed_queries("text", [text])[0]
         return self.search_vector(vector, k, path_prefix=path_prefix, exact=exact)
 
     def search_image(
@@ -442,10 +446,12 @@ class Store:
         """The k stored images most similar to `image` (a path, raw bytes or a PIL image), best first.
 
         An image searched by itself ranks first with a score of about 1.0. See `search_vector` for `exact`.
+        The image is embedded like a text query in `search_text`: by the model's cached numpy vision tower
+        when there is one (open_clip ViTs), else by the full encoder.
         """
         # Decode first: a bad path or image fails fast, before the model is loaded.
         decoded = load_image(image, max_megapixels=max_megapixels, min_side=self.model.decode_min_side)
-        vector = self.encoder.encode_images([decoded.image])[0]
+        vector = self.context.embed_queries("vision", [decoded.image])[0]
         return self.search_vector(vector, k, path_prefix=path_prefix, exact=exact)
 
     def search_vector(self, vector, k: int = 10, *, path_prefix: str | None = None, exact: bool = False) -> list[SearchHit]:

@@ -37,7 +37,9 @@ def test_an_old_store_opens_migrated_with_the_same_answers(old_store):
     search = EXPECTED["search"]
     hits = store.search_text(search["text"], k=search["k"])
     assert [(hit.id, hit.path) for hit in hits] == [(hit["id"], hit["path"]) for hit in search["hits"]]
-    assert [hit.score for hit in hits] == pytest.approx([hit["score"] for hit in search["hits"]], abs=1e-5)
+    # The fixture's query was embedded in bf16 (this CPU has it); search queries are now embedded in float32 by
+    # the numpy text tower, which agrees with bf16 at cosine >= 0.999: scores move in the third decimal.
+    assert [hit.score for hit in hits] == pytest.approx([hit["score"] for hit in search["hits"]], abs=5e-3)
 
     prompt_search = EXPECTED["prompt_search"]
     found = store.search_prompts(prompt_search["text"], k=prompt_search["k"])

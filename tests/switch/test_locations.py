@@ -25,7 +25,14 @@ BASE = "clipstore-mini:world-v1"
 
 
 @pytest.fixture
-def fresh_encoders(monkeypatch):
+def no_towers(monkeypatch):
+    """Searches embed their queries with the loaded model, not with the numpy towers an earlier load cached (which
+    need no weights, so they would not show where the weights load from)."""
+    monkeypatch.setattr("clipstore.encoders.tower_cache.cached_tower", lambda kind, identity: None)
+
+
+@pytest.fixture
+def fresh_encoders(monkeypatch, no_towers):
     """Weights load afresh (from where the store says they are) instead of from this process's cache."""
     monkeypatch.setattr(clip, "_cache", {})
 
@@ -108,7 +115,7 @@ def test_a_store_that_recorded_absolute_in_store_paths_still_opens_after_a_move(
 
 
 @pytest.fixture
-def outside(noisy_checkpoint, tmp_path, photo_folder):
+def outside(noisy_checkpoint, tmp_path, photo_folder, no_towers):
     """A store made with a checkpoint file outside it: (store path, checkpoint path, text search results)."""
     checkpoint = tmp_path / "weights" / "model.safetensors"
     checkpoint.parent.mkdir()
