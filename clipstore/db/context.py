@@ -36,12 +36,13 @@ class StoreContext:
         self.device = device
         self.precision = precision
         self._model = model
-        self._model_table = tables.active_tables(db)["images"]
+        self._active = tables.ActiveTables(db)
+        self._model_table = self._active.names()["images"]
 
     @property
     def model(self) -> ModelIdentity:
         """The identity of the model that made the store's current vectors, located in this store folder."""
-        current = tables.active_tables(self.db)["images"]
+        current = self._active.names()["images"]
         if current != self._model_table:
             stored = tables.stored_model(self.db.open_table(current))
             if stored is not None:

@@ -62,9 +62,7 @@ class ImageSearcher:
         self._db = db
         self._snapshot: Snapshot | None = None
         self._index: tuple[tuple[str, int], object | None] | None = None  # ((table, version), its vector index)
-        self._settings: "lancedb.table.Table | None" = None
-        self._active: tuple[int, str] | None = None  # (settings version, current images table name)
-        self._opened: dict[str, "lancedb.table.Table"] = {}
+        self._active = tables.ActiveTables(db)
 
     def search(
         self, query: np.ndarray, k: int = 10, path_prefix: str | None = None, *, exact: bool = False
@@ -79,7 +77,7 @@ class ImageSearcher:
             return []
         query = np.asarray(query, dtype=np.float32).reshape(-1)
         query = query / max(float(np.linalg.norm(query)), 1e-12)
-        images = self._current_images()
+        images = self._active.open("images")
         config = None if exact else self._vector_index(images)
         if config is None:
             return self._search_exact(images, query, k, path_prefix)
@@ -92,22 +90,6 @@ class ImageSearcher:
         if k * rows <= MAX_INDEXED_CANDIDATES * matching:
             return self._search_index(images, config, query, k, path_prefix, matching / max(rows, 1))
         return self._search_among(images, query, k, path_prefix)
-
-    def _current_images(self) -> "lancedb.table.Table":
-        """The current images table. Which one it is (a setting) is read again only when the settings table
-        changes, and tables stay open between queries (the connection makes every read see the latest commit),
-        which saves a warm query the few milliseconds of reading the setting and opening the table."""
-        if self._settings is None:
-            if not tables.table_exists(self._db, layout.SETTINGS):
-                return tables.open_images(self._db)
-            self._settings = self._db.open_table(layout.SETTINGS)
-        version = self._settings.version
-        if self._active is None or self._active[0] != version:
-            self._active = (version, tables.active_tables(self._db)["images"])
-        name = self._active[1]
-        if name not in self._opened:
-            self._opened[name] = self._db.open_table(name)
-        return self._opened[name]
 
     def _vector_index(self, images: "lancedb.table.Table"):
         """`index.vector_index_of(images)`, read again only when the table (or its version) changes."""
