@@ -24,6 +24,7 @@ import numpy as np
 
 from clipstore.db import tables
 from clipstore.prompts.dedup import deduplicate
+from clipstore.prompts.nearest import MINILM_COLUMN, nearest_rows, update_bank_index
 from clipstore.errors import InvalidOptionError, PromptSelectionError
 from clipstore.results import _AsDict
 from clipstore.progress import silent
@@ -178,6 +179,16 @@ def load_bank(db: "lancedb.DBConnection", *, with_clip: bool = False):
 
 
 
+def prompts_near(table: "lancedb.table.Table", minilm_vector: np.ndarray, k: int) -> list[PromptHit]:
+    """The k prompts of a bank `table` nearest a MiniLM-space vector (384,), best first, scored by exact cosine:
+    through the bank's vector index once it has one (`clipstore.prompts.nearest`), else by an exact scan."""
+    if k <= 0:
+        return []
+    rows = nearest_rows(table, MINILM_COLUMN, minilm_vector, k, ["id", "text"])
+    ids, texts = rows.column("id").to_pylist(), rows.column("text").to_pylist()
+    return [PromptHit(i, t, 1.0 - float(d)) for i, t, d in zip(ids, texts, rows.column("_distance").to_pylist())]
+
+
 def dedup_existing_prompts(db: "lancedb.DBConnection", threshold: float) -> int:
     """Delete the bank rows that are near-duplicates of earlier rows; returns how many were deleted."""
     ids, _, vectors = load_bank(db)
@@ -289,6 +300,7 @@ class PromptBank:
                 schema=schema,
             )
             self.table.add(rows)
+        update_bank_index(self.db, self.table)
         report(total_work, total_work)
         return PromptInsertReport(len(kept), tuple(duplicates), rejected)
 
@@ -338,14 +350,11 @@ class PromptBank:
         return [_stored(row) for row in data[offset : offset + limit]]
 
     def search(self, text: str, k: int = 10) -> list[PromptHit]:
-        """The k kept prompts closest in meaning to `text` (MiniLM cosine), best first."""
-        ids, texts, vectors = load_bank(self.db)
-        if not ids or k <= 0:
+        """The k kept prompts closest in meaning to `text` (MiniLM cosine), best first (see `prompts_near`)."""
+        table = self.table
+        if k <= 0 or table.count_rows() == 0:
             return []
-        query = self._minilm().encode([text])[0]
-        scores = vectors @ query
-        top = np.argsort(-scores, kind="stable")[:k]
-        return [PromptHit(ids[i], texts[i], float(scores[i])) for i in top]
+        return prompts_near(table, self._minilm().encode([text])[0], k)
 
     def _next_seq(self) -> int:
         seqs = tables.read_columns(self.table, ["seq"]).column("seq").to_numpy()
