@@ -12,18 +12,28 @@ The bank of N for the second insert is the first insert's kept prompts topped up
 the gate). The generated corpus alone cannot fill it: its near-duplicate share grows with its size (30% of the
 last 100,000 of a 1M corpus are kept), so a bank of 1M would take ~3M more generated prompts to embed.
 
+Each timed insert runs in a fresh process (started through `search_scale.run_child`'s small launcher), so its
+peak RSS (getrusage) is the insert's own: the process imports clipstore, loads the models and the new prompts'
+cached MiniLM vectors, and inserts; the bank it reads, the dedup and the index update all count. This process
+(corpora, the bank top-up, the agreement check) is not measured. "index s" is the part of the insert spent
+building or updating the bank's vector indexes (included in "seconds").
+
     python benchmarks/prompt_bank_insert.py [--n 1000000] [--cache ~/.cache/clipstore-bench] [--empty-only]
 """
 
 from __future__ import annotations
 
 import argparse
-import resource
+import json
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).parent))
+from search_scale import cpu_name, run_child  # noqa: E402
 
 
 _CHUNK = 50_000
@@ -45,8 +55,9 @@ def embeddings(texts: list[str], cache: Path, name: str, first_chunk: int = 0) -
 
     cache.mkdir(parents=True, exist_ok=True)
     model = None
-    chunks = []
-    for start in range(first_chunk * _CHUNK, len(texts), _CHUNK):
+    first = first_chunk * _CHUNK
+    out = np.empty((max(len(texts) - first, 0), 384), np.float32)  # filled chunk by chunk: no second copy
+    for start in range(first, len(texts), _CHUNK):
         path = cache / f"{name}-{start // _CHUNK:04d}.npy"
         if not path.exists():
             if model is None:
@@ -59,8 +70,9 @@ def embeddings(texts: list[str], cache: Path, name: str, first_chunk: int = 0) -
             vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
             np.save(path.with_suffix(".tmp.npy"), vectors.astype(np.float32))
             path.with_suffix(".tmp.npy").rename(path)  # a chunk is either whole or absent
-        chunks.append(np.load(path))
-    return np.concatenate(chunks)
+        chunk = np.load(path, mmap_mode="r")
+        out[start - first : start - first + len(chunk)] = chunk
+    return out
 
 
 def sample_agreement(all_vectors: np.ndarray, m: int, accepted: np.ndarray, sample: int, seed: int = 0) -> float:
@@ -89,6 +101,7 @@ def sample_agreement(all_vectors: np.ndarray, m: int, accepted: np.ndarray, samp
 
 def main() -> None:
     import clipstore
+    from clipstore.prompts.bank import load_bank
     from clipstore.world.corpus import prompt_corpus
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -96,44 +109,75 @@ def main() -> None:
     parser.add_argument("--cache", type=Path, default=Path("~/.cache/clipstore-bench").expanduser())
     parser.add_argument("--sample", type=int, default=10_000)
     parser.add_argument("--empty-only", action="store_true", help="Only the insert into an empty bank.")
+    parser.add_argument("--insert", type=Path, help=argparse.SUPPRESS)  # the measured child: its result file
+    parser.add_argument("--store", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--seed", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.insert is not None:
+        return insert(args.store, prompt_corpus(args.n, seed=args.seed), args.cache, f"corpus-{args.seed}-{args.n}", args.insert)
 
-    first = prompt_corpus(args.n, seed=1)
-    first_vectors = embeddings(first, args.cache, f"corpus-1-{args.n}")
-    inserts = [("empty bank", first, first_vectors)]
-    if not args.empty_only:
-        second = prompt_corpus(args.n, seed=2)
-        inserts.append((f"bank of {args.n:,}", second, embeddings(second, args.cache, f"corpus-2-{args.n}")))
+    seeds = [1] if args.empty_only else [1, 2]
     filler = long_tail_corpus(args.n, seed=3) if not args.empty_only else []  # tops the bank up to N between inserts
-
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        store = clipstore.connect(Path(tmp) / "bench.clipstore", model="clipstore-mini")
-        store.encoder.encode_texts(["warm-up"])
-        for label, texts, vectors in inserts:
+        store_path = Path(tmp) / "bench.clipstore"
+        store = clipstore.connect(store_path, model="clipstore-mini")
+        for seed in seeds:
+            texts = prompt_corpus(args.n, seed=seed)
+            vectors = embeddings(texts, args.cache, f"corpus-{seed}-{args.n}")  # computed here, once, when not cached
             if rows:
                 fill_bank(store, filler, args.n, args.cache)
             bank_size = store.count_prompts()
-            bank = np.zeros((0, 384), np.float32)
-            if bank_size:
-                from clipstore.prompts.bank import load_bank
-
-                bank = load_bank(store.db)[2]
-            start = time.perf_counter()
-            with store_lock(store):
-                report = store._prompt_bank.add(texts, "bench", minilm_embeddings=vectors)
-            seconds = time.perf_counter() - start
-            accepted = np.ones(len(texts), bool)
-            accepted[[d.index for d in report.duplicates]] = False
+            bank = load_bank(store.db)[2] if bank_size else np.zeros((0, 384), np.float32)
+            result = Path(tmp) / "insert.json"
+            command = [sys.executable, __file__, "--insert", str(result), "--store", str(store_path), "--seed", str(seed),
+                       "--n", str(args.n), "--cache", str(args.cache)]
+            _, rss = run_child(command, Path(__file__).parent.parent)
+            measured = json.loads(result.read_text())
+            accepted = np.load(result.with_suffix(".npy"))
             agreement = sample_agreement(np.concatenate([bank, vectors]), len(bank), accepted, args.sample)
-            rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-            rows.append((label, bank_size, report.inserted, len(report.duplicates), seconds, len(texts) / seconds, rss, agreement))
+            label = "empty bank" if not bank_size else f"bank of {args.n:,}"
+            rows.append((label, bank_size, int(accepted.sum()), int((~accepted).sum()), measured["seconds"],
+                         measured["index_seconds"], len(texts) / measured["seconds"], rss, agreement))
+            del bank, vectors
 
-    print(f"{args.n:,} generated prompts per insert, clipstore-mini CLIP text embeddings, 2 CPU cores\n")
-    print("| insert into | bank before | kept | rejected | seconds | prompts/s | peak RSS (MiB) | agreement (sample) |")
-    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
-    for label, bank_size, kept, rejected, seconds, rate, rss, agreement in rows:
-        print(f"| {label} | {bank_size:,} | {kept:,} | {rejected:,} | {seconds:.0f} | {rate:,.0f} | {rss:,.0f} | {agreement:.4f} |")
+    print(f"{args.n:,} generated prompts per insert, clipstore-mini CLIP text embeddings; {cpu_name()}\n")
+    print("| insert into | bank before | kept | rejected | seconds | index s | prompts/s | peak RSS (MiB) | agreement (sample) |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for label, bank_size, kept, rejected, seconds, index_seconds, rate, rss, agreement in rows:
+        print(f"| {label} | {bank_size:,} | {kept:,} | {rejected:,} | {seconds:.0f} | {index_seconds:.0f} | {rate:,.0f} | "
+              f"{rss:,.0f} | {agreement:.4f} |")
+
+
+def insert(store_path: Path, texts: list[str], cache: Path, name: str, result: Path) -> None:
+    """The measured child: insert `texts` (their cached MiniLM vectors) into the store through its real path;
+    writes {"seconds", "index_seconds"} to `result` and the accepted mask to `result`.npy."""
+    import clipstore
+    from clipstore.prompts import bank as bank_module
+
+    vectors = embeddings(texts, cache, name)
+    store = clipstore.connect(store_path)
+    store.encoder.encode_texts(["warm-up"])
+    index_seconds = 0.0
+    update = bank_module.update_bank_index
+
+    def timed_update(*args, **kwargs):
+        nonlocal index_seconds
+        began = time.perf_counter()
+        try:
+            return update(*args, **kwargs)
+        finally:
+            index_seconds += time.perf_counter() - began
+
+    bank_module.update_bank_index = timed_update
+    start = time.perf_counter()
+    with store_lock(store):
+        report = store._prompt_bank.add(texts, "bench", minilm_embeddings=vectors)
+    seconds = time.perf_counter() - start
+    accepted = np.ones(len(texts), bool)
+    accepted[[d.index for d in report.duplicates]] = False
+    np.save(result.with_suffix(".npy"), accepted)
+    result.write_text(json.dumps({"seconds": seconds, "index_seconds": index_seconds}))
 
 
 def long_tail_corpus(n: int, seed: int) -> list[str]:

@@ -67,3 +67,20 @@ def test_search_scale_on_real_embeddings_with_an_index_and_a_sweep(tmp_path, cap
     store = clipstore.connect(tmp_path / "cache" / "store.clipstore", create=False)
     vectors = tables.vector_matrix(tables.read_columns(tables.open_images(store.db), ["embedding"]).column("embedding"))
     assert vectors.shape == (400, 256) and np.allclose(np.linalg.norm(vectors, axis=1), 1, atol=1e-4)
+
+
+@pytest.mark.slow  # embeds 150 prompts, renders and ingests 240 images, trains a short head (~1 min)
+def test_describe_scale_builds_an_indexed_bank_and_reports_exact_recall(tmp_path, capsys):
+    describe_scale = _script("describe_scale")
+    args = ["--n", "400", "--real", "150", "--queries", "4", "--index-threshold", "100", "--cache", str(tmp_path)]
+    table = describe_scale.main(args)
+
+    assert table in capsys.readouterr().out
+    assert "Prompt bank of 400 prompts" in table and "IVF_HNSW_SQ" in table and "store built" in table
+    rows = _rows(table)
+    assert len(rows) == 4 and all(row[0] == "4" and 0 < float(row[1]) <= float(row[2]) for row in rows.values())
+    recalls = [row[3].split()[0] for name, row in rows.items() if "neighbours" in name or "prompts search" in name]
+    assert [float(r) for r in recalls] == [1.0, 1.0]  # a 400-row index answers like the exact scan
+    store = clipstore.connect(tmp_path / "describe-scale-400" / "store.clipstore", create=False)
+    assert store.count_prompts() == 400 and store.heads()
+    assert "store reused" in describe_scale.main(args)

@@ -26,7 +26,7 @@ from clipstore.describe.model_b import KnnParams, predict_for_image
 from clipstore.encoders.minilm import MINILM_DIM
 from clipstore.errors import ClipstoreError, InvalidOptionError, NothingToDescribeWithError
 from clipstore.progress import silent
-from clipstore.prompts.bank import PromptHit, prompt_id
+from clipstore.prompts.bank import PromptHit, prompt_id, prompts_near
 from clipstore.results import FileFailure, _jsonable
 
 if TYPE_CHECKING:
@@ -208,19 +208,11 @@ class Describer:
         )
 
     def nearest_prompts(self, minilm_vector: np.ndarray, n: int) -> list[PromptHit]:
-        """The n bank prompts nearest a MiniLM-space vector (cosine), via LanceDB."""
+        """The n bank prompts nearest a MiniLM-space vector (cosine), via LanceDB (its index on a large bank)."""
         if not self._bank_size or n <= 0:
             return []
-        rows = (
-            tables.open_prompts(self.store.db)
-            .search(np.asarray(minilm_vector, np.float32), vector_column_name="minilm_embedding")
-            .distance_type("cosine")
-            .select(["id", "text", "_distance"])
-            .limit(n)
-            .to_arrow()
-            .to_pylist()
-        )
-        return [PromptHit(row["id"], row["text"], round(1.0 - float(row["_distance"]), 6)) for row in rows]
+        found = prompts_near(tables.open_prompts(self.store.db), minilm_vector, n)
+        return [PromptHit(hit.id, hit.text, round(hit.score, 6)) for hit in found]
 
 
 def describe_paths(describer: Describer, root: str, *, k=None, alpha=None, top: int = 5, progress=None) -> Iterator[DescribedFile | FileFailure]:

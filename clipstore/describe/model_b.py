@@ -14,7 +14,8 @@ Eq. 5's scale carries no meaning for a cosine metric; `predict` returns it L2-no
 blended with Model A by eq. 6. A distance of exactly 0 is clamped to `MIN_DISTANCE` (the image *is* that text).
 Defaults were chosen on the render world's validation split (benchmarks/describe_eval.py, BENCHMARKS.md).
 
-Neighbours are found two ways: `bank_neighbours` asks LanceDB (one image at query time, `Describer`);
+Neighbours are found two ways: `bank_neighbours` asks LanceDB (one image at query time, `Describer`; through the
+bank's vector index once the bank has reached the store's index threshold);
 `BankView` + `knn_candidates` hold the bank in memory for many images at once, with the held-out prompts hidden
 (training, evaluation, fine-tuning's pseudo-captions). `tune_knn` picks K and Distance_Dim on validation.
 """
@@ -32,6 +33,7 @@ from clipstore.describe.ensemble import avg_cos
 from clipstore.encoders.minilm import MINILM_DIM
 from clipstore.errors import InvalidOptionError
 from clipstore.prompts.bank import load_bank, prompt_id
+from clipstore.prompts.nearest import CLIP_COLUMN, MINILM_COLUMN, nearest_rows
 from clipstore.results import _AsDict
 
 if TYPE_CHECKING:
@@ -117,22 +119,17 @@ class Neighbours:
 def bank_neighbours(db: "lancedb.DBConnection", image_embedding: np.ndarray, k: int) -> Neighbours:
     """The k bank prompts whose CLIP text embeddings are nearest the (unit) image embedding, via LanceDB.
 
-    The search is LanceDB's exact (flat) L2 search on `clip_embedding`, or its ANN index when one was built;
-    the distances used for eq. 4 are recomputed exactly from the returned embeddings.
+    An exact scan of `clip_embedding` below the store's index threshold, its vector index from there on
+    (`clipstore.prompts.nearest`); the distances used for eq. 4 are recomputed exactly from the returned
+    embeddings.
     """
     table = tables.open_prompts(db)
     query = _unit(np.asarray(image_embedding, dtype=np.float32).reshape(-1)).astype(np.float32)
-    rows = (
-        table.search(query, vector_column_name="clip_embedding")
-        .distance_type("l2")
-        .select(["id", "text", "clip_embedding", "minilm_embedding", "_distance"])
-        .limit(k)
-        .to_arrow()
-    )
+    rows = nearest_rows(table, CLIP_COLUMN, query, k, ["id", "text", CLIP_COLUMN, MINILM_COLUMN])
     if rows.num_rows == 0:
         return Neighbours((), (), np.zeros(0), np.zeros((0, MINILM_DIM), np.float32))
-    clip = tables.vector_matrix(rows.column("clip_embedding"))
-    minilm = tables.vector_matrix(rows.column("minilm_embedding"))
+    clip = tables.vector_matrix(rows.column(CLIP_COLUMN))
+    minilm = tables.vector_matrix(rows.column(MINILM_COLUMN))
     distances = euclidean(_unit(clip) @ query)
     order = np.argsort(distances, kind="stable")
     return Neighbours(

@@ -24,6 +24,7 @@ import numpy as np
 
 from clipstore.db import tables
 from clipstore.prompts.dedup import deduplicate
+from clipstore.prompts.nearest import MINILM_COLUMN, nearest_rows, update_bank_index
 from clipstore.errors import InvalidOptionError, PromptSelectionError
 from clipstore.results import _AsDict
 from clipstore.progress import silent
@@ -178,6 +179,16 @@ def load_bank(db: "lancedb.DBConnection", *, with_clip: bool = False):
 
 
 
+def prompts_near(table: "lancedb.table.Table", minilm_vector: np.ndarray, k: int) -> list[PromptHit]:
+    """The k prompts of a bank `table` nearest a MiniLM-space vector (384,), best first, scored by exact cosine:
+    through the bank's vector index once it has one (`clipstore.prompts.nearest`), else by an exact scan."""
+    if k <= 0:
+        return []
+    rows = nearest_rows(table, MINILM_COLUMN, minilm_vector, k, ["id", "text"])
+    ids, texts = rows.column("id").to_pylist(), rows.column("text").to_pylist()
+    return [PromptHit(i, t, 1.0 - float(d)) for i, t, d in zip(ids, texts, rows.column("_distance").to_pylist())]
+
+
 def dedup_existing_prompts(db: "lancedb.DBConnection", threshold: float) -> int:
     """Delete the bank rows that are near-duplicates of earlier rows; returns how many were deleted."""
     ids, _, vectors = load_bank(db)
@@ -232,7 +243,9 @@ class PromptBank:
         keep, texts, rejected = _screen(given)
         sources = [sources[i] for i in keep]
         if minilm_embeddings is not None:
-            minilm_embeddings = np.asarray(minilm_embeddings, dtype=np.float32)[keep]
+            minilm_embeddings = np.asarray(minilm_embeddings, dtype=np.float32)
+            if len(keep) < len(given):  # no copy of a large insert's vectors when all of them count
+                minilm_embeddings = minilm_embeddings[keep]
         if not texts:
             return PromptInsertReport(rejected=rejected)
         progress = progress or silent
@@ -241,29 +254,34 @@ class PromptBank:
         if minilm_embeddings is None:
             minilm_embeddings = self._embed(self._minilm().encode, texts, report, 0, total_work)
 
-        bank_ids, bank_texts, bank_vectors = load_bank(self.db)
+        table = self.table
         threshold = dedup_threshold(self.db)
         if threshold is None:  # before the dedup migration only exact repeats are refused
+            bank_ids, bank_rows, next_seq = _read_bank(table, "id")
             first_seen = {pid: i for i, pid in enumerate(bank_ids)}
+            del bank_ids
             twin = np.full(len(texts), -1, dtype=np.int64)
             for i, text in enumerate(texts):
                 pid = prompt_id(text)
                 if pid in first_seen:
                     twin[i] = first_seen[pid]
                 else:
-                    first_seen[pid] = len(bank_ids) + i
+                    first_seen[pid] = len(bank_rows) + i
             accepted = twin < 0
             similarity = np.where(accepted, 0.0, 1.0)
         else:
+            bank_vectors, bank_rows, next_seq = _read_bank(table, MINILM_COLUMN)
             result = deduplicate(minilm_embeddings, bank_vectors, threshold)
+            del bank_vectors  # the bank's share of the insert's memory ends here
             accepted, twin, similarity = result.accepted, result.twin, result.similarity
 
         kept = np.flatnonzero(accepted)
+        m = len(bank_rows)
+        bank_twins = _prompts_at(table, bank_rows[twin[(twin >= 0) & (twin < m)]])
         duplicates = []
-        m = len(bank_ids)
         for i in np.flatnonzero(~accepted):
             j = int(twin[i])
-            kept_id, kept_text = (bank_ids[j], bank_texts[j]) if j < m else (prompt_id(texts[j - m]), texts[j - m])
+            kept_id, kept_text = bank_twins[int(bank_rows[j])] if j < m else (prompt_id(texts[j - m]), texts[j - m])
             duplicates.append(DuplicatePrompt(texts[i], kept_id, kept_text, round(float(similarity[i]), 6), keep[i]))
 
         kept_texts = [texts[i] for i in kept]
@@ -271,9 +289,8 @@ class PromptBank:
             report(total_work, total_work)
             return PromptInsertReport(0, tuple(duplicates), rejected)
         clip_embeddings = self._embed(self._clip().encode_texts, kept_texts, report, len(texts), total_work)
-        next_seq = self._next_seq()
         now = tables.utc_now()
-        schema = self.table.schema
+        schema = table.schema
         for start in range(0, len(kept), _WRITE_CHUNK):
             chunk = slice(start, start + _WRITE_CHUNK)
             rows = pa.table(
@@ -288,7 +305,8 @@ class PromptBank:
                 },
                 schema=schema,
             )
-            self.table.add(rows)
+            table.add(rows)
+        update_bank_index(self.db, table)
         report(total_work, total_work)
         return PromptInsertReport(len(kept), tuple(duplicates), rejected)
 
@@ -338,26 +356,23 @@ class PromptBank:
         return [_stored(row) for row in data[offset : offset + limit]]
 
     def search(self, text: str, k: int = 10) -> list[PromptHit]:
-        """The k kept prompts closest in meaning to `text` (MiniLM cosine), best first."""
-        ids, texts, vectors = load_bank(self.db)
-        if not ids or k <= 0:
+        """The k kept prompts closest in meaning to `text` (MiniLM cosine), best first (see `prompts_near`)."""
+        table = self.table
+        if k <= 0 or table.count_rows() == 0:
             return []
-        query = self._minilm().encode([text])[0]
-        scores = vectors @ query
-        top = np.argsort(-scores, kind="stable")[:k]
-        return [PromptHit(ids[i], texts[i], float(scores[i])) for i in top]
-
-    def _next_seq(self) -> int:
-        seqs = tables.read_columns(self.table, ["seq"]).column("seq").to_numpy()
-        return int(seqs.max()) + 1 if len(seqs) else 0
+        return prompts_near(table, self._minilm().encode([text])[0], k)
 
     @staticmethod
     def _embed(encode, texts: Sequence[str], report, offset: int, total: int) -> np.ndarray:
-        chunks = []
+        """encode(texts) (n, d) float32, _EMBED_CHUNK texts at a time, filled into one array (no second copy)."""
+        vectors = None
         for start in range(0, len(texts), _EMBED_CHUNK):
-            chunks.append(np.asarray(encode(list(texts[start : start + _EMBED_CHUNK])), dtype=np.float32))
+            chunk = np.asarray(encode(list(texts[start : start + _EMBED_CHUNK])), dtype=np.float32)
+            if vectors is None:
+                vectors = np.empty((len(texts), chunk.shape[1]), np.float32)
+            vectors[start : start + len(chunk)] = chunk
             report(offset + min(start + _EMBED_CHUNK, len(texts)), total)
-        return np.concatenate(chunks) if chunks else np.zeros((0, 0), np.float32)
+        return vectors if vectors is not None else np.zeros((0, 0), np.float32)
 
 
 def _screen(given: Sequence[Any]) -> tuple[list[int], list[str], tuple[RejectedPrompt, ...]]:
@@ -373,6 +388,49 @@ def _screen(given: Sequence[Any]) -> tuple[list[int], list[str], tuple[RejectedP
             keep.append(index)
             texts.append(text)
     return keep, texts, tuple(rejected)
+
+
+def _read_bank(table: "lancedb.table.Table", column: str) -> tuple[Any, np.ndarray, int]:
+    """One streamed pass over a bank table: `column` of every row (a float32 matrix (m, d) for a vector column,
+    filled batch by batch so that no other copy of it is held; else a list), the rows' LanceDB row ids (m,)
+    (`_prompts_at` looks their texts up) and the next free `seq`. Rows come in the table's order, not
+    insertion order: the dedup gate keeps every bank prompt, whatever their order."""
+    import pyarrow as pa
+
+    vector = pa.types.is_fixed_size_list(table.schema.field(column).type)
+    count = table.count_rows()
+    values: Any = np.empty((count, table.schema.field(column).type.list_size), np.float32) if vector else []
+    rowids = np.empty(count, np.uint64)
+    filled, next_seq = 0, 0
+    scan = table.search().with_row_id(True).select(["seq", column]).limit(None).to_batches()
+    for batch in scan:
+        rows = batch.num_rows
+        if filled + rows > count:
+            raise RuntimeError("the prompt bank changed while it was read; writers must hold the store's write lock")
+        if vector:
+            values[filled : filled + rows] = tables.vector_matrix(batch.column(column))
+        else:
+            values.extend(batch.column(column).to_pylist())
+        rowids[filled : filled + rows] = batch.column("_rowid").to_numpy()
+        if rows:
+            next_seq = max(next_seq, int(batch.column("seq").to_numpy().max()) + 1)
+        filled += rows
+    return values[:filled], rowids[:filled], next_seq
+
+
+def _prompts_at(table: "lancedb.table.Table", rowids: np.ndarray) -> dict[int, tuple[str, str]]:
+    """{row id: (prompt id, text)} of the bank rows with these LanceDB row ids (one streamed pass; only those
+    rows' texts are held)."""
+    wanted = np.unique(np.asarray(rowids, dtype=np.uint64))
+    found: dict[int, tuple[str, str]] = {}
+    if not len(wanted):
+        return found
+    for batch in table.search().with_row_id(True).select(["id", "text"]).limit(None).to_batches():
+        hits = np.flatnonzero(np.isin(batch.column("_rowid").to_numpy(), wanted))
+        if len(hits):
+            part = batch.take(hits)
+            found.update(zip(part.column("_rowid").to_pylist(), zip(part.column("id").to_pylist(), part.column("text").to_pylist())))
+    return found
 
 
 def _stored(row: dict) -> StoredPrompt:

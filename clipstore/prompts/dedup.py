@@ -25,6 +25,7 @@ NPROBE_SHARE = 0.02
 """The inverted-file index compares each item with NPROBE_SHARE of its cells, and at least MIN_NPROBE."""
 
 _BLOCK = 4096
+_QUERY_CHUNK = 1 << 18  # new items whose index probe lists are held at once (~200 MB at 2% of 4096 cells)
 _BOUNDARY = 1e-5  # similarities this close to the threshold are recomputed in float64
 
 
@@ -58,6 +59,9 @@ def deduplicate(
     number of pairs is within EXACT_PAIR_BUDGET and the inverted-file index otherwise; `nprobe` is how many
     index cells each item is compared with (default: 2% of the cells, at least 12, so the share of the data
     each item sees, and with it the recall, does not shrink as the bank grows).
+
+    Memory: besides its inputs (never copied when they are contiguous float32), it holds about 1/16 of them
+    in working arrays, plus the near pairs found; the bank's order does not matter (bank items are all kept).
     """
     new = np.ascontiguousarray(new, dtype=np.float32)
     bank = np.zeros((0, new.shape[1]), np.float32) if bank is None else np.ascontiguousarray(bank, dtype=np.float32)
@@ -66,12 +70,45 @@ def deduplicate(
         return DedupResult(np.zeros(0, bool), np.zeros(0, np.int64), np.zeros(0, np.float32), True)
     if exact is None:
         exact = n * m + n * n / 2 <= EXACT_PAIR_BUDGET
-    vectors = np.concatenate([bank, new]) if m else new
+    vectors = _Rows(bank, new)
     if exact:
         pairs = _near_pairs_exhaustive(vectors, m, threshold)
     else:
         pairs = _near_pairs_indexed(vectors, m, threshold, nprobe, seed)
     return _greedy(pairs, vectors, m, n, threshold, exact)
+
+
+class _Rows:
+    """The bank's rows followed by the new ones, read as one (m + n, d) matrix without copying them together
+    (for a bank of 1M and as many new prompts, that copy alone is 3 GB)."""
+
+    def __init__(self, bank: np.ndarray, new: np.ndarray):
+        self.bank, self.new, self.m = bank, new, len(bank)
+
+    def __len__(self) -> int:
+        return self.m + len(self.new)
+
+    def slice(self, start: int, stop: int) -> np.ndarray:
+        """Rows start..stop-1 (a view unless the range spans both parts)."""
+        m = self.m
+        if stop <= m:
+            return self.bank[start:stop]
+        if start >= m:
+            return self.new[start - m : stop - m]
+        return np.concatenate([self.bank[start:], self.new[: stop - m]])
+
+    def take(self, index: np.ndarray) -> np.ndarray:
+        """The rows at the (combined) positions `index`, as a new (len(index), d) array."""
+        index = np.asarray(index, dtype=np.int64)
+        in_bank = index < self.m
+        if in_bank.all():
+            return self.bank[index]
+        if not in_bank.any():
+            return self.new[index - self.m]
+        out = np.empty((len(index), self.new.shape[1]), np.float32)
+        out[in_bank] = self.bank[index[in_bank]]
+        out[~in_bank] = self.new[index[~in_bank] - self.m]
+        return out
 
 
 def reference_deduplicate(new: np.ndarray, bank: np.ndarray | None = None, threshold: float = DEFAULT_THRESHOLD) -> np.ndarray:
@@ -96,15 +133,15 @@ def reference_deduplicate(new: np.ndarray, bank: np.ndarray | None = None, thres
 # item j < i. Pairs are returned as three arrays.
 
 
-def _near_pairs_exhaustive(vectors: np.ndarray, m: int, threshold: float):
+def _near_pairs_exhaustive(vectors: _Rows, m: int, threshold: float):
     rows, cols, sims = [], [], []
     total = len(vectors)
     for start in range(m, total, _BLOCK):
         stop = min(start + _BLOCK, total)
-        block = vectors[start:stop]
+        block = vectors.slice(start, stop)
         for other in range(0, stop, 4 * _BLOCK):
             other_stop = min(other + 4 * _BLOCK, stop)
-            scores = block @ vectors[other:other_stop].T
+            scores = block @ vectors.slice(other, other_stop).T
             i, j = np.nonzero(scores >= threshold - _BOUNDARY)
             i, j = i + start, j + other
             earlier = j < i
@@ -114,47 +151,51 @@ def _near_pairs_exhaustive(vectors: np.ndarray, m: int, threshold: float):
     return _concat(rows, cols, sims)
 
 
-def _near_pairs_indexed(vectors: np.ndarray, m: int, threshold: float, nprobe: int | None, seed: int):
+def _near_pairs_indexed(vectors: _Rows, m: int, threshold: float, nprobe: int | None, seed: int):
+    """Each item lives in its nearest cell; each new item is compared with the earlier items of its nprobe
+    nearest cells. New items go _QUERY_CHUNK at a time (their probe lists are what costs memory), each chunk
+    against the items before its end, gathered cell by cell (no cell-sorted copy of the vectors is made)."""
     centroids = _kmeans(vectors, seed)
     if nprobe is None:
         nprobe = max(MIN_NPROBE, int(round(NPROBE_SHARE * len(centroids))))
     nprobe = min(nprobe, len(centroids))
-    # Each item lives in its nearest cell; each new item is compared with the items of its nprobe nearest cells.
-    home = np.empty(len(vectors), np.int64)
-    probes = np.empty((len(vectors) - m, nprobe), np.int64)
-    for start in range(0, len(vectors), _BLOCK):
-        scores = vectors[start : start + _BLOCK] @ centroids.T
-        home[start : start + _BLOCK] = np.argmax(scores, axis=1)
-        if start + _BLOCK > m:
-            first = max(start, m)
-            part = scores[first - start :]
-            probes[first - m : first - m + len(part)] = np.argpartition(-part, nprobe - 1, axis=1)[:, :nprobe]
-    order = np.argsort(home, kind="stable")
-    bounds = np.searchsorted(home[order], np.arange(len(centroids) + 1))
-    sorted_vectors = vectors[order]
-    queries_by_cell = np.argsort(probes.reshape(-1), kind="stable")
-    query_bounds = np.searchsorted(probes.reshape(-1)[queries_by_cell], np.arange(len(centroids) + 1))
+    cells = len(centroids)
+    home = np.empty(len(vectors), np.int32)
+    for start in range(0, m, _BLOCK):
+        home[start : min(start + _BLOCK, m)] = np.argmax(vectors.slice(start, min(start + _BLOCK, m)) @ centroids.T, axis=1)
     rows, cols, sims = [], [], []
-    for cell in range(len(centroids)):
-        members = order[bounds[cell] : bounds[cell + 1]]
-        queries = queries_by_cell[query_bounds[cell] : query_bounds[cell + 1]] // nprobe + m
-        if len(members) == 0 or len(queries) == 0:
-            continue
-        scores = vectors[queries] @ sorted_vectors[bounds[cell] : bounds[cell + 1]].T
-        qi, mj = np.nonzero(scores >= threshold - _BOUNDARY)
-        i, j = queries[qi], members[mj]
-        earlier = j < i
-        rows.append(i[earlier])
-        cols.append(j[earlier])
-        sims.append(scores[qi[earlier], mj[earlier]])
+    for first in range(m, len(vectors), _QUERY_CHUNK):
+        stop = min(first + _QUERY_CHUNK, len(vectors))
+        probes = np.empty((stop - first, nprobe), np.int32)
+        for start in range(first, stop, _BLOCK):
+            scores = vectors.slice(start, min(start + _BLOCK, stop)) @ centroids.T
+            home[start : start + len(scores)] = np.argmax(scores, axis=1)
+            probes[start - first : start - first + len(scores)] = np.argpartition(-scores, nprobe - 1, axis=1)[:, :nprobe]
+        order = np.argsort(home[:stop], kind="stable")  # every item before `stop`, by cell
+        bounds = np.concatenate([[0], np.cumsum(np.bincount(home[:stop], minlength=cells))])
+        queries_by_cell = np.argsort(probes.reshape(-1), kind="stable")
+        query_bounds = np.concatenate([[0], np.cumsum(np.bincount(probes.reshape(-1), minlength=cells))])
+        del probes
+        for cell in range(cells):
+            members = order[bounds[cell] : bounds[cell + 1]]
+            queries = queries_by_cell[query_bounds[cell] : query_bounds[cell + 1]] // nprobe + first
+            if len(members) == 0 or len(queries) == 0:
+                continue
+            scores = vectors.take(queries) @ vectors.take(members).T
+            qi, mj = np.nonzero(scores >= threshold - _BOUNDARY)
+            i, j = queries[qi], members[mj]
+            earlier = j < i
+            rows.append(i[earlier])
+            cols.append(j[earlier])
+            sims.append(scores[qi[earlier], mj[earlier]])
     return _concat(rows, cols, sims)
 
 
-def _kmeans(vectors: np.ndarray, seed: int, iterations: int = 8) -> np.ndarray:
+def _kmeans(vectors: _Rows, seed: int, iterations: int = 8) -> np.ndarray:
     """Spherical k-means centroids on a sample: about 2*sqrt(N) cells, between 16 and 4096."""
     rng = np.random.default_rng(seed)
     cells = int(np.clip(2 * np.sqrt(len(vectors)), 16, 4096))
-    sample = vectors[rng.choice(len(vectors), size=min(len(vectors), cells * 40), replace=False)]
+    sample = vectors.take(rng.choice(len(vectors), size=min(len(vectors), cells * 40), replace=False))
     centroids = sample[rng.choice(len(sample), size=cells, replace=False)].copy()
     for _ in range(iterations):
         nearest = np.concatenate(
@@ -178,13 +219,13 @@ def _concat(rows, cols, sims):
 # --- the greedy decision ----------------------------------------------------------------------------------------
 
 
-def _greedy(pairs, vectors: np.ndarray, m: int, n: int, threshold: float, exact: bool) -> DedupResult:
+def _greedy(pairs, vectors: _Rows, m: int, n: int, threshold: float, exact: bool) -> DedupResult:
     rows, cols, sims = pairs
     # Similarities within float32 noise of the threshold decide membership: settle them in float64.
     close = np.abs(sims - threshold) < _BOUNDARY
     if close.any():
         precise = np.einsum(
-            "ij,ij->i", vectors[rows[close]].astype(np.float64), vectors[cols[close]].astype(np.float64)
+            "ij,ij->i", vectors.take(rows[close]).astype(np.float64), vectors.take(cols[close]).astype(np.float64)
         )
         sims = sims.astype(np.float64)
         sims[close] = precise

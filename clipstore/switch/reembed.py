@@ -25,6 +25,7 @@ from clipstore.db import layout, tables
 from clipstore.encoders.identity import ModelIdentity
 from clipstore.errors import ClipstoreError, ReembedError  # ReembedError: importable from here as before
 from clipstore.progress import silent
+from clipstore.prompts.nearest import update_bank_index
 from clipstore.results import FileFailure, _AsDict
 from clipstore.switch.history import record_switch
 
@@ -236,4 +237,5 @@ def _reembed_prompts(db, source_name: str, name: str, target: ModelIdentity, enc
         records = [{**row, "clip_embedding": vector.tolist()} for row, vector in zip(part, vectors)]
         table.add(pa.Table.from_pylist(records, schema=table.schema))
         report("re-embed prompts", min(start + chunk, len(todo)), len(todo))
+    update_bank_index(db, table, report)  # before the switch, so a large bank's searches stay indexed across it
     return len(todo)

@@ -3,6 +3,8 @@ shared by every test file in this folder (building them takes most of the folder
 
 from __future__ import annotations
 
+import shutil
+
 import pytest
 
 import clipstore
@@ -29,3 +31,18 @@ def trained(world_store):
     store, _ = world_store
     report = store.train(epochs=20, freeze_vision=True, views=2, patience=4)
     return store, report
+
+
+@pytest.fixture
+def indexed_copy(trained, tmp_path):
+    """(the trained world store, an exact copy of it whose prompt bank carries both vector indexes, built
+    through a store index threshold forced down to 50 rows)."""
+    from clipstore.db import tables, vector_index
+    from clipstore.prompts.nearest import BANK_VECTOR_COLUMNS, update_bank_index
+
+    store, _ = trained
+    copy = clipstore.connect(shutil.copytree(store.path, tmp_path / "indexed.clipstore"))
+    assert all(vector_index.vector_index(tables.open_prompts(copy.db), c) is None for c in BANK_VECTOR_COLUMNS)
+    vector_index.set_index_threshold(copy.db, 50)
+    assert update_bank_index(copy.db, tables.open_prompts(copy.db)) == {c: "built" for c in BANK_VECTOR_COLUMNS}
+    return store, copy

@@ -104,3 +104,13 @@ def test_cli_train_describe_eval(trained, world_store, tmp_path):
 
     result = runner.invoke(main, ["describe", image, *base, "--head", "nope"])
     assert result.exit_code == 1 and "No Model A head" in result.output and "Traceback" not in result.output
+
+
+def test_describe_with_an_indexed_bank_agrees_with_the_unindexed_store(indexed_copy):
+    store, copy = indexed_copy
+    for path in load_pairs(store.db).paths[:8]:
+        exact, indexed = store.describe(path, top=5), copy.describe(path, top=5)
+        assert [hit.id for hit in indexed.prompts] == [hit.id for hit in exact.prompts]
+        assert [hit.score for hit in indexed.prompts] == pytest.approx([hit.score for hit in exact.prompts], abs=1e-5)
+        assert indexed.embedding == pytest.approx(exact.embedding, abs=1e-5)
+        assert indexed.method == exact.method == "ensemble"

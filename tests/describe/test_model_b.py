@@ -57,3 +57,14 @@ def test_model_b_retrieves_through_lancedb_like_the_exact_matrix(trained):
         indices, distances = matrix_neighbours(pairs.embeddings[row][None], bank.clip, 10)
         assert list(found.ids) == [bank.ids[i] for i in indices[0]]
         assert found.distances == pytest.approx(distances[0], abs=1e-5)
+
+
+def test_model_b_neighbours_through_the_bank_index_match_the_exact_scan(indexed_copy):
+    store, copy = indexed_copy
+    pairs = load_pairs(store.db)
+    for row in range(0, 60, 6):
+        exact = bank_neighbours(store.db, pairs.embeddings[row], 20)
+        indexed = bank_neighbours(copy.db, pairs.embeddings[row], 20)
+        assert indexed.ids == exact.ids
+        assert indexed.distances == pytest.approx(exact.distances, abs=1e-5)
+        assert np.allclose(indexed.minilm, exact.minilm, atol=1e-6)
