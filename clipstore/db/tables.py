@@ -60,7 +60,15 @@ class ActiveTables:
 
     def open(self, kind: str) -> "lancedb.table.Table":
         """The current table of `kind` ("images" or "prompts"), kept open."""
-        name = self.names()[kind]
+        return self._table(self.names()[kind])
+
+    def version(self, name: str) -> int:
+        """The latest version of table `name` (kept open), or -1 while the store has no such table."""
+        if name not in self._opened and not table_exists(self._db, name):
+            return -1
+        return self._table(name).version
+
+    def _table(self, name: str) -> "lancedb.table.Table":
         if name not in self._opened:
             self._opened[name] = self._db.open_table(name)
         return self._opened[name]

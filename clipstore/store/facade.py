@@ -58,6 +58,7 @@ class Store:
         self.db = db
         self.context = StoreContext(path, db, model, device=device, precision=precision)
         self._searcher = ImageSearcher(db)
+        self._tables = tables.ActiveTables(db)  # what `describer` checks for changes, read cheaply
         self._describers: dict = {}
 
     @property
@@ -252,9 +253,8 @@ class Store:
         from clipstore.describe.describer import Describer
         from clipstore.db.layout import HEADS_TABLE
 
-        names = tables.table_names(self.db)
-        active = tables.active_tables(self.db)
-        versions = tuple(self.db.open_table(n).version if n in names else -1 for n in (HEADS_TABLE, active["prompts"], active["images"]))
+        active = self._tables.names()
+        versions = tuple(self._tables.version(name) for name in (HEADS_TABLE, active["prompts"], active["images"]))
         key = (os.fspath(head) if head is not None else None, use_images, versions, self.model.to_json())
         cached = self._describers.get(key)
         if cached is None:
