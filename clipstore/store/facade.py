@@ -14,6 +14,7 @@ from clipstore.imaging import DEFAULT_MAX_MEGAPIXELS, load_image
 from clipstore.ingest.run import FolderIngest, IngestOptions, check_source, read_prompt_manifest
 from clipstore.prompts.files import read_prompt_file
 from clipstore.prompts.bank import PromptBank, PromptHit, PromptInsertReport, PromptRemoveReport, StoredPrompt, dedup_threshold
+from clipstore.prompts.nearest import update_bank_index
 from clipstore.encoders.identity import DEFAULT_MODEL, ModelIdentity, resolve_model
 from clipstore.paths import default_store_path, expand
 from clipstore.results import IngestReport, MigrationStatus, SearchHit, StoreInfo
@@ -468,6 +469,7 @@ class Store:
         """Build a LanceDB vector index (IVF_HNSW_SQ, cosine) on the current images table now, whatever its
         size (and BTREE indexes on the ids and paths searches look up), which searches then use; or, when
         there is one, add the rows ingested since to it. Ingest does this by itself past `index_threshold`.
+        The prompt bank's indexes are brought up to date too (built when the bank has reached the threshold).
 
         `rebuild=True` trains a new index over every row instead. Rows added after the index are still found
         (LanceDB scans them beside it). `progress(stage, done, total)` is called as stage "build index".
@@ -476,7 +478,10 @@ class Store:
         from clipstore.db.locking import write_lock
 
         with write_lock(self.path):
-            return build_index(self.context, rebuild=rebuild, progress=progress)
+            report = build_index(self.context, rebuild=rebuild, progress=progress)
+            if tables.has_prompts(self.db):  # a bank that reached the threshold before it was checked on writes
+                update_bank_index(self.db, tables.open_prompts(self.db), progress)
+            return report
 
     @property
     def index_threshold(self) -> int:

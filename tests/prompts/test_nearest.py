@@ -105,3 +105,13 @@ def test_a_reembed_indexes_the_new_bank_table(indexed_bank, tmp_path):
         assert state is not None and state["rows_indexed"] == store.count_prompts(), column
     hits = store.search_prompts(QUERIES[2], k=5)
     assert [hit.id for hit in hits] == _exact_top(store, QUERIES[2], 5)[0]
+
+
+def test_clipstore_index_indexes_a_bank_that_reached_the_threshold_before_it_was_set(store, photo_folder):
+    store.add_prompts(prompt_corpus(80, seed=7))
+    store.ingest(photo_folder)
+    assert _states(store) == {column: None for column in BANK_VECTOR_COLUMNS}
+    store.set_index_threshold(50)  # the bank is already past it: no write has checked since
+    store.build_index()
+    states = _states(store)
+    assert all(state is not None and state["rows_not_indexed"] == 0 for state in states.values())
