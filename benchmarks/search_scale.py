@@ -359,8 +359,9 @@ def main(argv: list[str] | None = None) -> str:
     index_line = f"{index_type}" + (f", built in {build_index_s:.1f} s" if build_index_s is not None else "") if index_type else "none"
     lines = [
         f"Search at scale — {datetime.date.today().isoformat()}, {cpu_name()}",
-        f"{args.n:,} images × {args.dim} dims ({store.model.architecture}), {args.centres} clusters, spread "
-        f"{args.spread}; top-10 cosine; vector index: {index_line}; store {f'built in {build_s:.0f} s' if built else 'reused from ' + str(cache)}",
+        f"{args.n:,} images × {args.dim} dims ({store.model.architecture}), "
+        + ("real clipstore-mini embeddings of rendered images" if args.real else f"{args.centres} clusters, spread {args.spread}")
+        + f"; top-10 cosine; vector index: {index_line}; store {f'built in {build_s:.0f} s' if built else 'reused from ' + str(cache)}",
         "",
         "| path | runs | p50 ms | p95 ms | recall@10 | peak RSS MB |",
         "| --- | ---: | ---: | ---: | ---: | ---: |",

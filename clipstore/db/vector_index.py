@@ -11,8 +11,9 @@ When a table gets one: explicitly (`clipstore index`), or automatically once it 
 (the store setting `layout.INDEX_THRESHOLD_SETTING`, default `DEFAULT_INDEX_THRESHOLD`): below that an exact
 scan is as fast as the index and needs no build. `ensure_index` is what writers call after adding rows.
 
-The parameters were chosen on clustered vectors and real clipstore-mini embeddings (benchmarks/search_scale.py):
-ef 150, refine 5 gave recall@10 >= 0.98 against exact at every size measured.
+The query parameters were chosen on clustered vectors and real clipstore-mini embeddings
+(benchmarks/search_scale.py --sweep; BENCHMARKS.md "Search at scale"): 8% of the partitions (at least 10), ef 100,
+refine factor 5 (the candidates are re-scored with the full vectors, so scores are exact cosines).
 """
 
 from __future__ import annotations
@@ -38,9 +39,12 @@ DEFAULT_INDEX_THRESHOLD = 50_000
 ROWS_PER_SQRT_PARTITION = 4
 """num_partitions = isqrt(rows) // 4 (at least 1): each partition is its own HNSW graph, so few are needed;
 60 rows get 1, 300 rows 4, 200k rows 111, 1M rows 250."""
-MIN_NPROBES = 20
-"""Partitions searched per query: at least this many (every partition of a small table), else a quarter."""
-EF = 150
+MIN_NPROBES = 10
+NPROBE_SHARE = 0.08
+"""Partitions searched per query: this share of them, at least MIN_NPROBES (every partition of a small table).
+Measured (benchmarks/search_scale.py --sweep): recall@10 1.000 from 10 of 111 partitions at 200k real
+clipstore-mini embeddings and 10-20 of 250 at 1M clustered 512-d vectors; a quarter cost 2x the time for nothing."""
+EF = 100
 """HNSW candidate list size per query (raised to limit x refine factor, which LanceDB requires)."""
 REFINE_FACTOR = 5
 """LanceDB re-scores limit x this candidates with the full vectors, so the scores returned are exact cosines."""
@@ -62,7 +66,7 @@ def num_partitions(rows: int) -> int:
 def nprobes(rows_indexed: int) -> int:
     """Partitions to search in an index built over `rows_indexed` vectors."""
     partitions = num_partitions(rows_indexed)
-    return min(partitions, max(MIN_NPROBES, math.ceil(partitions / 4)))
+    return min(partitions, max(MIN_NPROBES, math.ceil(partitions * NPROBE_SHARE)))
 
 
 def vector_index(table: "lancedb.table.Table", column: str) -> Any | None:
