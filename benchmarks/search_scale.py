@@ -131,7 +131,9 @@ def build_store(args: argparse.Namespace, cache: Path) -> bool:
     import clipstore
     from clipstore.db import layout, tables
 
-    params = {key: getattr(args, key) for key in ("n", "dim", "queries", "centres", "spread", "folders", "seed", "real")}
+    params = {key: getattr(args, key) for key in ("n", "dim", "queries", "centres", "spread", "folders", "seed")}
+    if args.real:  # only then: stores cached before --real existed stay valid
+        params["real"] = True
     store_path, marker = cache / "store.clipstore", cache / "build.json"
     if marker.exists() and json.loads(marker.read_text()) == params:
         return False
