@@ -12,7 +12,7 @@ When a table gets one: explicitly (`clipstore index`), or automatically once it 
 scan is as fast as the index and needs no build. `ensure_index` is what writers call after adding rows.
 
 The query parameters were chosen on clustered vectors and real clipstore-mini embeddings
-(benchmarks/search_scale.py --sweep; BENCHMARKS.md "Search at scale"): 8% of the partitions (at least 10), ef 100,
+(benchmarks/search_scale.py --sweep; BENCHMARKS.md "Search at scale"): 8% of the partitions (at least 20), ef 100,
 refine factor 5 (the candidates are re-scored with the full vectors, so scores are exact cosines).
 """
 
@@ -39,11 +39,12 @@ DEFAULT_INDEX_THRESHOLD = 50_000
 ROWS_PER_SQRT_PARTITION = 4
 """num_partitions = isqrt(rows) // 4 (at least 1): each partition is its own HNSW graph, so few are needed;
 60 rows get 1, 300 rows 4, 200k rows 111, 1M rows 250."""
-MIN_NPROBES = 10
+MIN_NPROBES = 20
 NPROBE_SHARE = 0.08
 """Partitions searched per query: this share of them, at least MIN_NPROBES (every partition of a small table).
-Measured (benchmarks/search_scale.py --sweep): recall@10 1.000 from 10 of 111 partitions at 200k real
-clipstore-mini embeddings and 10-20 of 250 at 1M clustered 512-d vectors; a quarter cost 2x the time for nothing."""
+Measured (benchmarks/search_scale.py --sweep, describe_scale.py): recall@10 1.000 from 10 of 111 partitions at
+200k real clipstore-mini embeddings and 10-20 of 250 at 1M clustered 512-d vectors, where a quarter cost 2x the
+time for nothing; but a 20k prompt bank of MiniLM vectors needs 20 of its 35 (0.950 with 10, 1.000 with 20)."""
 EF = 100
 """HNSW candidate list size per query (raised to limit x refine factor, which LanceDB requires)."""
 REFINE_FACTOR = 5
