@@ -165,10 +165,13 @@ def paths_by_image(
         ids = set(ids)
         if not ids:
             return grouped
-    filters = ([sql_in("image_id", ids)] if ids is not None else []) + ([prefix_filter("path", prefix)] if prefix is not None else [])
-    where = " AND ".join(f"({f})" for f in filters) if filters else None
-    for row in read_columns(db.open_table(FILES), ["path", "image_id"], where).to_pylist():
-        grouped.setdefault(row["image_id"], []).append(row["path"])
+    files = db.open_table(FILES)
+    under = [prefix_filter("path", prefix)] if prefix is not None else []
+    for by_id in _chunked_filters("image_id", ids, 1000) if ids is not None else [None]:
+        filters = ([by_id] if by_id is not None else []) + under
+        where = " AND ".join(f"({f})" for f in filters) if filters else None
+        for row in read_columns(files, ["path", "image_id"], where).to_pylist():
+            grouped.setdefault(row["image_id"], []).append(row["path"])
     for paths in grouped.values():
         paths.sort()
     return grouped

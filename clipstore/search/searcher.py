@@ -144,16 +144,16 @@ class ImageSearcher:
         return self._hits([str(i) for i in snapshot.ids[candidates]], scores, k, prefix)
 
     def _hits(self, ids: list[str], scores: np.ndarray, k: int, prefix: str | None) -> list[SearchHit]:
-        """The k best of exactly scored candidates (ids distinct), with their paths (under `prefix`)."""
-        best = _top(scores, min(k + INDEXED_EXTRA_ROWS, len(ids)))
-        chosen = [ids[i] for i in best]
-        paths = tables.paths_by_image(self._db, chosen, prefix)
-        hits = _distinct_hits(chosen, [float(scores[i]) for i in best], paths, k)
-        if len(hits) < k and len(chosen) < len(ids):  # paths went away meanwhile: rank every candidate
-            paths = tables.paths_by_image(self._db, ids, prefix)
-            order = _top(scores, len(ids))
-            hits = _distinct_hits([ids[i] for i in order], [float(scores[i]) for i in order], paths, k)
-        return hits
+        """The k best of exactly scored candidates (ids distinct), with their paths (under `prefix`): the paths of
+        the best k + a few are read, and of twice as many while some of those lost their paths meanwhile."""
+        window = k + INDEXED_EXTRA_ROWS
+        while True:
+            best = _top(scores, min(window, len(ids)))
+            chosen = [ids[i] for i in best]
+            hits = _distinct_hits(chosen, [float(scores[i]) for i in best], tables.paths_by_image(self._db, chosen, prefix), k)
+            if len(hits) >= k or len(best) == len(ids):
+                return hits
+            window *= 2
 
     def _current(self, images: "lancedb.table.Table") -> Snapshot:
         files = self._db.open_table(layout.FILES)

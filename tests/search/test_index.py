@@ -360,3 +360,17 @@ def test_indexed_cli_search_writes_nothing_to_stderr(vector_store, tmp_path):
     )
     assert result.returncode == 0 and len(result.stdout.strip().splitlines()) == 3
     assert result.stderr == ""  # LanceDB's Rust warnings (e.g. an implicit _distance column) would land here
+
+
+def test_exactly_scored_candidates_that_lost_their_paths_are_skipped(store):
+    """The best candidates may have lost their file rows since the vectors were read: the next ones fill in."""
+    from clipstore.search.searcher import ImageSearcher
+
+    dim = store.model.embed_dim
+    orphans = add_vectors(store, clustered(30, dim, seed=1), with_files=False)
+    linked = add_vectors(store, clustered(5, dim, seed=2), start=100)
+    ids = orphans + linked
+    scores = np.linspace(1.0, 0.0, len(ids)).astype(np.float32)  # every orphan ranks above every linked image
+    hits = ImageSearcher(store.db)._hits(ids, scores, 3, None)
+    assert [h.id for h in hits] == linked[:3] and all(h.path.startswith("/virtual/") for h in hits)
+    assert [h.id for h in ImageSearcher(store.db)._hits(ids, scores, 10, None)] == linked  # fewer than k exist
