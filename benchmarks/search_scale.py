@@ -267,11 +267,6 @@ def sweep(images, queries: np.ndarray, truth: list[set[str]]) -> list[tuple[str,
     return rows
 
 
-def vector_index(table) -> str | None:
-    """The type of the vector index on the images table's embedding column, or None."""
-    return next((index.index_type for index in table.list_indices() if "embedding" in index.columns), None)
-
-
 def main(argv: list[str] | None = None) -> str:
     """Build (or reuse) the store, measure, print the Markdown table and return it."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -294,6 +289,7 @@ def main(argv: list[str] | None = None) -> str:
 
     import clipstore
     from clipstore.db import layout, tables
+    from clipstore.db import vector_index as vindex
 
     if args.real and args.dim != 256:
         raise SystemExit("--real: the embeddings are clipstore-mini's, 256 dims")
@@ -315,7 +311,8 @@ def main(argv: list[str] | None = None) -> str:
         store.build_index()
         build_index_s = time.perf_counter() - started
         images = tables.open_images(store.db)
-    index_type = vector_index(images)
+    config = vindex.vector_index(images, "embedding")
+    index_type = config.index_type if config is not None else None
 
     queries = np.load(cache / "queries.npy")
     data = tables.read_columns(images, ["id", "embedding"])

@@ -50,26 +50,25 @@ def index_state(table: "lancedb.table.Table") -> dict[str, Any] | None:
 def build_index(context: "StoreContext", *, rebuild: bool = False, progress: Progress | None = None) -> IndexReport:
     """Build the vector index of the current images table, or bring an existing one up to date (see
     `vector_index.create_index`). The caller holds the store's write lock."""
-    return index_table(tables.open_images(context.db), rebuild=rebuild, progress=progress, db=context.db)
+    return index_table(context.db, tables.open_images(context.db), rebuild=rebuild, progress=progress)
 
 
 def index_table(
+    db: "lancedb.DBConnection",
     table: "lancedb.table.Table",
     *,
     rebuild: bool = False,
     progress: Progress | None = None,
-    db: "lancedb.DBConnection | None" = None,
 ) -> IndexReport:
-    """`build_index` for any images table (the current one, or a re-embed's new table before the switch); with
-    `db` (the store), the lookups searches make by id and path get their scalar indexes too."""
+    """`build_index` for any images table of the store `db` (the current one, or a re-embed's new table before
+    the switch); the lookups searches make by id and path get their scalar indexes too."""
     if table.count_rows() == 0:
         raise IndexBuildError(
             "The store holds no images, so there is nothing to index. Ingest a folder first "
             "(clipstore ingest FOLDER), then run clipstore index."
         )
     action, partitions = vector_index.create_index(table, VECTOR_COLUMN, rebuild=rebuild, progress=progress)
-    if db is not None:
-        index_lookups(db, table, 0)  # an indexed store looks its hits up through indexes too
+    index_lookups(db, table, 0)  # an indexed store looks its hits up through indexes too
     state = index_state(table)
     assert state is not None  # just built
     return IndexReport(table.name, action, state["type"], partitions, state["rows_indexed"], state["rows_not_indexed"])
@@ -103,5 +102,5 @@ def index_like(db: "lancedb.DBConnection", source: "lancedb.table.Table", target
         return False
     if vector_index_of(source) is None:
         return update_index(db, target, progress) is not None
-    index_table(target, progress=progress, db=db)
+    index_table(db, target, progress=progress)
     return True
