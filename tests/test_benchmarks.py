@@ -61,7 +61,8 @@ def test_search_scale_on_real_embeddings_with_an_index_and_a_sweep(tmp_path, cap
     table = search_scale.main(args)
     rows = _rows(table)
     assert "400 images × 256 dims" in table and "vector index: IvfHnswSq, built in" in table
-    assert rows["clipstore indexed (IvfHnswSq)"][3] != "–" and float(rows["clipstore indexed (IvfHnswSq)"][3]) >= 0.9
+    warm = rows["clipstore indexed (IvfHnswSq), warm (the same queries again)"]
+    assert warm[3] != "–" and float(warm[3]) >= 0.9
     assert any(name.startswith("LanceDB index, nprobes ") for name in rows)
     # The rows are real embeddings of distinct rendered images: not perturbations of a few centres.
     store = clipstore.connect(tmp_path / "cache" / "store.clipstore", create=False)

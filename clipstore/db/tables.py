@@ -15,6 +15,7 @@ from clipstore.db.layout import ACTIVE_SETTING, FILES, IMAGES, MODEL_METADATA_KE
 from clipstore.encoders.identity import ModelIdentity
 
 if TYPE_CHECKING:
+    import lance
     import lancedb
     import numpy as np
     import pyarrow as pa
@@ -67,6 +68,10 @@ class ActiveTables:
         if name not in self._opened and not table_exists(self._db, name):
             return -1
         return self._table(name).version
+
+    def table(self, name: str) -> "lancedb.table.Table":
+        """Table `name` (any table of the store, e.g. `files`), kept open."""
+        return self._table(name)
 
     def _table(self, name: str) -> "lancedb.table.Table":
         if name not in self._opened:
@@ -142,6 +147,25 @@ def read_columns(table: "lancedb.table.Table", columns: list[str], where: str | 
     return query.select(columns).limit(None).to_arrow()
 
 
+_DATASETS: "dict[tuple[str, int], lance.LanceDataset]" = {}
+DATASETS_KEPT = 16
+"""Lance datasets kept open by `lance_dataset` (opening one costs ~9 ms; a query through it ~1.5 ms less than the
+same query through lancedb's wrapper)."""
+
+
+def lance_dataset(table: "lancedb.table.Table") -> "lance.LanceDataset":
+    """The Lance dataset behind `table` at its latest version, kept open per (table, version): for the hot read
+    paths (an indexed search, the paths of its hits), where lancedb's query wrapper costs more than the query."""
+    key = (table.uri, table.version)
+    dataset = _DATASETS.get(key)
+    if dataset is None:
+        dataset = table.to_lance()
+        if len(_DATASETS) >= DATASETS_KEPT:
+            _DATASETS.pop(next(iter(_DATASETS)))
+        _DATASETS[key] = dataset
+    return dataset
+
+
 def vector_matrix(column: "pa.ChunkedArray | pa.Array") -> "np.ndarray":
     """A fixed-size-list vector column as a float32 matrix of shape (rows, dim)."""
     import numpy as np
@@ -155,22 +179,31 @@ def vector_matrix(column: "pa.ChunkedArray | pa.Array") -> "np.ndarray":
 
 
 def paths_by_image(
-    db: "lancedb.DBConnection", ids: Iterable[str] | None = None, prefix: str | None = None
+    db: "lancedb.DBConnection",
+    ids: Iterable[str] | None = None,
+    prefix: str | None = None,
+    *,
+    files: "lancedb.table.Table | None" = None,
 ) -> dict[str, list[str]]:
     """Every stored path of every image id (several paths share an id when their bytes are identical), each
-    list sorted; with `ids`, only the file rows of those ids are read (ids without a file row are absent); with
-    `prefix`, only paths starting with it (`prefix_filter`)."""
+    list sorted; with `ids`, only the file rows of those ids are read, through the Lance dataset (ids without a
+    file row are absent); with `prefix`, only paths starting with it (`prefix_filter`). `files`: the store's
+    files table when the caller keeps it open."""
     grouped: dict[str, list[str]] = {}
     if ids is not None:
         ids = set(ids)
         if not ids:
             return grouped
-    files = db.open_table(FILES)
+    files = files if files is not None else db.open_table(FILES)
     under = [prefix_filter("path", prefix)] if prefix is not None else []
     for by_id in _chunked_filters("image_id", ids, 1000) if ids is not None else [None]:
         filters = ([by_id] if by_id is not None else []) + under
         where = " AND ".join(f"({f})" for f in filters) if filters else None
-        for row in read_columns(files, ["path", "image_id"], where).to_pylist():
+        if by_id is None:
+            rows = read_columns(files, ["path", "image_id"], where)
+        else:
+            rows = lance_dataset(files).to_table(columns=["path", "image_id"], filter=where)
+        for row in rows.to_pylist():
             grouped.setdefault(row["image_id"], []).append(row["path"])
     for paths in grouped.values():
         paths.sort()

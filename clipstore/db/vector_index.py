@@ -12,8 +12,9 @@ When a table gets one: explicitly (`clipstore index`), or automatically once it 
 scan is as fast as the index and needs no build. `ensure_index` is what writers call after adding rows.
 
 The query parameters were chosen on clustered vectors and real clipstore-mini embeddings
-(benchmarks/search_scale.py --sweep; BENCHMARKS.md "Search at scale"): 8% of the partitions (at least 20), ef 100,
-refine factor 5 (the candidates are re-scored with the full vectors, so scores are exact cosines).
+(benchmarks/search_scale.py --sweep; BENCHMARKS.md "Search at scale"): for images 4% of the partitions (at least
+10), for the prompt bank 8% (at least 20), ef 100, and twice the asked rows re-scored with their full vectors (so
+scores are exact cosines).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -39,16 +41,29 @@ DEFAULT_INDEX_THRESHOLD = 50_000
 ROWS_PER_SQRT_PARTITION = 4
 """num_partitions = isqrt(rows) // 4 (at least 1): each partition is its own HNSW graph, so few are needed;
 60 rows get 1, 300 rows 4, 200k rows 111, 1M rows 250."""
-MIN_NPROBES = 20
-NPROBE_SHARE = 0.08
-"""Partitions searched per query: this share of them, at least MIN_NPROBES (every partition of a small table).
-Measured (benchmarks/search_scale.py --sweep, describe_scale.py): recall@10 1.000 from 10 of 111 partitions at
-200k real clipstore-mini embeddings and 10-20 of 250 at 1M clustered 512-d vectors, where a quarter cost 2x the
-time for nothing; but a 20k prompt bank of MiniLM vectors needs 20 of its 35 (0.950 with 10, 1.000 with 20)."""
-EF = 100
-"""HNSW candidate list size per query (raised to limit x refine factor, which LanceDB requires)."""
-REFINE_FACTOR = 5
-"""LanceDB re-scores limit x this candidates with the full vectors, so the scores returned are exact cosines."""
+
+
+@dataclass(frozen=True)
+class QueryPolicy:
+    """How many of an index's partitions a query searches: `share` of them, at least `min_nprobes` (every
+    partition of a small index); `ef`: the HNSW candidate list size (raised to the number of candidates)."""
+
+    min_nprobes: int
+    share: float
+    ef: int = 100
+
+
+IMAGES_QUERY = QueryPolicy(min_nprobes=10, share=0.04)
+"""Image vectors. Measured (benchmarks/search_scale.py --sweep): recall@10 1.000 with 10 of 111 partitions at 200k
+real clipstore-mini embeddings (0.996 with 5) and with 5-10 of 250 at 1M clustered 512-d vectors; 20 cost 2-3 ms
+more per query for nothing."""
+BANK_QUERY = QueryPolicy(min_nprobes=20, share=0.08)
+"""Prompt-bank vectors: a 20k bank of MiniLM vectors needs 20 of its 35 partitions (recall@10 0.950 with 10,
+1.000 with 20; describe_scale.py)."""
+RESCORE_FACTOR = 2
+"""A query asks the index for limit x this candidates with their full vectors and re-scores them exactly
+(numpy), so the scores returned are exact cosines and the order is exact among the candidates. Cheaper than
+LanceDB's own refine step (which re-reads limit x refine factor vectors): ~6 ms instead of ~11 ms at 1M."""
 KEEP_VERSIONS = timedelta(days=365 * 100)
 """`optimize` also prunes old table versions (by default those older than 7 days); the model switch and its
 rollback restore recorded versions, so bringing an index up to date must prune nothing."""
@@ -64,10 +79,10 @@ def num_partitions(rows: int) -> int:
     return max(1, min(rows, math.isqrt(max(rows, 0)) // ROWS_PER_SQRT_PARTITION))
 
 
-def nprobes(rows_indexed: int) -> int:
+def nprobes(rows_indexed: int, policy: QueryPolicy = BANK_QUERY) -> int:
     """Partitions to search in an index built over `rows_indexed` vectors."""
     partitions = num_partitions(rows_indexed)
-    return min(partitions, max(MIN_NPROBES, math.ceil(partitions * NPROBE_SHARE)))
+    return min(partitions, max(policy.min_nprobes, math.ceil(partitions * policy.share)))
 
 
 def vector_index(table: "lancedb.table.Table", column: str) -> Any | None:
@@ -76,6 +91,21 @@ def vector_index(table: "lancedb.table.Table", column: str) -> Any | None:
         if list(config.columns) == [column] and type_name(config.index_type).startswith("IVF"):
             return config
     return None
+
+
+_INDEXES: dict[tuple[str, int, str], Any] = {}
+INDEXES_KEPT = 64
+
+
+def vector_index_cached(table: "lancedb.table.Table", column: str) -> Any | None:
+    """`vector_index(table, column)` for readers: looked up once per (table, version, column), since listing a
+    table's indexes costs a few ms per query."""
+    key = (table.uri, table.version, column)
+    if key not in _INDEXES:
+        if len(_INDEXES) >= INDEXES_KEPT:
+            _INDEXES.pop(next(iter(_INDEXES)))
+        _INDEXES[key] = vector_index(table, column)
+    return _INDEXES[key]
 
 
 def index_state(table: "lancedb.table.Table", column: str) -> dict[str, Any] | None:
@@ -178,21 +208,39 @@ def indexed_search(
     limit: int,
     select: list[str],
     where: str | None = None,
+    policy: QueryPolicy = BANK_QUERY,
 ) -> "pa.Table":
     """The `limit` rows of `table` nearest to `query` (shape (d,)) by cosine through the vector `index` on
-    `column`: the `select`ed columns and `_distance` (cosine distance, 1 - cosine similarity), nearest first.
-    `where` (SQL) filters before the search (LanceDB prefilter), so a filter never shortens the list."""
-    search = (
-        table.search(query, vector_column_name=column)
-        .distance_type("cosine")
-        .nprobes(nprobes(int(index.num_indexed_rows)))
-        .ef(max(EF, limit * REFINE_FACTOR))
-        .refine_factor(REFINE_FACTOR)
-    )
-    if where is not None:
-        search = search.where(where, prefilter=True)
-    # `_distance` named: LanceDB warns on stderr when the distance is projected implicitly.
-    return search.select([*select, "_distance"]).limit(limit).to_arrow()
+    `column`: the `select`ed columns and `_distance` (cosine distance, 1 - cosine similarity, exact), nearest
+    first. `where` (SQL) filters before the search (prefilter), so a filter never shortens the list. Rows added
+    since the index was last brought up to date are scanned beside it, so they are found too.
+
+    The query runs on the table's Lance dataset (`tables.lance_dataset`), which costs less per query than
+    lancedb's wrapper; the index's candidates are re-scored with their full vectors (`RESCORE_FACTOR`)."""
+    import numpy as np
+    import pyarrow as pa
+
+    query = np.asarray(query, dtype=np.float32).reshape(-1)
+    candidates = max(limit, 1) * RESCORE_FACTOR
+    nearest = {
+        "column": column,
+        "q": query,
+        "k": candidates,
+        "nprobes": nprobes(int(index.num_indexed_rows), policy),
+        "ef": max(policy.ef, candidates),
+        "metric": "cosine",
+    }
+    columns = list(dict.fromkeys([*select, column]))
+    found = tables.lance_dataset(table).to_table(columns=columns, nearest=nearest, filter=where, prefilter=where is not None)
+    if found.num_rows == 0:
+        return pa.table({**{name: found.column(name) for name in select}, "_distance": pa.array([], pa.float32())})
+    vectors = tables.vector_matrix(found.column(column))
+    norms = np.maximum(np.linalg.norm(vectors, axis=1), 1e-12)
+    similarity = vectors @ query / (norms * max(float(np.linalg.norm(query)), 1e-12))
+    order = np.argsort(-similarity, kind="stable")[:limit]
+    best = found.take(pa.array(order))
+    distances = pa.array((1.0 - similarity[order]).astype(np.float32))
+    return pa.table({**{name: best.column(name) for name in select}, "_distance": distances})
 
 
 def type_name(index_type: str) -> str:

@@ -44,7 +44,7 @@ def nearest_rows(
     import numpy as np
 
     query = np.asarray(query, dtype=np.float32).reshape(-1)
-    index = vector_index.vector_index(table, column)
+    index = vector_index.vector_index_cached(table, column)
     if index is not None:
         return vector_index.indexed_search(table, column, index, query, k, select)
     search = table.search(query, vector_column_name=column).distance_type("cosine")

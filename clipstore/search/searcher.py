@@ -61,7 +61,6 @@ class ImageSearcher:
     def __init__(self, db: "lancedb.DBConnection"):
         self._db = db
         self._snapshot: Snapshot | None = None
-        self._index: tuple[tuple[str, int], object | None] | None = None  # ((table, version), its vector index)
         self._active = tables.ActiveTables(db)
 
     def search(
@@ -92,11 +91,8 @@ class ImageSearcher:
         return self._search_among(images, query, k, path_prefix)
 
     def _vector_index(self, images: "lancedb.table.Table"):
-        """`index.vector_index_of(images)`, read again only when the table (or its version) changes."""
-        key = (images.name, images.version)
-        if self._index is None or self._index[0] != key:
-            self._index = (key, index.vector_index_of(images))
-        return self._index[1]
+        """The vector index of `images`, looked up again only when the table (or its version) changes."""
+        return vindex.vector_index_cached(images, index.VECTOR_COLUMN)
 
     def _search_index(self, images, config, query: np.ndarray, k: int, prefix: str | None, share: float) -> list[SearchHit]:
         """Top k through the vector index: one hit per distinct image that has a path (under `prefix`, which
@@ -104,10 +100,12 @@ class ImageSearcher:
         exhausted. Only the file rows of the candidates are read."""
         limit = math.ceil(k / min(max(share, 1e-9), 1.0)) + INDEXED_EXTRA_ROWS
         while True:
-            found = vindex.indexed_search(images, index.VECTOR_COLUMN, config, query, limit, ["id"])
+            found = vindex.indexed_search(
+                images, index.VECTOR_COLUMN, config, query, limit, ["id"], policy=vindex.IMAGES_QUERY
+            )
             ids = found.column("id").to_pylist()
             distances = found.column("_distance").to_pylist()
-            paths = tables.paths_by_image(self._db, ids, prefix)
+            paths = tables.paths_by_image(self._db, ids, prefix, files=self._active.table(layout.FILES))
             hits = _distinct_hits(ids, [1.0 - float(d) for d in distances], paths, k)
             if len(hits) >= k or len(ids) < limit:
                 return hits
@@ -150,13 +148,14 @@ class ImageSearcher:
         while True:
             best = _top(scores, min(window, len(ids)))
             chosen = [ids[i] for i in best]
-            hits = _distinct_hits(chosen, [float(scores[i]) for i in best], tables.paths_by_image(self._db, chosen, prefix), k)
+            paths = tables.paths_by_image(self._db, chosen, prefix, files=self._active.table(layout.FILES))
+            hits = _distinct_hits(chosen, [float(scores[i]) for i in best], paths, k)
             if len(hits) >= k or len(best) == len(ids):
                 return hits
             window *= 2
 
     def _current(self, images: "lancedb.table.Table") -> Snapshot:
-        files = self._db.open_table(layout.FILES)
+        files = self._active.table(layout.FILES)
         versions = (images.name, images.version, files.version)
         if self._snapshot is None or self._snapshot.versions != versions:
             data = tables.read_columns(images, ["id", "embedding"])
