@@ -134,6 +134,7 @@ def build_store(args: argparse.Namespace, cache: Path) -> bool:
     params = {key: getattr(args, key) for key in ("n", "dim", "queries", "centres", "spread", "folders", "seed")}
     if args.real:  # only then: stores cached before --real existed stay valid
         params["real"] = True
+    params["first_path"] = True  # stores cached before migration 0006 lack it: rebuilt
     store_path, marker = cache / "store.clipstore", cache / "build.json"
     if marker.exists() and json.loads(marker.read_text()) == params:
         return False
@@ -161,6 +162,7 @@ def build_store(args: argparse.Namespace, cache: Path) -> bool:
         rows = range(start, min(start + _BATCH, args.n))
         ids = [hashlib.sha256(f"search-scale:{args.seed}:{row}".encode()).hexdigest() for row in rows]
         vectors = real_rows[rows.start : rows.stop] if args.real else perturbed(centres, len(rows), args.spread, rng)
+        paths = [f"{folder_of(row, args.folders)}{row:08d}.png" for row in rows]
         image_values = {
             "id": ids,
             "width": [64] * len(rows),
@@ -169,9 +171,10 @@ def build_store(args: argparse.Namespace, cache: Path) -> bool:
             "embedding": pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1)), args.dim),
             "added_at": [now] * len(rows),
             layout.PROMPT_OFFERED: [True] * len(rows),
+            layout.FIRST_PATH: paths,
         }
         file_values = {
-            "path": [f"{folder_of(row, args.folders)}{row:08d}.png" for row in rows],
+            "path": paths,
             "size": [1000] * len(rows),
             "mtime_ns": [0] * len(rows),
             "image_id": ids,

@@ -32,6 +32,7 @@ SETTINGS = "_clipstore_settings"
 MIGRATIONS = "_clipstore_migrations"
 MODEL_METADATA_KEY = b"clipstore.model"
 PROMPT_OFFERED = "prompt_offered"
+FIRST_PATH = "first_path"
 HEADS_TABLE = "_clipstore_heads"
 IMAGES_VECTOR_INDEX = "embedding_idx"
 """The name of the optional LanceDB vector index on the images tables' `embedding` column (`clipstore index`)."""
@@ -92,11 +93,16 @@ def images_schema(model: ModelIdentity, store_root: str | None = None) -> "pa.Sc
 
     `prompt_offered` (migration 0005) is true once the row's prompt has been offered to the prompt bank; null
     (or false) until then, so an ingest that stopped before the bank update is caught up by the next one.
+    `first_path` (migration 0006): the image's first stored path in sorted order (the path a search reports),
+    kept by the writers so an indexed search needs no second query; null when not known (rows written before
+    0006), and then read from `files` (see `clipstore.db.first_paths`).
     """
     import pyarrow as pa
 
     return pa.schema(
-        images_base_fields(model) + image_prompt_fields() + [pa.field(PROMPT_OFFERED, pa.bool_())],
+        images_base_fields(model)
+        + image_prompt_fields()
+        + [pa.field(PROMPT_OFFERED, pa.bool_()), pa.field(FIRST_PATH, pa.string())],
         metadata=model_metadata(model, store_root),
     )
 

@@ -230,7 +230,7 @@ def indexed_search(
         "ef": max(policy.ef, candidates),
         "metric": "cosine",
     }
-    columns = list(dict.fromkeys([*select, column]))
+    columns = list(dict.fromkeys([*select, column, "_distance"]))  # `_distance` named: Lance warns on stderr otherwise
     found = tables.lance_dataset(table).to_table(columns=columns, nearest=nearest, filter=where, prefilter=where is not None)
     if found.num_rows == 0:
         return pa.table({**{name: found.column(name) for name in select}, "_distance": pa.array([], pa.float32())})

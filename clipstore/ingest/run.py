@@ -23,7 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Iterator
 
-from clipstore.db import tables
+from clipstore.db import first_paths, tables
 from clipstore.errors import ClipstoreError, InvalidImageError, ManifestError, SourceNotFoundError
 from clipstore.prompts.image_prompts import ImagePrompt, prompt_from_image_bytes, prompt_from_sidecar
 from clipstore.imaging import DEFAULT_MAX_MEGAPIXELS, decode_image
@@ -106,6 +106,7 @@ class FolderIngest:
         self.exclude = exclude
         self.options = options
         self.progress = progress or silent
+        self.db = db
         self.images = tables.open_images(db)
         self.files = db.open_table(layout.FILES)
         self._encoder_factory = encoder_factory
@@ -177,6 +178,10 @@ class FolderIngest:
             stale_paths.extend(gone)
             self.counts.pruned = len(gone)
         if stale_paths:
+            leaving: dict[str, list[str]] = {}
+            for path in stale_paths:
+                leaving.setdefault(known_files[path]["image_id"], []).append(path)
+            first_paths.before_removing(self.db, self.images, leaving)
             tables.delete_where_in(self.files, "path", stale_paths)
         self._drop_unreferenced_images()
         self._catch_up_prompt_bank()
@@ -279,11 +284,23 @@ class FolderIngest:
             )
 
     def _commit(self) -> None:
-        """Write pending rows: image rows first, then the file rows that reference them (both upserts)."""
+        """Write pending rows: image rows first, then the file rows that reference them (both upserts), keeping
+        each image's `first_path` (see `clipstore.db.first_paths` for the order that survives a kill)."""
         import pyarrow as pa
 
         self._embed_pending()
+        gained: dict[str, list[str]] = {}  # image id -> paths this commit gives it
+        leaving: dict[str, list[str]] = {}  # image id -> its paths that now hold other content
+        for row in self._pending_files:
+            previous = self._known_files.get(row["path"])
+            if previous is None or previous["image_id"] != row["image_id"]:
+                gained.setdefault(row["image_id"], []).append(row["path"])
+            if previous is not None and previous["image_id"] != row["image_id"]:
+                leaving.setdefault(previous["image_id"], []).append(row["path"])
+        first_paths.before_removing(self.db, self.images, leaving)
         if self._image_rows:
+            for image_row in self._image_rows:
+                image_row[layout.FIRST_PATH] = first_paths.first_of(gained.pop(image_row["id"], ()))
             rows = pa.Table.from_pylist(self._image_rows, schema=self.images.schema)
             self.images.merge_insert("id").when_not_matched_insert_all().execute(rows)
             self._image_rows = []
@@ -291,6 +308,7 @@ class FolderIngest:
             rows = pa.Table.from_pylist(self._pending_files, schema=self.files.schema)
             self.files.merge_insert("path").when_matched_update_all().when_not_matched_insert_all().execute(rows)
             self._pending_files = []
+        first_paths.after_adding(self.db, self.images, gained, leaving)
 
     def _catch_up_prompt_bank(self) -> None:
         """Offer the bank every stored prompt it has not been offered yet, then mark those image rows offered.

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from clipstore.db import layout, tables, vector_index
+from clipstore.db import first_paths, layout, tables, vector_index
 from clipstore.errors import IndexBuildError
 from clipstore.progress import Progress
 from clipstore.results import _AsDict
@@ -27,6 +27,7 @@ class IndexReport(_AsDict):
     (`rebuild=True` replaced one) or "updated" (rows added since the last build were added to the index).
     index_type: e.g. "IVF_HNSW_SQ". num_partitions: the IVF partitions of a new index (None when updated).
     rows_indexed / rows_not_indexed: rows the index covers / rows searched by a scan beside it, after the call.
+    paths_filled: rows written before migration 0006 whose `first_path` a rebuild filled in (0 otherwise).
     """
 
     table: str
@@ -35,6 +36,7 @@ class IndexReport(_AsDict):
     num_partitions: int | None
     rows_indexed: int
     rows_not_indexed: int
+    paths_filled: int = 0
 
 
 def vector_index_of(table: "lancedb.table.Table") -> Any | None:
@@ -61,17 +63,22 @@ def index_table(
     progress: Progress | None = None,
 ) -> IndexReport:
     """`build_index` for any images table of the store `db` (the current one, or a re-embed's new table before
-    the switch); the lookups searches make by id and path get their scalar indexes too."""
+    the switch); the lookups searches make by id and path get their scalar indexes too. A first build or a
+    rebuild also fills the `first_path` of rows written before migration 0006."""
     if table.count_rows() == 0:
         raise IndexBuildError(
             "The store holds no images, so there is nothing to index. Ingest a folder first "
             "(clipstore ingest FOLDER), then run clipstore index."
         )
+    # Rows from before migration 0006 get their first path now, so the new index covers their new versions.
+    filled = first_paths.fill_missing(db, table) if rebuild or vector_index_of(table) is None else 0
     action, partitions = vector_index.create_index(table, VECTOR_COLUMN, rebuild=rebuild, progress=progress)
     index_lookups(db, table, 0)  # an indexed store looks its hits up through indexes too
     state = index_state(table)
     assert state is not None  # just built
-    return IndexReport(table.name, action, state["type"], partitions, state["rows_indexed"], state["rows_not_indexed"])
+    return IndexReport(
+        table.name, action, state["type"], partitions, state["rows_indexed"], state["rows_not_indexed"], filled
+    )
 
 
 def update_index(db: "lancedb.DBConnection", table: "lancedb.table.Table", progress: Progress | None = None) -> str | None:

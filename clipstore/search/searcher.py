@@ -27,9 +27,9 @@ from clipstore.db import vector_index as vindex
 from clipstore.results import SearchHit
 from clipstore.search import index
 
-INDEXED_EXTRA_ROWS = 8
-"""Indexed searches ask LanceDB for k + this many rows, so rows without a file (an interrupted ingest) or
-repeated ids rarely shorten the list (when they do, it asks again for twice as many)."""
+INDEXED_EXTRA_ROWS = 2
+"""Indexed searches ask LanceDB for k + this many rows, so rows without a file (an interrupted ingest) rarely
+shorten the list (when they do, it asks again for twice as many)."""
 MAX_INDEXED_CANDIDATES = 2_000
 """A prefix search goes through the index when about k x (rows / matching images) candidates suffice to find k
 matching ones, up to this many; with fewer matching images it compares exactly with each of them."""
@@ -97,16 +97,25 @@ class ImageSearcher:
     def _search_index(self, images, config, query: np.ndarray, k: int, prefix: str | None, share: float) -> list[SearchHit]:
         """Top k through the vector index: one hit per distinct image that has a path (under `prefix`, which
         about `share` of the rows have); asks LanceDB for more rows until k such hits are found or the table is
-        exhausted. Only the file rows of the candidates are read."""
+        exhausted. Without a prefix the hits' paths come with them (`first_path`, see `clipstore.db.first_paths`);
+        only rows that have none (written before migration 0006) and prefix searches read `files`."""
         limit = math.ceil(k / min(max(share, 1e-9), 1.0)) + INDEXED_EXTRA_ROWS
+        with_paths = prefix is None and layout.FIRST_PATH in tables.lance_dataset(images).schema.names
+        select = ["id", layout.FIRST_PATH] if with_paths else ["id"]
         while True:
             found = vindex.indexed_search(
-                images, index.VECTOR_COLUMN, config, query, limit, ["id"], policy=vindex.IMAGES_QUERY
+                images, index.VECTOR_COLUMN, config, query, limit, select, policy=vindex.IMAGES_QUERY
             )
             ids = found.column("id").to_pylist()
-            distances = found.column("_distance").to_pylist()
-            paths = tables.paths_by_image(self._db, ids, prefix, files=self._active.table(layout.FILES))
-            hits = _distinct_hits(ids, [1.0 - float(d) for d in distances], paths, k)
+            scores = 1.0 - found.column("_distance").to_numpy().astype(np.float64)
+            if with_paths:
+                paths = {i: [p] for i, p in zip(ids, found.column(layout.FIRST_PATH).to_pylist()) if p is not None}
+                unknown = [i for i in ids if i not in paths]
+                if unknown:
+                    paths.update(tables.paths_by_image(self._db, unknown, files=self._active.table(layout.FILES)))
+                hits = _distinct_hits(ids, scores.tolist(), paths, k)
+            else:
+                hits = self._hits(ids, scores, k, prefix, window=len(ids))
             if len(hits) >= k or len(ids) < limit:
                 return hits
             limit *= 2
@@ -141,10 +150,13 @@ class ImageSearcher:
             scores = snapshot.vectors[candidates] @ query
         return self._hits([str(i) for i in snapshot.ids[candidates]], scores, k, prefix)
 
-    def _hits(self, ids: list[str], scores: np.ndarray, k: int, prefix: str | None) -> list[SearchHit]:
-        """The k best of exactly scored candidates (ids distinct), with their paths (under `prefix`): the paths of
-        the best k + a few are read, and of twice as many while some of those lost their paths meanwhile."""
-        window = k + INDEXED_EXTRA_ROWS
+    def _hits(
+        self, ids: list[str], scores: np.ndarray, k: int, prefix: str | None, window: int | None = None
+    ) -> list[SearchHit]:
+        """The k best of exactly scored candidates, with their paths (under `prefix`): the paths of the best
+        `window` (default k + a few) are read, and of twice as many while some of those have none (rows of an
+        interrupted ingest, paths removed meanwhile, or outside the prefix)."""
+        window = max(1, window if window is not None else k + INDEXED_EXTRA_ROWS)
         while True:
             best = _top(scores, min(window, len(ids)))
             chosen = [ids[i] for i in best]

@@ -91,6 +91,7 @@ def rows_for(model, bank_minilm: np.ndarray, pending_dedup: bool) -> dict[str, d
             "prompt": [RED, None, BLUE],
             "prompt_source": ["png:parameters", None, "png:prompt"],
             "prompt_offered": [True, None, False],
+            "first_path": ["a/one copy.png", None, "ünï/three.webp"],
         },
         layout.FILES: {
             "path": ["a/one.png", "a/one copy.png", "b/two.jpg", "ünï/three.webp"],
