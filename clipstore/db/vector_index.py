@@ -31,6 +31,7 @@ from clipstore.errors import InvalidOptionError
 from clipstore.progress import Progress
 
 if TYPE_CHECKING:
+    import lance
     import lancedb
     import numpy as np
     import pyarrow as pa
@@ -97,10 +98,11 @@ _INDEXES: dict[tuple[str, int, str], Any] = {}
 INDEXES_KEPT = 64
 
 
-def vector_index_cached(table: "lancedb.table.Table", column: str) -> Any | None:
+def vector_index_cached(table: "lancedb.table.Table", column: str, dataset: "lance.LanceDataset | None" = None) -> Any | None:
     """`vector_index(table, column)` for readers: looked up once per (table, version, column), since listing a
-    table's indexes costs a few ms per query."""
-    key = (table.uri, table.version, column)
+    table's indexes costs a few ms per query. `dataset`: `tables.lance_dataset(table)` when the caller has it."""
+    dataset = dataset if dataset is not None else tables.lance_dataset(table)
+    key = (dataset.uri, dataset.version, column)
     if key not in _INDEXES:
         if len(_INDEXES) >= INDEXES_KEPT:
             _INDEXES.pop(next(iter(_INDEXES)))
@@ -209,6 +211,7 @@ def indexed_search(
     select: list[str],
     where: str | None = None,
     policy: QueryPolicy = BANK_QUERY,
+    dataset: "lance.LanceDataset | None" = None,
 ) -> "pa.Table":
     """The `limit` rows of `table` nearest to `query` (shape (d,)) by cosine through the vector `index` on
     `column`: the `select`ed columns and `_distance` (cosine distance, 1 - cosine similarity, exact), nearest
@@ -216,7 +219,8 @@ def indexed_search(
     since the index was last brought up to date are scanned beside it, so they are found too.
 
     The query runs on the table's Lance dataset (`tables.lance_dataset`), which costs less per query than
-    lancedb's wrapper; the index's candidates are re-scored with their full vectors (`RESCORE_FACTOR`)."""
+    lancedb's wrapper (`dataset`, when the caller has it); the index's candidates are re-scored with their
+    full vectors (`RESCORE_FACTOR`)."""
     import numpy as np
     import pyarrow as pa
 
@@ -231,7 +235,8 @@ def indexed_search(
         "metric": "cosine",
     }
     columns = list(dict.fromkeys([*select, column, "_distance"]))  # `_distance` named: Lance warns on stderr otherwise
-    found = tables.lance_dataset(table).to_table(columns=columns, nearest=nearest, filter=where, prefilter=where is not None)
+    dataset = dataset if dataset is not None else tables.lance_dataset(table)
+    found = dataset.to_table(columns=columns, nearest=nearest, filter=where, prefilter=where is not None)
     if found.num_rows == 0:
         return pa.table({**{name: found.column(name) for name in select}, "_distance": pa.array([], pa.float32())})
     vectors = tables.vector_matrix(found.column(column))

@@ -77,34 +77,35 @@ class ImageSearcher:
         query = np.asarray(query, dtype=np.float32).reshape(-1)
         query = query / max(float(np.linalg.norm(query)), 1e-12)
         images = self._active.open("images")
-        config = None if exact else self._vector_index(images)
+        if exact:
+            return self._search_exact(images, query, k, path_prefix)
+        dataset = tables.lance_dataset(images)  # the table's version is checked once per query, here
+        config = vindex.vector_index_cached(images, index.VECTOR_COLUMN, dataset)
         if config is None:
             return self._search_exact(images, query, k, path_prefix)
         rows = int(config.num_indexed_rows) + int(config.num_unindexed_rows)
         if path_prefix is None:
-            return self._search_index(images, config, query, k, None, 1.0)
+            return self._search_index(images, dataset, config, query, k, None, 1.0)
         matching = tables.count_files_under(self._db, path_prefix)  # an upper bound on the images under it
         if matching == 0:
             return []
         if k * rows <= MAX_INDEXED_CANDIDATES * matching:
-            return self._search_index(images, config, query, k, path_prefix, matching / max(rows, 1))
+            return self._search_index(images, dataset, config, query, k, path_prefix, matching / max(rows, 1))
         return self._search_among(images, query, k, path_prefix)
 
-    def _vector_index(self, images: "lancedb.table.Table"):
-        """The vector index of `images`, looked up again only when the table (or its version) changes."""
-        return vindex.vector_index_cached(images, index.VECTOR_COLUMN)
-
-    def _search_index(self, images, config, query: np.ndarray, k: int, prefix: str | None, share: float) -> list[SearchHit]:
+    def _search_index(
+        self, images, dataset, config, query: np.ndarray, k: int, prefix: str | None, share: float
+    ) -> list[SearchHit]:
         """Top k through the vector index: one hit per distinct image that has a path (under `prefix`, which
         about `share` of the rows have); asks LanceDB for more rows until k such hits are found or the table is
         exhausted. Without a prefix the hits' paths come with them (`first_path`, see `clipstore.db.first_paths`);
         only rows that have none (written before migration 0006) and prefix searches read `files`."""
         limit = math.ceil(k / min(max(share, 1e-9), 1.0)) + INDEXED_EXTRA_ROWS
-        with_paths = prefix is None and layout.FIRST_PATH in tables.lance_dataset(images).schema.names
+        with_paths = prefix is None and layout.FIRST_PATH in dataset.schema.names
         select = ["id", layout.FIRST_PATH] if with_paths else ["id"]
         while True:
             found = vindex.indexed_search(
-                images, index.VECTOR_COLUMN, config, query, limit, select, policy=vindex.IMAGES_QUERY
+                images, index.VECTOR_COLUMN, config, query, limit, select, policy=vindex.IMAGES_QUERY, dataset=dataset
             )
             ids = found.column("id").to_pylist()
             scores = 1.0 - found.column("_distance").to_numpy().astype(np.float64)
