@@ -20,6 +20,7 @@ finished and a re-run does only the rest.
 from __future__ import annotations
 
 import os
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -159,8 +160,12 @@ class _RowDescriber:
 
         keys = batch.column(self.key).to_pylist()
         first = sorted({value: row for row, value in reversed(list(enumerate(keys)))}.values())  # one row per key
+        rows_per_key = Counter(keys)
         batch = batch.take(pa.array(first, pa.int64()))
         results = [self._describe(value) for value in batch.column(self.image_column).to_pylist()]
+        for key, (_, _, _, error) in zip(batch.column(self.key).to_pylist(), results):
+            self.failed += rows_per_key[key] if error else 0
+            self.described += 0 if error else rows_per_key[key]
         vectors = self._bank_vectors({hit[0] for hit in results if hit[0] is not None})
         schema = self.table.schema
         written = {
@@ -183,11 +188,9 @@ class _RowDescriber:
         try:
             image = load_source(value, min_side=self.store.model.decode_min_side).image
         except InvalidImageError as exc:
-            self.failed += 1
             return None, None, None, str(exc)
         description = self.describer.describe_decoded(image, k=self.k, alpha=self.alpha, top=1)
         best = description.prompts[0]
-        self.described += 1
         self.methods.add(description.method)
         return best.id, best.text, float(best.score), None
 
