@@ -22,7 +22,7 @@ from __future__ import annotations
 import os
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from clipstore.errors import InvalidImageError, InvalidOptionError, NothingToDescribeWithError
 from clipstore.progress import Progress, silent
@@ -114,24 +114,31 @@ def describe(
     already_described = 0 if overwrite else table.count_rows(_all(chosen + [f"{_quote(column)} IS NOT NULL"]))
     null_images = _mark_null_images(table, todo, image_column, columns)
     run = _RowDescriber(store, describer, table, columns, key, image_column, overwrite, k, alpha)
-    total = table.count_rows(_all(todo + [f"{_quote(image_column)} IS NOT NULL"]))
-    done = 0
-    query = table.search().where(_all(todo + [f"{_quote(image_column)} IS NOT NULL"])).select(run.read_columns()).limit(None)
-    for batch in query.to_batches(batch_size):
+    with_image = _all(todo + [f"{_quote(image_column)} IS NOT NULL"])
+    total, done = table.count_rows(with_image), 0
+    for batch in table.search().where(with_image).select(run.read_columns()).limit(None).to_batches(batch_size):
         run.write(batch)
         done += batch.num_rows
         (progress or silent)(DESCRIBE_ROWS_STAGE, done, total)
-    methods = sorted(run.methods)
     return TableDescribeReport(
         table.name,
         *columns,
         described=run.described,
         already_described=already_described,
         failed=null_images + run.failed,
-        method=methods[0] if len(methods) == 1 else (", ".join(methods) or None),
+        method=", ".join(sorted(run.methods)) or None,
         head=describer.head_id if run.described else None,
         notes=tuple(describer.notes),
     )
+
+
+class _Caption(NamedTuple):
+    """One image's caption: the bank prompt (id, text) and its score, or the error that stopped it."""
+
+    prompt_id: str | None = None
+    text: str | None = None
+    score: float | None = None
+    error: str | None = None
 
 
 class _RowDescriber:
@@ -156,43 +163,51 @@ class _RowDescriber:
         return list(dict.fromkeys(name for name in columns if name not in ours))
 
     def write(self, batch: "pa.RecordBatch") -> None:
+        """Describe the batch's images (once per key) and merge their captions into the table (one commit)."""
         import pyarrow as pa
 
         keys = batch.column(self.key).to_pylist()
-        first = sorted({value: row for row, value in reversed(list(enumerate(keys)))}.values())  # one row per key
+        first_row: dict[Any, int] = {}
+        for row, value in enumerate(keys):
+            first_row.setdefault(value, row)
+        batch = batch.take(pa.array(list(first_row.values()), pa.int64()))
+        captions = [self._describe(value) for value in batch.column(self.image_column).to_pylist()]
         rows_per_key = Counter(keys)
-        batch = batch.take(pa.array(first, pa.int64()))
-        results = [self._describe(value) for value in batch.column(self.image_column).to_pylist()]
-        for key, (_, _, _, error) in zip(batch.column(self.key).to_pylist(), results):
-            self.failed += rows_per_key[key] if error else 0
-            self.described += 0 if error else rows_per_key[key]
-        vectors = self._bank_vectors({hit[0] for hit in results if hit[0] is not None})
-        schema = self.table.schema
+        for value, caption in zip(first_row, captions):
+            if caption.error is None:
+                self.described += rows_per_key[value]
+            else:
+                self.failed += rows_per_key[value]
+        vectors = self._bank_vectors({c.prompt_id for c in captions if c.prompt_id is not None})
         written = {
-            self.column: [hit[1] for hit in results],
-            self.embedding_column: [vectors[hit[0]] if hit[0] is not None else None for hit in results],
-            self.score_column: [hit[2] for hit in results],
-            self.error_column: [hit[3] for hit in results],
+            self.column: [c.text for c in captions],
+            self.embedding_column: [vectors.get(c.prompt_id) for c in captions],
+            self.score_column: [c.score for c in captions],
+            self.error_column: [c.error for c in captions],
         }
         source = pa.Table.from_batches([batch])
         for name, values in written.items():
-            source = source.append_column(schema.field(name), pa.array(values, type=schema.field(name).type))
+            target = self.table.schema.field(name)
+            source = source.append_column(target, pa.array(values, type=target.type))
         merge = self.table.merge_insert(self.key)
-        merge = merge.when_matched_update_all() if self.overwrite else merge.when_matched_update_all(where=f"target.{_quote(self.column)} IS NULL")
+        if self.overwrite:
+            merge = merge.when_matched_update_all()
+        else:  # a row described meanwhile (or sharing the key with a described one) keeps its caption
+            merge = merge.when_matched_update_all(where=f"target.{_quote(self.column)} IS NULL")
         merge.execute(source, on_bad_vectors="null")  # a failed row's embedding is null on purpose
 
-    def _describe(self, value: Any) -> tuple[str | None, str | None, float | None, str | None]:
-        """(prompt id, prompt, score, None) for a described image, (None, None, None, reason) otherwise."""
+    def _describe(self, value: Any) -> "_Caption":
+        """The best bank prompt for one image column value, or why the image cannot be read."""
         from clipstore.lancedb.sources import load_source
 
         try:
             image = load_source(value, min_side=self.store.model.decode_min_side).image
         except InvalidImageError as exc:
-            return None, None, None, str(exc)
+            return _Caption(error=str(exc))
         description = self.describer.describe_decoded(image, k=self.k, alpha=self.alpha, top=1)
-        best = description.prompts[0]
         self.methods.add(description.method)
-        return best.id, best.text, float(best.score), None
+        best = description.prompts[0]
+        return _Caption(best.id, best.text, float(best.score))
 
     def _bank_vectors(self, ids: set[str]) -> "dict[str, np.ndarray]":
         """The MiniLM embeddings the bank stores for these prompt ids."""
