@@ -59,6 +59,7 @@ _LAZY_MODULES = {
     "demo": ("DemoResult", "DemoSearch"),
     "encoders.clip": ("ClipEncoder",),
     "encoders.minilm": ("MiniLMEncoder",),
+    "lancedb.describe_rows": ("TableDescribeReport",),
 }
 _LAZY = {name: module for module, names in _LAZY_MODULES.items() for name in names}
 
@@ -72,6 +73,7 @@ if TYPE_CHECKING:
     from clipstore.finetune.run import FinetuneEpoch, FinetuneReport
     from clipstore.describe.heads import HeadInfo
     from clipstore.ingest.run import IngestOptions
+    from clipstore.lancedb.describe_rows import TableDescribeReport
     from clipstore.describe.model_b import KnnParams
     from clipstore.switch.locations import RelinkReport
     from clipstore.search.index import IndexReport

@@ -45,3 +45,16 @@ def test_describe_example_trains_and_describes(tmp_path):
     assert "ingested 120 images; 120 carried a prompt" in out
     assert "trained head" in out and "validation Avg-Cos model_a" in out
     assert out.count("drawn from:") == 2 and out.count("described:") == 4 and ", alpha " in out
+
+
+def test_lancedb_app_searches_and_captions_its_own_table(tmp_path):
+    out = _run(str(EXAMPLES / "lancedb_app.py"), "ex", "--products", "6", cwd=tmp_path)
+    assert "catalogue: 7 products (1 photo unreadable: no vector)" in out
+    text_hits = out.split("text -> image")[1].splitlines()[1:4]
+    assert len(text_hits) == 3 and all(line.split()[0].startswith("sku-") for line in text_hits)
+    own, *others = out.split("image -> image (like sku-003):")[1].splitlines()[1:4]
+    assert own.split()[0] == "sku-003" and float(own.split()[-1]) > 0.99 > max(float(line.split()[-1]) for line in others)
+    captions = out.split("\ncaptions: ")[1]
+    assert captions.startswith("6 described, 1 failed")
+    assert captions.count("\n  sku-") == 7 and "sku-006  no caption: not an image (looks like text)" in captions
+    assert "best match for 'white circles on a dark green background': sku-" in out

@@ -137,8 +137,8 @@ def test_find_cycle_finds_what_is_there_and_nothing_else(graph, cycle):
 
 def test_feature_code_never_imports_the_store_facade():
     """Feature code gets a StoreContext (clipstore.db.context), never the Store: only the package's lazy exports, the
-    demo and the CLI import clipstore.store."""
-    offenders = {m for m in _importers_of("clipstore.store") if not _inside(m, "clipstore.store", "clipstore.cli")}
+    demo, the CLI and the LanceDB plugin (which, like the CLI, is a client of the Store) import clipstore.store."""
+    offenders = {m for m in _importers_of("clipstore.store") if not _inside(m, "clipstore.store", "clipstore.cli", "clipstore.lancedb")}
     assert offenders - {"clipstore", "clipstore.demo"} == set()
 
 
@@ -162,3 +162,11 @@ def test_migrations_use_only_the_db_package_and_the_errors():
 def test_the_library_never_imports_the_cli():
     offenders = {m for m in _importers_of("clipstore.cli") if not _inside(m, "clipstore.cli")}
     assert offenders - {"clipstore.__main__"} == set()
+
+
+def test_the_library_never_imports_the_lancedb_plugin():
+    """clipstore.lancedb plugs clipstore into LanceDB's registry: a layer above the Store, which only the package's
+    lazy export of its result (`clipstore.TableDescribeReport`) names."""
+    assert "clipstore.lancedb.functions" in import_graph()["clipstore.lancedb"]
+    offenders = {m for m in _importers_of("clipstore.lancedb") if not _inside(m, "clipstore.lancedb")}
+    assert offenders - {"clipstore"} == set()
