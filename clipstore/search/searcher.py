@@ -103,9 +103,10 @@ class ImageSearcher:
         limit = math.ceil(k / min(max(share, 1e-9), 1.0)) + INDEXED_EXTRA_ROWS
         with_paths = prefix is None and layout.FIRST_PATH in dataset.schema.names
         select = ["id", layout.FIRST_PATH] if with_paths else ["id"]
+        policy = vindex.IMAGES_QUERY if prefix is None else vindex.IMAGES_PREFIX_QUERY
         while True:
             found = vindex.indexed_search(
-                images, index.VECTOR_COLUMN, config, query, limit, select, policy=vindex.IMAGES_QUERY, dataset=dataset
+                images, index.VECTOR_COLUMN, config, query, limit, select, policy=policy, dataset=dataset
             )
             ids = found.column("id").to_pylist()
             scores = 1.0 - found.column("_distance").to_numpy().astype(np.float64)
