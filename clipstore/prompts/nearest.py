@@ -3,7 +3,8 @@
 Both of the bank's vector columns are searched one query at a time: `clip_embedding` by Model B (the prompts
 nearest an image) and `minilm_embedding` by `prompts search` and describe's readable prompts. Below the store's
 index threshold a search is LanceDB's exact scan; from the threshold on, each column has an IVF_HNSW_SQ cosine
-index, and LanceDB re-scores its candidates with the full vectors, so the scores are exact cosines either way.
+index (8% of its partitions probed, at least 20), and its candidates are re-scored with their full vectors, so
+the scores are exact cosines either way.
 Every bank writer calls `update_bank_index` after adding rows, so the bank stays indexed and current (rows
 added since are scanned beside the index until then, so they are found anyway; deleted rows never come back).
 """
