@@ -47,14 +47,16 @@ def test_an_old_store_opens_migrated_with_the_same_answers(old_store):
     assert [hit.score for hit in found] == pytest.approx([hit["score"] for hit in prompt_search["hits"]], abs=1e-5)
 
 
-def test_an_old_store_keeps_its_tables_and_gains_only_the_new_column(old_store):
+def test_an_old_store_keeps_its_tables_and_gains_only_the_new_columns(old_store):
     before = {name: set(tables.read_columns(clipstore_table(old_store, name), ["id"]).column("id").to_pylist()) for name in ("images", "prompts")}
     clipstore.connect(old_store)
     after = {name: set(tables.read_columns(clipstore_table(old_store, name), ["id"]).column("id").to_pylist()) for name in ("images", "prompts")}
     assert after == before
     images = clipstore_table(old_store, layout.IMAGES)
-    assert layout.PROMPT_OFFERED in images.schema.names  # migration 0005, nothing else
-    assert set(images.schema.names) - {layout.PROMPT_OFFERED} == {"id", "width", "height", "format", "embedding", "added_at", "prompt", "prompt_source"}
+    new = {layout.PROMPT_OFFERED, layout.FIRST_PATH}  # migrations 0005 and 0006, nothing else
+    assert new <= set(images.schema.names)
+    assert set(images.schema.names) - new == {"id", "width", "height", "format", "embedding", "added_at", "prompt", "prompt_source"}
+    assert images.to_arrow().column(layout.FIRST_PATH).null_count == images.count_rows()  # filled by a rebuild
 
 
 def clipstore_table(store_path: Path, name: str):
