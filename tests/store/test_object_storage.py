@@ -86,8 +86,8 @@ def test_a_head_trained_on_s3_is_saved_there_and_used_by_a_fresh_connection(s3, 
 
     fresh = clipstore.connect(uri, storage_options=s3.storage_options)
     assert [head.id for head in fresh.heads()] == [report.head_id]
-    description = fresh.describe(next((tmp_path / "world").rglob("*.png")))
-    assert description.head == report.head_id and description.method in ("ensemble", "model_a")
+    description = fresh.describe(next((tmp_path / "world").rglob("*.png")), alpha=0.5)  # Model A's weights read
+    assert description.head == report.head_id and description.method == "ensemble"
 
 
 @pytest.mark.slow
@@ -113,25 +113,39 @@ def test_a_fresh_cli_process_reads_the_store_with_aws_variables_or_storage_optio
 
 
 @pytest.mark.slow
-def test_two_ingests_into_one_new_s3_store_at_once_both_finish_without_duplicates(s3, tmp_path):
+def test_ingests_wait_for_the_write_lease_then_both_finish_without_duplicates(s3, tmp_path):
+    """While this test holds the store's write lease, two `clipstore ingest` processes say they wait; once it is
+    freed they race for it and both finish, every file stored once."""
+    import queue
+    import threading
+
+    from clipstore.db.locking import write_lock
+
     for side in ("left", "right"):
         for seed in range(6):
             write_image(tmp_path / side / f"{side}{seed}.png", pattern_image(seed + (0 if side == "left" else 50)))
     uri = s3.uri()
-    args = ["--store", uri, "--model", MINI, "--json", "--quiet"]
+    store = clipstore.connect(uri, storage_options=s3.storage_options, model=MINI)
     base = {key: value for key, value in os.environ.items() if not key.startswith("AWS_")}
-    ingests = [
-        subprocess.Popen([sys.executable, "-m", "clipstore.cli", "ingest", str(tmp_path / side), *args], cwd=tmp_path,
-                         env={**base, **s3.env}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        for side in ("left", "right")
-    ]
+    lines: queue.Queue = queue.Queue()
+    with write_lock(store.location):
+        ingests = [
+            subprocess.Popen(
+                [sys.executable, "-m", "clipstore.cli", "ingest", str(tmp_path / side), "--store", uri, "--json", "--quiet"],
+                cwd=tmp_path, env={**base, **s3.env}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            )
+            for side in ("left", "right")
+        ]
+        for process in ingests:
+            threading.Thread(target=lambda p=process: lines.put(p.stderr.readline()), daemon=True).start()
+        waiting = [lines.get(timeout=240) for _ in ingests]
+    assert all(line.startswith(f"Another clipstore process is writing to {uri}; waiting") for line in waiting), waiting
     outputs = [process.communicate(timeout=300) for process in ingests]
     assert [process.returncode for process in ingests] == [0, 0], [err for _, err in outputs]
     assert [json.loads(out)["added"] for out, _ in outputs] == [6, 6]
-    store = clipstore.connect(uri, storage_options=s3.storage_options)
     paths = store.db.open_table("files").to_arrow().column("path").to_pylist()
     assert sorted(paths) == sorted(str(p) for p in tmp_path.rglob("*.png"))  # every file once, no duplicate row
-    assert store.count_images() == 12 and len(store.migrations()) == sum(m.applied for m in store.migrations())
+    assert store.count_images() == 12
 
 
 @pytest.mark.slow
