@@ -32,8 +32,9 @@ if TYPE_CHECKING:
     import lancedb
 
 BOUNDED_RETRIES = {"client_max_retries": "3", "client_retry_timeout": "30", "connect_timeout": "5s"}
-"""Storage options clipstore adds for object storage unless given: an unreachable endpoint or a refused request
-fails within about half a minute instead of Lance's default of up to 10 retries over 3 minutes."""
+"""Storage options clipstore adds for object storage unless given (or set by Lance's environment variables
+OBJECT_STORE_CLIENT_MAX_RETRIES / _RETRY_TIMEOUT): an unreachable endpoint fails within about half a minute
+instead of after Lance's default of up to 3 minutes of retries."""
 
 
 class StoreLocation:

@@ -26,6 +26,7 @@ import threading
 import time
 import uuid
 from contextlib import contextmanager
+from datetime import timedelta
 from typing import TYPE_CHECKING, Callable, Iterator
 
 from clipstore.db import layout
@@ -37,6 +38,8 @@ if TYPE_CHECKING:
 
 LEASE_SECONDS = 60.0
 """How long a write lease on object storage lasts without renewal (its holder renews it four times as often)."""
+CLEANUP_EVERY = 100
+"""Versions of the lease table between two removals of its old versions (older than an hour)."""
 
 
 @contextmanager
@@ -190,8 +193,14 @@ class WriteLease:
                 continue
 
     def release(self) -> bool:
-        """Free the lease; False when it was no longer this writer's (lost)."""
+        """Free the lease; False when it was no longer this writer's (lost). Every `CLEANUP_EVERY` versions the
+        lease table's old versions are removed (each take, renewal and release is a commit)."""
         freed = self._update(self._mine(), "", 0)
+        if freed and self._table.version % CLEANUP_EVERY == 0:
+            try:
+                self._table.cleanup_old_versions(older_than=timedelta(hours=1))
+            except Exception:  # tidying only: a failure costs some space until the next try, nothing else
+                pass
         return freed and not self.lost
 
     def held_by(self) -> str:

@@ -91,6 +91,29 @@ def test_a_head_trained_on_s3_is_saved_there_and_used_by_a_fresh_connection(s3, 
 
 
 @pytest.mark.slow
+def test_a_model_fine_tuned_on_s3_is_switched_to_loaded_from_the_store_and_rolled_back(s3, tmp_path):
+    from clipstore.world import render_folder
+
+    render_folder(tmp_path / "world", 40, seed=8)
+    uri = s3.uri()
+    store = clipstore.connect(uri, storage_options=s3.storage_options, model="clipstore-mini:world-v1")
+    base = store.model
+    store.ingest(tmp_path / "world")
+    report = store.finetune(epochs=1, batch_size=16, augment=False, labels_from_folders=True, apply=True)
+    assert report.folder == f"{uri}/models/{report.model_id}" and report.switch.switched
+    assert f"models/{report.model_id}/model.safetensors" in s3.keys(uri)
+
+    fresh = clipstore.connect(uri, storage_options=s3.storage_options)  # finds its model under the URI
+    assert fresh.model.checkpoint_path == f"{uri}/models/{report.model_id}/model.safetensors"
+    assert not fresh.model.same_vectors_as(base)
+    image = next((tmp_path / "world").rglob("*.png"))
+    hit = fresh.search_image(image, k=1)[0]  # embedded by the fine-tuned model, loaded from its local copy
+    assert hit.path == str(image) and hit.score > 0.99
+    fresh.rollback()
+    assert clipstore.connect(uri, storage_options=s3.storage_options).model.same_vectors_as(base)
+
+
+@pytest.mark.slow
 def test_a_fresh_cli_process_reads_the_store_with_aws_variables_or_storage_options(s3, photo_folder, tmp_path):
     uri = s3.uri()
     store = clipstore.connect(uri, storage_options=s3.storage_options, model=MINI)
@@ -100,13 +123,16 @@ def test_a_fresh_cli_process_reads_the_store_with_aws_variables_or_storage_optio
     by_env = _cli(["info", "--json", "--store", uri], tmp_path, s3.env)
     assert by_env.returncode == 0, by_env.stderr
     info = json.loads(by_env.stdout)
-    assert (info["path"], info["images"], info["prompts"]) == (uri, 6, 3)
+    assert (info["path"], info["images"], info["prompts"], info["index"]) == (uri, 6, 3, None)
+    indexed = _cli(["index", "--json", "--store", uri], tmp_path, s3.env)
+    assert indexed.returncode == 0, indexed.stderr
+    assert json.loads(indexed.stdout)["rows_indexed"] == 6
 
     options = [arg for key, value in s3.storage_options.items() for arg in ("--storage-option", f"{key}={value}")]
     image = photo_folder / "b" / "img0.png"
     by_options = _cli(["similar", str(image), "-k", "1", "--json", "--store", uri, *options], tmp_path)
     assert by_options.returncode == 0, by_options.stderr
-    assert json.loads(by_options.stdout)["hits"][0]["path"] == str(image)
+    assert json.loads(by_options.stdout)["hits"][0]["path"] == str(image)  # through the vector index
     prompts = _cli(["prompts", "search", "grey", "-k", "1", "--store", uri, *options], tmp_path)
     assert prompts.returncode == 0 and "a plain grey square" in prompts.stdout
     assert list(tmp_path.iterdir()) == [photo_folder]
