@@ -194,9 +194,7 @@ class StoreLocation:
 
 
 _NO_BUCKET = re.compile(r"NoSuchBucket|bucket does not exist|ContainerNotFound|bucket.{0,40}not (?:be )?found", re.I)
-_REFUSED = re.compile(
-    r"InvalidAccessKeyId|SignatureDoesNotMatch|AccessDenied|Forbidden|Unauthori[sz]ed|\b40[13]\b|credential", re.I
-)
+_REFUSED = re.compile(r"InvalidAccessKeyId|SignatureDoesNotMatch|AccessDenied|Forbidden|Unauthori[sz]ed|credential", re.I)
 _UNREACHABLE = re.compile(
     r"error sending request|connection refused|dns error|failed to lookup|timed out|tcp connect|"
     r"connect error|Connection reset|builder error|HTTP not allowed|URL scheme is not allowed",
@@ -220,7 +218,10 @@ def storage_error(root: str, exc: BaseException) -> StorageError:
             "check the URI and the endpoint"
         )
     elif _REFUSED.search(detail):
-        keys = "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or --storage-option aws_access_key_id=... and aws_secret_access_key=...)" if aws else "the credentials in the storage options"
+        keys = (
+            "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or --storage-option aws_access_key_id=... and "
+            "aws_secret_access_key=...)" if aws else "the credentials in the storage options"
+        )
         what = f"The object storage of {root} refused the request: check {keys}, and the region"
     elif _UNREACHABLE.search(detail):
         endpoint = "AWS_ENDPOINT (or --storage-option aws_endpoint=URL)" if aws else "the endpoint in the storage options"

@@ -178,8 +178,12 @@ class WriteLease:
         self.lost = False
 
     def try_acquire(self) -> bool:
-        """Take the lease if it is free or expired; False when another writer holds it."""
+        """Take the lease if it is free or expired; False when another writer holds it. (The lease is read first:
+        an update commits a version even when it matches nothing, and waiting writers poll.)"""
         now = _now_ms()
+        row = self._row()
+        if row["holder"] and row["expires_ms"] >= now:
+            return False
         return self._update(f"holder = '' OR expires_ms < {now}", self.holder, now + int(self.seconds * 1000))
 
     def keep(self, stop: threading.Event) -> None:
@@ -205,11 +209,15 @@ class WriteLease:
 
     def held_by(self) -> str:
         """Who holds the lease and for how long yet, for messages."""
-        rows = self._table.search().select(["holder", "expires_ms"]).limit(1).to_arrow().to_pylist()
-        if not rows or not rows[0]["holder"]:
+        row = self._row()
+        if not row["holder"]:
             return "free now"
-        left = max(0.0, (rows[0]["expires_ms"] - _now_ms()) / 1000)
-        return f"by {rows[0]['holder']}, for {left:.0f} s more unless renewed"
+        left = max(0.0, (row["expires_ms"] - _now_ms()) / 1000)
+        return f"by {row['holder']}, for {left:.0f} s more unless renewed"
+
+    def _row(self) -> dict:
+        with self.location.errors():
+            return self._table.search().select(["holder", "expires_ms"]).limit(1).to_arrow().to_pylist()[0]
 
     def _mine(self) -> str:
         return f"holder = '{self.holder}'"

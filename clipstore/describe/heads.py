@@ -1,10 +1,11 @@
 """Trained Model A heads saved in a store: files on disk plus one record each in `_clipstore_heads`.
 
-A head lives in `<store>/heads/<id>/` (on object storage: under the store's URI) as `model_a.safetensors` (the FC/Norm layers, and the fine-tuned CLIP
-vision tower unless it was trained with --freeze-vision) and `config.json` (the base CLIP identity, the
-architecture, the training hyper-parameters, the Model B parameters and ensemble alpha chosen on the
-validation split, and the validation metrics). The record in `_clipstore_heads` (written last, so a crash
-mid-save leaves no record) makes it visible (`save_head`). `choose_head` picks the head `describe` and `eval`
+A head lives in `<store>/heads/<id>/` (under the store's URI on object storage) as `model_a.safetensors` (the
+FC/Norm layers, and the fine-tuned CLIP vision tower unless it was trained with --freeze-vision) and
+`config.json` (the base CLIP identity, the architecture, the training hyper-parameters, the Model B parameters
+and ensemble alpha chosen on the validation split, and the validation metrics). The record in
+`_clipstore_heads` (written last, so a crash mid-save leaves no record) makes it visible (`save_head`); its
+files are read through the store's `StoreLocation` (a local copy of the weights on object storage). `choose_head` picks the head `describe` and `eval`
 use: the one asked for, else the newest one trained on the store's encoder; `load_head_model` rebuilds it.
 
 A head only makes sense on top of the CLIP encoder it was trained with: loading one whose base identity differs
