@@ -18,13 +18,36 @@ Decorator = Callable[[Callable[..., Any]], Callable[..., Any]]
 
 
 def store_option(func: Callable[..., Any]) -> Callable[..., Any]:
+    """`--store PATH` (a folder or an object-store URI) and the repeatable `--storage-option KEY=VALUE`, passed to
+    `clipstore.connect(store_path, storage_options=storage_options, storage_options=storage_options)`."""
+    func = click.option(
+        "--storage-option",
+        "storage_options",
+        multiple=True,
+        metavar="KEY=VALUE",
+        callback=_storage_options,
+        help="For a store on object storage: a LanceDB storage option, e.g. aws_endpoint=http://127.0.0.1:9000 or "
+        "allow_http=true (repeatable; AWS_ENDPOINT, AWS_ACCESS_KEY_ID, ... are read from the environment too).",
+    )(func)
     return click.option(
         "--store",
         "store_path",
         envvar=STORE_ENV,
         metavar="PATH",
-        help=f"Store folder [default: ${STORE_ENV} if set, else {_default_store_hint()}].",
+        help=f"Store folder, or object-store URI such as s3://bucket/photos.clipstore [default: ${STORE_ENV} if "
+        f"set, else {_default_store_hint()}].",
     )(func)
+
+
+def _storage_options(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> dict[str, str] | None:
+    """`KEY=VALUE` pairs as a dict (None when none was given); anything else is a usage error."""
+    options = {}
+    for value in values:
+        key, separator, setting = value.partition("=")
+        if not separator or not key.strip():
+            raise click.BadParameter(f"{value!r} is not KEY=VALUE (e.g. aws_region=us-east-1).", ctx, param)
+        options[key.strip()] = setting
+    return options or None
 
 
 def _default_store_hint() -> str:

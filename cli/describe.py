@@ -45,7 +45,7 @@ from clipstore.cli.common import (
 @quiet_option
 @json_option
 @clipstore_errors
-def train(store_path, model, no_filter, quiet, as_json, **fields) -> None:
+def train(store_path, storage_options, model, no_filter, quiet, as_json, **fields) -> None:
     """Train Model A on the store's (image, prompt) pairs and tune Model B and the ensemble.
 
     The head is saved in the store with its validation scores; `clipstore describe` uses the newest one. An
@@ -54,7 +54,7 @@ def train(store_path, model, no_filter, quiet, as_json, **fields) -> None:
     if no_filter:
         fields["dedup_threshold"] = None
     options = options_from(TrainOptions, fields)
-    store = clipstore.connect(store_path, model=model, create=False)
+    store = clipstore.connect(store_path, storage_options=storage_options, model=model, create=False)
     with ProgressBar(enabled=show_progress(quiet)) as bar:
         report = store.train(options, progress=bar.update)
     if as_json:
@@ -74,9 +74,9 @@ def train(store_path, model, no_filter, quiet, as_json, **fields) -> None:
 @store_options
 @json_option
 @clipstore_errors
-def heads(store_path, model, as_json) -> None:
+def heads(store_path, storage_options, model, as_json) -> None:
     """List the trained Model A heads, newest first."""
-    infos = clipstore.connect(store_path, model=model, create=False).heads()
+    infos = clipstore.connect(store_path, storage_options=storage_options, model=model, create=False).heads()
     if as_json:
         print_json({"heads": [info.to_dict() for info in infos]})
         return
@@ -100,9 +100,9 @@ def heads(store_path, model, as_json) -> None:
 @quiet_option
 @json_option
 @clipstore_errors
-def describe(image, store_path, model, k, alpha, top, head, with_images, out, quiet, as_json) -> None:
+def describe(image, store_path, storage_options, model, k, alpha, top, head, with_images, out, quiet, as_json) -> None:
     """The prompts that best explain IMAGE; for a folder, every image under it (with --out FILE)."""
-    store = clipstore.connect(store_path, model=model, create=False)
+    store = clipstore.connect(store_path, storage_options=storage_options, model=model, create=False)
     if os.path.isdir(os.path.expanduser(image)):
         if not out:
             raise click.UsageError("IMAGE is a folder: give --out FILE for the JSON lines of its descriptions.")
@@ -149,10 +149,10 @@ def describe(image, store_path, model, k, alpha, top, head, with_images, out, qu
 @quiet_option
 @json_option
 @clipstore_errors
-def eval_(store_path, model, pairs, head, retrieval, compare, labels_from_folders, label_manifest, label_field, template, k, quiet, as_json) -> None:
+def eval_(store_path, storage_options, model, pairs, head, retrieval, compare, labels_from_folders, label_manifest, label_field, template, k, quiet, as_json) -> None:
     """Avg-Cos (eq. 8) of zero-shot CLIP, the data-filter ablation, Model A, Model B and the ensemble
     (or, with --retrieval, the retrieval benchmarks of the store's model beside fine-tuned ones)."""
-    store = clipstore.connect(store_path, model=model, create=False)
+    store = clipstore.connect(store_path, storage_options=storage_options, model=model, create=False)
     if retrieval:
         with ProgressBar(enabled=show_progress(quiet)) as bar:
             result = store.evaluate_retrieval(

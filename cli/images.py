@@ -34,14 +34,14 @@ def _print_hits(hits: list[clipstore.SearchHit], as_json: bool) -> None:
 @quiet_option
 @json_option
 @clipstore_errors
-def ingest(folder, store_path, model, prune, max_megapixels, batch_size, manifest, quiet, as_json) -> None:
+def ingest(folder, store_path, storage_options, model, prune, max_megapixels, batch_size, manifest, quiet, as_json) -> None:
     """Embed the images under FOLDER (recursively) into the store.
 
     Re-running skips unchanged files; changed files are re-embedded; files that cannot be read are reported
     and skipped. The store is created on first use.
     """
     check_source(folder, prune=prune)  # a mistyped folder must not create an empty store
-    store = clipstore.connect(store_path, model=model)
+    store = clipstore.connect(store_path, storage_options=storage_options, model=model)
     show_bar = show_progress(quiet)
 
     def tell_waiting() -> None:
@@ -95,18 +95,18 @@ def _search_options(func: Callable[..., Any]) -> Callable[..., Any]:
 @click.command(short_help="Text -> image search, best first.")
 @click.argument("text")
 @_search_options
-def search(text, store_path, model, k, prefix, exact, as_json) -> None:
+def search(text, store_path, storage_options, model, k, prefix, exact, as_json) -> None:
     """Find the images that best match TEXT (text -> image), best first."""
-    store = clipstore.connect(store_path, model=model, create=False)
+    store = clipstore.connect(store_path, storage_options=storage_options, model=model, create=False)
     _print_hits(store.search_text(text, k=k, path_prefix=prefix, exact=exact), as_json)
 
 
 @click.command(short_help="Image -> image search, best first.")
 @click.argument("image", type=click.Path())
 @_search_options
-def similar(image, store_path, model, k, prefix, exact, as_json) -> None:
+def similar(image, store_path, storage_options, model, k, prefix, exact, as_json) -> None:
     """Find the stored images most similar to IMAGE (image -> image), best first."""
-    store = clipstore.connect(store_path, model=model, create=False)
+    store = clipstore.connect(store_path, storage_options=storage_options, model=model, create=False)
     _print_hits(store.search_image(image, k=k, path_prefix=prefix, exact=exact), as_json)
 
 
@@ -122,11 +122,11 @@ def similar(image, store_path, model, k, prefix, exact, as_json) -> None:
 @quiet_option
 @json_option
 @clipstore_errors
-def index(store_path, model, rebuild, threshold, quiet, as_json) -> None:
+def index(store_path, storage_options, model, rebuild, threshold, quiet, as_json) -> None:
     """Build a LanceDB vector index (IVF_HNSW_SQ, cosine) on the store's images, or bring the existing one up to
     date with the images ingested since. Searches then use it (--exact bypasses it). Stores are indexed
     automatically once they reach the index threshold; --threshold N changes it."""
-    store = clipstore.connect(store_path, model=model, create=False)
+    store = clipstore.connect(store_path, storage_options=storage_options, model=model, create=False)
     if threshold is not None:
         if rebuild:
             raise click.UsageError("--threshold only sets the threshold; run --rebuild separately.")
@@ -151,9 +151,9 @@ def index(store_path, model, rebuild, threshold, quiet, as_json) -> None:
 @store_options
 @json_option
 @clipstore_errors
-def info(store_path, model, as_json) -> None:
+def info(store_path, storage_options, model, as_json) -> None:
     """Show where the store is, its counts, its model and its migrations."""
-    details = clipstore.connect(store_path, model=model, create=False).info()
+    details = clipstore.connect(store_path, storage_options=storage_options, model=model, create=False).info()
     if as_json:
         print_json(details.to_dict())
         return
@@ -179,9 +179,9 @@ def info(store_path, model, as_json) -> None:
 @click.option("--list", "list_only", is_flag=True, help="Only list applied and pending migrations; apply nothing.")
 @json_option
 @clipstore_errors
-def migrate(store_path, model, list_only, as_json) -> None:
+def migrate(store_path, storage_options, model, list_only, as_json) -> None:
     """Apply pending schema migrations to the store (opening a store does this too)."""
-    store = clipstore.connect(store_path, model=model, create=False, apply_migrations=not list_only)
+    store = clipstore.connect(store_path, storage_options=storage_options, model=model, create=False, apply_migrations=not list_only)
     statuses = store.migrations()
     if as_json:
         print_json({"migrations": [status.to_dict() for status in statuses]})

@@ -53,13 +53,13 @@ if TYPE_CHECKING:
 @quiet_option
 @json_option
 @clipstore_errors
-def finetune(store_path, model, apply, quiet, as_json, **fields) -> None:
+def finetune(store_path, storage_options, model, apply, quiet, as_json, **fields) -> None:
     """Fine-tune the image encoder for image->image search, keeping text alignment (MCIP or 2SFT).
 
     The fine-tuned model is saved in the store; `clipstore reembed --model ID` (or --apply) switches to it.
     """
     options = options_from(FinetuneOptions, fields)
-    store = clipstore.connect(store_path, model=model, create=False)
+    store = clipstore.connect(store_path, storage_options=storage_options, model=model, create=False)
     with ProgressBar(enabled=show_progress(quiet)) as bar:
         report = store.finetune(options, apply=apply, progress=bar.update)
     if as_json:
@@ -84,9 +84,9 @@ def finetune(store_path, model, apply, quiet, as_json, **fields) -> None:
 @quiet_option
 @json_option
 @clipstore_errors
-def reembed(store_path, target, drop_missing, batch_size, quiet, as_json) -> None:
+def reembed(store_path, storage_options, target, drop_missing, batch_size, quiet, as_json) -> None:
     """Re-embed every image with another model and switch to it atomically (resumable; see rollback)."""
-    store = clipstore.connect(store_path, create=False)
+    store = clipstore.connect(store_path, storage_options=storage_options, create=False)
     with ProgressBar(enabled=show_progress(quiet)) as bar:
         report = store.reembed(target, drop_missing=drop_missing, batch_size=batch_size, progress=bar.update)
     if as_json:
@@ -108,9 +108,9 @@ def _echo_switch(report: "ReembedReport") -> None:
 @store_option
 @json_option
 @clipstore_errors
-def rollback(store_path, as_json) -> None:
+def rollback(store_path, storage_options, as_json) -> None:
     """Undo the last model switch (re-embed): the previous model, vectors and file rows come back."""
-    report = clipstore.connect(store_path, create=False).rollback()
+    report = clipstore.connect(store_path, storage_options=storage_options, create=False).rollback()
     if as_json:
         print_json(report.to_dict())
     else:
@@ -127,12 +127,12 @@ def model() -> None:
 @store_option
 @json_option
 @clipstore_errors
-def model_relink(path, store_path, as_json) -> None:
+def model_relink(path, store_path, storage_options, as_json) -> None:
     """Tell the store that the checkpoint file of its model moved to PATH (checked by SHA-256; remembered).
 
     Only for checkpoints outside the store: fine-tuned models inside it move with the store.
     """
-    report = clipstore.connect(store_path, create=False).relink_model(path)
+    report = clipstore.connect(store_path, storage_options=storage_options, create=False).relink_model(path)
     if as_json:
         print_json(report.to_dict())
     else:

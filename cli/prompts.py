@@ -34,7 +34,7 @@ def prompts() -> None:
 @quiet_option
 @json_option
 @clipstore_errors
-def prompts_add(files, store_path, model, column, source, quiet, as_json) -> None:
+def prompts_add(files, store_path, storage_options, model, column, source, quiet, as_json) -> None:
     """Add the prompts of FILES to the bank: UTF-8 .txt (one per line), .csv/.tsv, .jsonl, .json, .parquet.
 
     Prompts are considered in file order; one whose MiniLM cosine with an already kept prompt is >= 0.85 is
@@ -43,7 +43,7 @@ def prompts_add(files, store_path, model, column, source, quiet, as_json) -> Non
     """
     for file in files:
         check_prompt_file(file)  # `prompts add photo.png` must not create an empty store
-    store = clipstore.connect(store_path, model=model)
+    store = clipstore.connect(store_path, storage_options=storage_options, model=model)
     with ProgressBar(enabled=show_progress(quiet)) as bar:
         report = store.add_prompt_files(files, column=column, source=source, progress=bar.update)
     if as_json:
@@ -66,14 +66,14 @@ def prompts_add(files, store_path, model, column, source, quiet, as_json) -> Non
 @click.option("--dry-run", is_flag=True, help="Only show what would be removed.")
 @json_option
 @clipstore_errors
-def prompts_remove(store_path, model, ids, source, match, dry_run, as_json) -> None:
+def prompts_remove(store_path, storage_options, model, ids, source, match, dry_run, as_json) -> None:
     """Remove prompts from the bank by id, source label or text (together: prompts matching all).
 
     Nothing else in the bank changes; a removed prompt frees its place, so a near-duplicate of it can be
     added afterwards. An unknown or ambiguous id removes nothing.
     """
     id_list = [part for value in ids for part in value.replace(",", " ").split()] if ids else None
-    report = clipstore.connect(store_path, model=model, create=False).remove_prompts(id_list, source, match, dry_run)
+    report = clipstore.connect(store_path, storage_options=storage_options, model=model, create=False).remove_prompts(id_list, source, match, dry_run)
     if as_json:
         print_json(report.to_dict())
         return
@@ -89,9 +89,9 @@ def prompts_remove(store_path, model, ids, source, match, dry_run, as_json) -> N
 @store_options
 @json_option
 @clipstore_errors
-def prompts_count(store_path, model, as_json) -> None:
+def prompts_count(store_path, storage_options, model, as_json) -> None:
     """Print how many prompts the bank holds."""
-    count = clipstore.connect(store_path, model=model, create=False).count_prompts()
+    count = clipstore.connect(store_path, storage_options=storage_options, model=model, create=False).count_prompts()
     if as_json:
         print_json({"prompts": count})
     else:
@@ -104,9 +104,9 @@ def prompts_count(store_path, model, as_json) -> None:
 @click.option("--offset", type=click.IntRange(0), default=0, show_default=True)
 @json_option
 @clipstore_errors
-def prompts_list(store_path, model, limit, offset, as_json) -> None:
+def prompts_list(store_path, storage_options, model, limit, offset, as_json) -> None:
     """List bank prompts in insertion order."""
-    rows = clipstore.connect(store_path, model=model, create=False).list_prompts(limit=limit, offset=offset)
+    rows = clipstore.connect(store_path, storage_options=storage_options, model=model, create=False).list_prompts(limit=limit, offset=offset)
     if as_json:
         print_json({"prompts": [row.to_dict() for row in rows]})
         return
@@ -120,9 +120,9 @@ def prompts_list(store_path, model, limit, offset, as_json) -> None:
 @click.option("-k", "k", type=click.IntRange(1), default=10, show_default=True, help="Number of results.")
 @json_option
 @clipstore_errors
-def prompts_search(text, store_path, model, k, as_json) -> None:
+def prompts_search(text, store_path, storage_options, model, k, as_json) -> None:
     """Find the bank prompts closest in meaning to TEXT (all-MiniLM-L6-v2 cosine)."""
-    hits = clipstore.connect(store_path, model=model, create=False).search_prompts(text, k=k)
+    hits = clipstore.connect(store_path, storage_options=storage_options, model=model, create=False).search_prompts(text, k=k)
     if as_json:
         print_json({"hits": [hit.to_dict() for hit in hits]})
         return

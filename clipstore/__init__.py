@@ -28,10 +28,12 @@ from clipstore.errors import (
     PromptSelectionError,
     ReembedError,
     SourceNotFoundError,
+    StorageError,
     StoreDamagedError,
     StoreNotFoundError,
     StoreVersionError,
     TrainingDataError,
+    WriteLeaseLostError,
 )
 from clipstore.paths import default_store_path
 from clipstore.results import FileFailure, IngestReport, MigrationStatus, SearchHit, StoreInfo
@@ -106,10 +108,12 @@ __all__ = sorted(
         "PromptSelectionError",
         "ReembedError",
         "SourceNotFoundError",
+        "StorageError",
         "StoreDamagedError",
         "StoreNotFoundError",
         "StoreVersionError",
         "TrainingDataError",
+        "WriteLeaseLostError",
         "FileFailure",
         "IngestReport",
         "MigrationStatus",

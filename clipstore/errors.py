@@ -82,6 +82,16 @@ class InvalidOptionError(ClipstoreError, ValueError):
     as these were before they had their own class."""
 
 
+class StorageError(ClipstoreError):
+    """The object storage a store lives on cannot be used: a missing bucket, refused credentials, an unreachable
+    endpoint (the message says which, and what to check)."""
+
+
+class WriteLeaseLostError(ClipstoreError):
+    """A writer to a store on object storage lost its write lease before it finished (it could not renew it in
+    time, e.g. while suspended), so another writer may have written at the same time."""
+
+
 class NotWritableError(ClipstoreError):
     """A store, output file or output folder cannot be created or written (read-only disk, a file in the
     way, no permission, a full disk)."""

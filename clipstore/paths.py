@@ -1,4 +1,5 @@
-"""Where a store lives when none is named."""
+"""Where a store lives: the default when none is named, and how a named one is written down (a local folder, or
+an object-store URI such as `s3://bucket/photos.clipstore`)."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ def default_store_path() -> str:
     macOS and `%LOCALAPPDATA%` on Windows.
     """
     if os.environ.get(STORE_ENV):
-        return expand(os.environ[STORE_ENV])
+        return store_location(os.environ[STORE_ENV])
     return user_default_store_path()
 
 
@@ -34,6 +35,32 @@ def user_default_store_path() -> str:
 def expand(path: str | os.PathLike[str]) -> str:
     """Absolute path with `~` expanded (symlinks are kept: a user's path is what they know it by)."""
     return os.path.abspath(os.path.expanduser(os.fspath(path)))
+
+
+def is_uri(location: "str | os.PathLike[str]") -> bool:
+    """True for an object-store URI (`s3://bucket/prefix`, `gs://...`, `az://...`: any scheme but `file`, as
+    LanceDB reads them); False for a local path, a `file://` URI and a Windows drive (`C:\\...`)."""
+    scheme, separator, _ = os.fspath(location).partition("://")
+    return bool(separator) and len(scheme) > 1 and scheme.lower() != "file" and scheme.replace("+", "").isalnum()
+
+
+def join(folder: str, *names: str) -> str:
+    """The path of `names` under `folder`: joined with `/` under an object-store URI, else as the OS does."""
+    return "/".join([folder, *names]) if is_uri(folder) else os.path.join(folder, *names)
+
+
+def store_location(location: "str | os.PathLike[str]") -> str:
+    """Where a store is, as clipstore writes it down: an object-store URI as given (less a trailing `/`), a
+    local path (or `file://` URI) absolute with `~` expanded."""
+    text = os.fspath(location)
+    if is_uri(text):
+        return text.rstrip("/")
+    if text.lower().startswith("file://"):
+        from urllib.parse import urlparse
+        from urllib.request import url2pathname
+
+        text = url2pathname(urlparse(text).path)
+    return expand(text)
 
 
 def open_output(path: str | os.PathLike[str]) -> TextIO:

@@ -28,6 +28,18 @@ def tower_cache(tmp_path_factory) -> Path:
     return path
 
 
+@pytest.fixture(scope="session")
+def s3():
+    """A local S3 server (moto, on 127.0.0.1) with one bucket, for the whole session: an `S3Server` (endpoint,
+    bucket, `storage_options`, `env`, `uri(name)` for a fresh prefix). Skips when moto is not installed."""
+    pytest.importorskip("moto.server", reason="moto[server] is not installed: pip install '.[dev]'")
+    from object_storage import start_server
+
+    server, s3 = start_server()
+    yield s3
+    server.stop()
+
+
 @pytest.fixture
 def store_path(tmp_path: Path) -> Path:
     return tmp_path / "test.clipstore"

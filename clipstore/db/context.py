@@ -1,5 +1,6 @@
-"""What feature code gets from a store: its folder, its LanceDB connection, the identity of the model that made
-its current vectors, and the encoders — never the whole `Store`.
+"""What feature code gets from a store: where it is (its folder or object-store URI, and its plain files), its
+LanceDB connection, the identity of the model that made its current vectors, and the encoders — never the whole
+`Store`.
 
 `clipstore.store.facade.Store` builds one `StoreContext` and hands it to ingest, the prompt bank, describe,
 fine-tuning and the model switch; those modules import nothing of the facade, so the facade is the only place
@@ -8,11 +9,14 @@ that knows every feature and nothing imports it back.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Sequence
 
 from clipstore.db import tables
 from clipstore.db.identities import locate
+from clipstore.db.location import StoreLocation
 from clipstore.encoders.identity import ModelIdentity
+from clipstore.paths import is_uri
 
 if TYPE_CHECKING:
     import lancedb
@@ -25,13 +29,16 @@ if TYPE_CHECKING:
 class StoreContext:
     """A store as feature code sees it.
 
-    path: the store folder. db: its LanceDB connection. model: the identity of the model that made the current
-    vectors (follows a re-embed switch made by this or another process). encoder / minilm: the loaded encoders
-    (on first use, shared in the process). device, precision: where and how models run.
+    location: where the store is, and its plain files (heads, fine-tuned models; `StoreLocation`). path: the
+    store folder or object-store URI (`location.root`). db: its LanceDB connection. model: the identity of the
+    model that made the current vectors (follows a re-embed switch made by this or another process). encoder /
+    minilm: the loaded encoders (on first use, shared in the process). device, precision: where and how models
+    run.
     """
 
-    def __init__(self, path: str, db: "lancedb.DBConnection", model: ModelIdentity, *, device: str | None, precision: str):
-        self.path = path
+    def __init__(self, location: StoreLocation, db: "lancedb.DBConnection", model: ModelIdentity, *, device: str | None, precision: str):
+        self.location = location
+        self.path = location.root
         self.db = db
         self.device = device
         self.precision = precision
@@ -63,7 +70,16 @@ class StoreContext:
         """The CLIP encoder of another model (a re-embed target, a fine-tuned model), on this store's device."""
         from clipstore.encoders.clip import load_clip_encoder
 
-        return load_clip_encoder(identity, device=self.device, precision=self.precision)
+        return load_clip_encoder(self.loadable(identity), device=self.device, precision=self.precision)
+
+    def loadable(self, identity: ModelIdentity) -> ModelIdentity:
+        """`identity` with a checkpoint that can be loaded here: one saved in this store on object storage
+        (`models/<id>/model.safetensors`) becomes its local copy (downloaded once into clipstore's cache; its
+        SHA-256 is checked when the model is built); any other is returned as it is."""
+        path = identity.checkpoint_path
+        if not path or not is_uri(path) or not path.startswith(self.path + "/"):
+            return identity
+        return replace(identity, checkpoint_path=self.location.local_copy(path))
 
     def embed_queries(self, kind: str, queries: "Sequence[Any]") -> "np.ndarray":
         """Search queries -> (n, embed_dim) float32, L2-normalised, in the store's model's space: texts for

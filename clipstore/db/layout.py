@@ -9,8 +9,10 @@ A store is a folder:
       _clipstore_migrations.lance                  applied migrations (name, applied_at)
       _clipstore_heads.lance, heads/<id>/          trained Model A heads (config.json, model_a.safetensors)
       models/<id>/                                 fine-tuned CLIP models (config.json, model.safetensors)
-      .clipstore-write.lock                        the one-writer lock
+      .clipstore-write.lock                        the one-writer lock (a local folder)
+      _clipstore_write_lease.lance                 the one-writer lease (object storage; see `clipstore.db.locking`)
 
+A store on object storage (`s3://bucket/photos.clipstore`) has the same tables and files under its URI.
 The schemas here are the live ones (what new tables get at run time); the migrations in `clipstore.migrations`
 carry their own frozen copies, and tests/db/test_migrations.py keeps the two equal.
 """
@@ -34,6 +36,8 @@ MODEL_METADATA_KEY = b"clipstore.model"
 PROMPT_OFFERED = "prompt_offered"
 FIRST_PATH = "first_path"
 HEADS_TABLE = "_clipstore_heads"
+LEASE_TABLE = "_clipstore_write_lease"
+"""The write lease of a store on object storage: one row naming the writer and until when it holds the store."""
 IMAGES_VECTOR_INDEX = "embedding_idx"
 """The name of the optional LanceDB vector index on the images tables' `embedding` column (`clipstore index`)."""
 
@@ -160,6 +164,20 @@ def migrations_schema() -> "pa.Schema":
 
     return pa.schema(
         [pa.field("name", pa.string(), nullable=False), pa.field("applied_at", pa.timestamp("us", tz="UTC"))]
+    )
+
+
+def lease_schema() -> "pa.Schema":
+    """`_clipstore_write_lease`: its one row (`key` "write") names the `holder` ("" when free) and when the lease
+    ends (`expires_ms`, Unix time in milliseconds)."""
+    import pyarrow as pa
+
+    return pa.schema(
+        [
+            pa.field("key", pa.string(), nullable=False),
+            pa.field("holder", pa.string(), nullable=False),
+            pa.field("expires_ms", pa.int64(), nullable=False),
+        ]
     )
 
 

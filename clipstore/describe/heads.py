@@ -1,10 +1,11 @@
 """Trained Model A heads saved in a store: files on disk plus one record each in `_clipstore_heads`.
 
-A head lives in `<store>/heads/<id>/` as `model_a.safetensors` (the FC/Norm layers, and the fine-tuned CLIP
-vision tower unless it was trained with --freeze-vision) and `config.json` (the base CLIP identity, the
-architecture, the training hyper-parameters, the Model B parameters and ensemble alpha chosen on the
-validation split, and the validation metrics). The record in `_clipstore_heads` (written last, so a crash
-mid-save leaves no record) makes it visible (`save_head`). `choose_head` picks the head `describe` and `eval`
+A head lives in `<store>/heads/<id>/` (under the store's URI on object storage) as `model_a.safetensors` (the
+FC/Norm layers, and the fine-tuned CLIP vision tower unless it was trained with --freeze-vision) and
+`config.json` (the base CLIP identity, the architecture, the training hyper-parameters, the Model B parameters
+and ensemble alpha chosen on the validation split, and the validation metrics). The record in
+`_clipstore_heads` (written last, so a crash mid-save leaves no record) makes it visible (`save_head`); its
+files are read through the store's `StoreLocation` (a local copy of the weights on object storage). `choose_head` picks the head `describe` and `eval`
 use: the one asked for, else the newest one trained on the store's encoder; `load_head_model` rebuilds it.
 
 A head only makes sense on top of the CLIP encoder it was trained with: loading one whose base identity differs
@@ -23,6 +24,7 @@ from clipstore.errors import HeadNotFoundError, ModelMismatchError
 from clipstore.describe.model_b import KnnParams
 from clipstore.db.identities import locate
 from clipstore.encoders.identity import ModelIdentity
+from clipstore.paths import join
 from clipstore.results import _AsDict
 from clipstore.db import layout
 
@@ -30,6 +32,7 @@ if TYPE_CHECKING:
     import lancedb
 
     from clipstore.db.context import StoreContext
+    from clipstore.db.location import StoreLocation
     from clipstore.describe.model_a import ModelA
 
 FORMAT_VERSION = 1
@@ -104,13 +107,9 @@ class HeadConfig:
         )
 
 
-def heads_folder(store_path: str) -> str:
-    """The folder under which a store's heads (and their in-progress training runs) live."""
-    return os.path.join(store_path, layout.HEADS_FOLDER)
-
-
-def list_heads(db: "lancedb.DBConnection", store_path: str, store_model: ModelIdentity) -> list[HeadInfo]:
-    """Every recorded head, newest first."""
+def list_heads(db: "lancedb.DBConnection", location: "StoreLocation", store_model: ModelIdentity) -> list[HeadInfo]:
+    """Every recorded head of the store at `location`, newest first."""
+    store_path = location.root
     if not tables.table_exists(db, layout.HEADS_TABLE):
         return []
     rows = tables.read_columns(db.open_table(layout.HEADS_TABLE), layout.heads_schema().names).to_pylist()
@@ -123,7 +122,7 @@ def list_heads(db: "lancedb.DBConnection", store_path: str, store_model: ModelId
             HeadInfo(
                 row["id"],
                 row["created_at"].isoformat(),
-                os.path.join(store_path, row["folder"]),
+                location.join(row["folder"]),
                 base.to_dict(),
                 float(row["validation_avg_cos"]),
                 float(row["ensemble_alpha"]),
@@ -135,7 +134,7 @@ def list_heads(db: "lancedb.DBConnection", store_path: str, store_model: ModelId
     return infos
 
 
-def record_head(db: "lancedb.DBConnection", store_path: str, config: HeadConfig, folder: str) -> None:
+def record_head(db: "lancedb.DBConnection", location: "StoreLocation", config: HeadConfig, folder: str) -> None:
     """Make a saved head folder visible (the last step of saving a head)."""
     import pyarrow as pa
     from datetime import datetime
@@ -144,7 +143,7 @@ def record_head(db: "lancedb.DBConnection", store_path: str, config: HeadConfig,
     row = {
         "id": config.id,
         "created_at": datetime.fromisoformat(config.created_at),
-        "folder": os.path.relpath(folder, store_path),
+        "folder": location.relative(folder),
         "base_model": config.base_model.to_json(),
         "validation_avg_cos": float(config.validation.get("model_a", float("nan"))),
         "ensemble_alpha": config.ensemble_alpha,
@@ -154,13 +153,14 @@ def record_head(db: "lancedb.DBConnection", store_path: str, config: HeadConfig,
 
 
 def resolve_head(
-    db: "lancedb.DBConnection", store_path: str, store_model: ModelIdentity, head: str | os.PathLike[str]
+    db: "lancedb.DBConnection", location: "StoreLocation", store_model: ModelIdentity, head: str | os.PathLike[str]
 ) -> str:
-    """The folder of a head given by id (or id prefix) in this store, or by the path of a head folder."""
+    """The folder of a head given by id (or id prefix) in this store, or by the path of a local head folder."""
+    store_path = location.root
     candidate = os.path.expanduser(os.fspath(head))
     if os.path.isdir(candidate):
         return os.path.abspath(candidate)
-    matches = [info for info in list_heads(db, store_path, store_model) if info.id.startswith(str(head))]
+    matches = [info for info in list_heads(db, location, store_model) if info.id.startswith(str(head))]
     if len(matches) == 1:
         return matches[0].folder
     if not matches:
@@ -171,13 +171,13 @@ def resolve_head(
     raise HeadNotFoundError(f"{str(head)!r} matches {len(matches)} heads; give more of the id.")
 
 
-def read_config(folder: str, store_root: str | None = None) -> HeadConfig:
-    """A head's config; its base model located in the store at `store_root` when given."""
-    path = os.path.join(folder, layout.CONFIG_FILE)
+def read_config(location: "StoreLocation", folder: str) -> HeadConfig:
+    """The config of the head in `folder` (in the store at `location`, or a local folder), its base model
+    located in that store."""
+    path = join(folder, layout.CONFIG_FILE)
     try:
-        with open(path, encoding="utf-8") as handle:
-            config = HeadConfig.from_json(handle.read())
-            return replace(config, base_model=config.base_model.located(store_root)) if store_root else config
+        config = HeadConfig.from_json(location.read_text(path))
+        return replace(config, base_model=config.base_model.located(location.root))
     except FileNotFoundError as exc:
         raise HeadNotFoundError(f"{folder} is not a Model A head folder (no {layout.CONFIG_FILE}).") from exc
     except (ValueError, KeyError, TypeError) as exc:
@@ -209,16 +209,16 @@ def choose_head(store: "StoreContext", head: str | os.PathLike[str] | None = Non
     """The head `describe` and `eval` use: `head` (an id, id prefix or head folder), refused with
     ModelMismatchError when trained on another encoder; else the newest head trained on the store's encoder."""
     if head is not None:
-        folder = resolve_head(store.db, store.path, store.model, head)
-        config = read_config(folder, store.path)
+        folder = resolve_head(store.db, store.location, store.model, head)
+        config = read_config(store.location, folder)
         check_base(config, store.model, folder)
         return HeadChoice(config, folder)
-    infos = list_heads(store.db, store.path, store.model)
+    infos = list_heads(store.db, store.location, store.model)
     usable = [info for info in infos if not info.stale]
     stale_newest = infos[0] if infos and infos[0].stale else None
     if not usable:
         return HeadChoice(None, None, stale_newest)
-    return HeadChoice(read_config(usable[0].folder, store.path), usable[0].folder, stale_newest)
+    return HeadChoice(read_config(store.location, usable[0].folder), usable[0].folder, stale_newest)
 
 
 def save_head(store: "StoreContext", model: "ModelA", config: HeadConfig) -> str:
@@ -226,15 +226,14 @@ def save_head(store: "StoreContext", model: "ModelA", config: HeadConfig) -> str
     its folder."""
     from clipstore.db.locking import write_lock
     from clipstore.describe.model_a import save_weights
-    from clipstore.training.runs import saved_folder
 
-    final = os.path.join(heads_folder(store.path), config.id)
-    with saved_folder(final) as folder:
+    final = store.location.join(layout.HEADS_FOLDER, config.id)
+    with store.location.saved_folder(final) as folder:
         save_weights(model, folder)
         with open(os.path.join(folder, layout.CONFIG_FILE), "w", encoding="utf-8") as handle:
             handle.write(config.to_json())
-    with write_lock(store.path):
-        record_head(store.db, store.path, config, final)
+    with write_lock(store.location):
+        record_head(store.db, store.location, config, final)
     return final
 
 
@@ -247,5 +246,6 @@ def load_head_model(store: "StoreContext", folder: str, config: HeadConfig) -> "
     if config.vision_tuned:
         from clipstore.encoders.clip import vision_tower
 
-        visual = vision_tower(store.model)
-    return load_weights(folder, in_dim=config.in_dim, out_dim=config.out_dim, mix=config.mix, visual=visual)
+        visual = vision_tower(store.loadable(store.model))
+    weights = store.location.local_copy(join(folder, layout.HEAD_WEIGHTS_FILE))
+    return load_weights(weights, in_dim=config.in_dim, out_dim=config.out_dim, mix=config.mix, visual=visual)

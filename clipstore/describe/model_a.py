@@ -103,13 +103,13 @@ def save_weights(model: ModelA, folder: str) -> None:
     save_file(state, os.path.join(folder, HEAD_WEIGHTS_FILE))
 
 
-def load_weights(folder: str, *, in_dim: int, out_dim: int, mix: float, visual: nn.Module | None = None) -> ModelA:
-    """Rebuild a saved Model A in eval mode (give `visual`, a fresh tower of the base architecture, when the
-    tower was fine-tuned with it)."""
+def load_weights(path: str, *, in_dim: int, out_dim: int, mix: float, visual: nn.Module | None = None) -> ModelA:
+    """Rebuild a saved Model A from its weights file (`model_a.safetensors`, a local path) in eval mode (give
+    `visual`, a fresh tower of the base architecture, when the tower was fine-tuned with it)."""
     from safetensors.torch import load_file
 
     model = ModelA(in_dim, out_dim, mix, 0.0, visual)
-    model.load_state_dict(load_file(os.path.join(folder, HEAD_WEIGHTS_FILE)))
+    model.load_state_dict(load_file(path))
     return model.eval().requires_grad_(False)
 
 
@@ -231,7 +231,7 @@ def fit_tuned_tower(
 
     identity = store.model
     torch.manual_seed(options.seed)
-    visual = vision_tower(identity)
+    visual = vision_tower(store.loadable(identity))
     model = ModelA(identity.embed_dim, MINILM_DIM, options.mix, options.dropout, visual)
     max_side = int(identity.image_size * 1.3)
     images = []

@@ -28,9 +28,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from clipstore.db import tables
+from clipstore.db import layout, tables
 from clipstore.describe.ensemble import avg_cos, tune_alpha
-from clipstore.describe.heads import FORMAT_VERSION, HeadConfig, heads_folder, save_head
+from clipstore.describe.heads import FORMAT_VERSION, HeadConfig, save_head
 from clipstore.describe.options import TrainOptions
 from clipstore.describe.model_b import K_GRID, KnnParams, bank_view, knn_candidates, model_b_predictions, tune_knn
 from clipstore.describe.pairs import Pairs, load_pairs
@@ -172,8 +172,7 @@ def train_head(store: "StoreContext", options: TrainOptions, progress: Progress 
         variants = np.concatenate([variants, flat], axis=1)
 
     key = _run_key(store, options, train, validation)
-    work = os.path.join(heads_folder(store.path), f".training-{key}")
-    os.makedirs(work, exist_ok=True)
+    work = store.location.work_folder(layout.HEADS_FOLDER, f".training-{key}")
     checkpoint = os.path.join(work, "checkpoint.pt")
 
     if options.freeze_vision:

@@ -21,6 +21,7 @@ from pathlib import Path, PurePath
 from typing import Any, Mapping
 
 from clipstore.errors import ModelSpecError
+from clipstore.paths import is_uri
 
 DEFAULT_MODEL = "ViT-B-32:laion2b_s34b_b79k"
 """The model a new store uses when none is named: a real CLIP, downloaded by open_clip on first use."""
@@ -114,7 +115,9 @@ class ModelIdentity:
         exists; the recorded path (relative to the store root when relative); and, for a store written before
         in-store paths were relative and since moved or copied, the same tail of the recorded path under
         `store_root` when that file has the recorded SHA-256. When none exists the recorded path is kept, and
-        loading the model says how to relink it. Reads no weights; hashes a file only in that last case.
+        loading the model says how to relink it. Reads no weights; hashes a file only in that last case. For a
+        store on object storage (`store_root` a URI) an in-store checkpoint is its URI, which the store's
+        context turns into a local copy when the model is loaded (`StoreContext.loadable`).
         """
         if not self.checkpoint_path:
             return self
@@ -264,7 +267,11 @@ def _looks_like_path(weights: str) -> bool:
 
 def portable_path(path: str, store_root: str) -> str:
     """How a store records a file path: relative to the store folder with `/` separators when the file lies
-    inside it (symlinks resolved), else unchanged."""
+    inside it (symlinks resolved; for a store on object storage, when the URI starts with the store's), else
+    unchanged."""
+    if is_uri(store_root):
+        inside = path.startswith(store_root + "/")
+        return path[len(store_root) + 1:] if inside else path
     if not os.path.isabs(path):
         return path
     real_path, real_root = os.path.realpath(path), os.path.realpath(store_root)
@@ -277,8 +284,11 @@ def portable_path(path: str, store_root: str) -> str:
 
 
 def _under(root: str, path: str) -> str:
-    """A recorded path made absolute: relative ones (with `/` separators) are relative to `root`."""
-    return path if os.path.isabs(path) else os.path.join(root, *path.split("/"))
+    """A recorded path made absolute: relative ones (with `/` separators) are relative to `root` (a folder, or
+    the URI of a store on object storage)."""
+    if os.path.isabs(path) or is_uri(path):
+        return path
+    return f"{root}/{path}" if is_uri(root) else os.path.join(root, *path.split("/"))
 
 
 def file_sha256(path: str | os.PathLike[str]) -> str:

@@ -43,6 +43,7 @@ from clipstore.finetune.losses import arc_margin_loss, caption_subset, info_nce_
 from clipstore.finetune.metrics import map_at_k
 from clipstore.finetune.options import FinetuneOptions
 from clipstore.finetune.registry import save_model
+from clipstore.paths import join
 from clipstore.progress import Progress, silent
 from clipstore.results import _AsDict
 from clipstore.training.images import load_training_image
@@ -120,7 +121,7 @@ def finetune(store: "StoreContext", options: FinetuneOptions, progress: Progress
 
     identity = store.model
     torch.manual_seed(options.seed)
-    model = create_model(identity).float()
+    model = create_model(store.loadable(identity)).float()
     model.requires_grad_(False)
     visual = model.visual
     visual.requires_grad_(True)
@@ -203,8 +204,7 @@ def finetune(store: "StoreContext", options: FinetuneOptions, progress: Progress
         groups.append({"params": [centres], "lr": options.lr_head * 10, "weight_decay": 0.0})
 
     key = _run_key(store, options, images)
-    work = os.path.join(store.path, layout.MODELS_FOLDER, f".training-{key}")
-    os.makedirs(work, exist_ok=True)
+    work = store.location.work_folder(layout.MODELS_FOLDER, f".training-{key}")
     steps = math.ceil(len(train_rows) / options.batch_size)
     holder = _Holder(visual, centres)
     loop = TrainingLoop(holder, options, steps, os.path.join(work, "stage1.pt"), groups)
@@ -253,7 +253,7 @@ def finetune(store: "StoreContext", options: FinetuneOptions, progress: Progress
     return FinetuneReport(
         model_id,
         folder,
-        f"{identity.architecture}:{os.path.join(folder, 'model.safetensors')}",
+        f"{identity.architecture}:{join(folder, layout.MODEL_WEIGHTS_FILE)}",
         options.method,
         len(images.ids),
         len(train_rows),

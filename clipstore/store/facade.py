@@ -1,22 +1,23 @@
-"""The Store: one folder on disk holding LanceDB tables of image vectors, and the operations on them."""
+"""The Store: one folder of LanceDB tables of image vectors (on the local disk or on object storage), and the
+operations on them."""
 
 from __future__ import annotations
 
 import os
-from datetime import timedelta
 from typing import TYPE_CHECKING, Callable, Iterable, Union
 
 from clipstore.db import layout, migrate, tables, vector_index
 from clipstore.errors import ModelMismatchError, StoreDamagedError, StoreNotFoundError
 from clipstore.db.context import StoreContext
 from clipstore.db.identities import locate
+from clipstore.db.location import StoreLocation
 from clipstore.imaging import DEFAULT_MAX_MEGAPIXELS, load_image
 from clipstore.ingest.run import FolderIngest, IngestOptions, check_source, read_prompt_manifest
 from clipstore.prompts.files import read_prompt_file
 from clipstore.prompts.bank import PromptBank, PromptHit, PromptInsertReport, PromptRemoveReport, StoredPrompt, dedup_threshold
 from clipstore.prompts.nearest import update_bank_index
 from clipstore.encoders.identity import DEFAULT_MODEL, ModelIdentity, resolve_model
-from clipstore.paths import default_store_path, expand
+from clipstore.paths import default_store_path, store_location
 from clipstore.results import IngestReport, MigrationStatus, SearchHit, StoreInfo
 from clipstore.search.index import IndexReport, build_index, index_state, update_index
 from clipstore.search.searcher import ImageSearcher, normalise_prefix
@@ -49,15 +50,17 @@ ImageQuery = Union[str, "os.PathLike[str]", bytes, bytearray, memoryview, "Image
 class Store:
     """A clipstore store. Create or open one with `clipstore.connect(path)`.
 
-    The store's tables are plain LanceDB tables under `path` (`images`, `files`, `prompts`, and the
-    bookkeeping tables `_clipstore_settings` and `_clipstore_migrations`); its vectors were made by
+    The store's tables are plain LanceDB tables under `path` (a local folder, or an object-store URI such as
+    `s3://bucket/photos.clipstore`; `location` has its storage options): `images`, `files`, `prompts`, and the
+    bookkeeping tables `_clipstore_settings` and `_clipstore_migrations`. Its vectors were made by
     `store.model`, which is loaded lazily the first time something needs embedding.
     """
 
-    def __init__(self, path: str, db: "lancedb.DBConnection", model: ModelIdentity, *, device: str | None, precision: str):
-        self.path = path
+    def __init__(self, location: StoreLocation, db: "lancedb.DBConnection", model: ModelIdentity, *, device: str | None, precision: str):
+        self.location = location
+        self.path = location.root
         self.db = db
-        self.context = StoreContext(path, db, model, device=device, precision=precision)
+        self.context = StoreContext(location, db, model, device=device, precision=precision)
         self._searcher = ImageSearcher(db)
         self._tables = tables.ActiveTables(db)  # what `describer` checks for changes, read cheaply
         self._describers: dict = {}
@@ -109,7 +112,7 @@ class Store:
         root = check_source(folder, prune=prune)
         manifest_prompts = read_prompt_manifest(manifest) if manifest is not None else None
         options = IngestOptions(max_megapixels=max_megapixels, batch_size=batch_size)
-        with write_lock(self.path, on_wait=on_lock_wait):
+        with write_lock(self.location, on_wait=on_lock_wait):
             run = FolderIngest(
                 self.db,
                 lambda: self.encoder,
@@ -183,7 +186,7 @@ class Store:
     def _add_prompt_texts(self, texts: list[str], source, progress) -> PromptInsertReport:
         from clipstore.db.locking import write_lock
 
-        with write_lock(self.path):
+        with write_lock(self.location):
             return self._prompt_bank.add(texts, source, progress=progress)
 
     def remove_prompts(
@@ -206,7 +209,7 @@ class Store:
             return bank.remove(ids, source, match, dry_run=True)
         from clipstore.db.locking import write_lock
 
-        with write_lock(self.path):
+        with write_lock(self.location):
             return bank.remove(ids, source, match)
 
     def count_prompts(self) -> int:
@@ -246,7 +249,7 @@ class Store:
         """The trained Model A heads, newest first (`stale` ones were trained on another encoder)."""
         from clipstore.describe.heads import list_heads
 
-        return list_heads(self.db, self.path, self.model)
+        return list_heads(self.db, self.location, self.model)
 
     def describer(self, *, head: "str | os.PathLike[str] | None" = None, use_images: bool = False) -> "Describer":
         """A describer for this store's current bank and heads (loads the head once; reused by `describe`
@@ -348,7 +351,7 @@ class Store:
         from clipstore.finetune.registry import finetuned_models
         from clipstore.db.identities import relinked
 
-        return finetuned_models(self.path, relinked(self.db))
+        return finetuned_models(self.location, relinked(self.db))
 
     def reembed(self, model: str, *, drop_missing: bool = False, batch_size: int = 32, progress=None) -> "ReembedReport":
         """Re-embed every image with `model` and switch the store to it atomically (see `clipstore.switch.reembed`).
@@ -363,7 +366,7 @@ class Store:
         from clipstore.switch.reembed import reembed
 
         target, text_changed = resolve_target(self.context, model)
-        with write_lock(self.path):
+        with write_lock(self.location):
             return reembed(self.context, target, text_changed=text_changed, drop_missing=drop_missing, batch_size=batch_size, progress=progress)
 
     def rollback(self) -> "RollbackReport":
@@ -371,7 +374,7 @@ class Store:
         from clipstore.db.locking import write_lock
         from clipstore.switch.rollback import rollback
 
-        with write_lock(self.path):
+        with write_lock(self.location):
             return rollback(self.context)
 
     def relink_model(self, path: "str | os.PathLike[str]") -> "RelinkReport":
@@ -382,7 +385,7 @@ class Store:
         from clipstore.switch.locations import relink
         from clipstore.db.locking import write_lock
 
-        with write_lock(self.path):
+        with write_lock(self.location):
             report = relink(self.context, path)
         self.context.forget_model()  # locate the model again on next use
         return report
@@ -477,7 +480,7 @@ class Store:
         """
         from clipstore.db.locking import write_lock
 
-        with write_lock(self.path):
+        with write_lock(self.location):
             report = build_index(self.context, rebuild=rebuild, progress=progress)
             if tables.has_prompts(self.db):  # a bank that reached the threshold before it was checked on writes
                 update_bank_index(self.db, tables.open_prompts(self.db), progress)
@@ -495,7 +498,7 @@ class Store:
         it are indexed by the next ingest or prompt addition, or at once by `build_index`."""
         from clipstore.db.locking import write_lock
 
-        with write_lock(self.path):
+        with write_lock(self.location):
             vector_index.set_index_threshold(self.db, rows)
 
     def image_paths(self, image_id: str) -> list[str]:
@@ -534,6 +537,7 @@ class Store:
 def connect(
     path: str | os.PathLike[str] | None = None,
     *,
+    storage_options: "dict[str, str] | None" = None,
     model: str | None = None,
     create: bool = True,
     apply_migrations: bool = True,
@@ -542,6 +546,11 @@ def connect(
 ) -> Store:
     """Open the store at `path` (default: `clipstore.default_store_path()`), creating it when `create` is true.
 
+    path: a local folder, or an object-store URI as LanceDB reads them (`s3://bucket/photos.clipstore`,
+        `gs://...`, `az://...`). storage_options: for object storage, LanceDB's options (e.g. `aws_endpoint`,
+        `aws_access_key_id`, `aws_secret_access_key`, `aws_region`, `allow_http`); Lance also reads the
+        standard environment variables (`AWS_ENDPOINT`, `AWS_ACCESS_KEY_ID`, ...). A bucket that does not
+        exist, refused credentials or an unreachable endpoint raise StorageError.
     model: a model spec (`ARCH:TAG`, `ARCH:/path/to/checkpoint`, `clipstore-mini`). For a new store it
         chooses the model (default `ViT-B-32:laion2b_s34b_b79k`); for an existing store it must name the
         store's own model, else ModelMismatchError. Omit it to use the store's model.
@@ -550,22 +559,22 @@ def connect(
     Pending migrations are applied on connect (unless `apply_migrations` is false, which also refuses to
     create a store); a store written by a newer clipstore raises StoreVersionError.
     """
-    import lancedb
-
-    store_path = expand(path) if path is not None else default_store_path()
-    exists = _is_store(store_path)
+    location = StoreLocation(store_location(path) if path is not None else default_store_path(), storage_options)
+    store_path = location.root
+    entries = location.entries()
+    exists = f"{layout.MIGRATIONS}.lance" in entries
     if not exists:
         if not create or not apply_migrations:
             raise StoreNotFoundError(
                 f"No clipstore store at {store_path}. Create it with `clipstore ingest FOLDER --store {store_path}` "
                 "(or clipstore.connect(path) in Python), or pass --store with the path of an existing store."
             )
-        if os.path.isdir(store_path) and not _only_clipstore_entries(store_path):
+        if entries and not _only_clipstore_entries(entries):
             raise StoreNotFoundError(
                 f"{store_path} is a folder that is not empty and not a clipstore store. Choose a new or empty "
                 "folder for the store (e.g. --store ~/photos.clipstore)."
             )
-        if os.path.exists(store_path) and not os.path.isdir(store_path):
+        if not location.remote and os.path.exists(store_path) and not os.path.isdir(store_path):
             raise StoreNotFoundError(f"{store_path} is a file, not a store folder. Choose another --store path.")
     requested = resolve_model(model) if model else None  # a bad spec fails before anything is written
     if not exists:
@@ -573,20 +582,22 @@ def connect(
 
         # A new store's model must be loadable: never leave an empty store behind for weights we cannot get.
         ensure_weights_obtainable(requested or resolve_model(DEFAULT_MODEL))
-        _create_folder(store_path)
-    db = lancedb.connect(store_path, read_consistency_interval=timedelta(0))
-    migrate.check_not_newer(db, store_path)
-    if exists:
-        _check_complete(db, store_path)
-    identity = _store_model(db, store_path, requested)
-    if apply_migrations and any(not status.applied for status in migrate.migration_status(db)):
-        from clipstore.db.locking import write_lock
+        if not location.remote:  # object storage has no folders to create
+            _create_folder(store_path)
+    db = location.connect()
+    with location.errors():
+        migrate.check_not_newer(db, store_path)
+        if exists:
+            _check_complete(db, store_path)
+        identity = _store_model(db, location, requested)
+        if apply_migrations and any(not status.applied for status in migrate.migration_status(db)):
+            from clipstore.db.locking import write_lock
 
-        with write_lock(store_path):
-            migrate.apply_pending(migrate.MigrationContext(db, store_path, identity))
-            # Another process may have created the store first, with its model: check against that one.
-            identity = _store_model(db, store_path, requested)
-    return Store(store_path, db, identity, device=device, precision=precision)
+            with write_lock(location):
+                migrate.apply_pending(migrate.MigrationContext(db, store_path, identity))
+                # Another process may have created the store first, with its model: check against that one.
+                identity = _store_model(db, location, requested)
+    return Store(location, db, identity, device=device, precision=precision)
 
 
 def _create_folder(store_path: str) -> None:
@@ -623,20 +634,15 @@ def _check_complete(db: "lancedb.DBConnection", store_path: str) -> None:
         )
 
 
-def _is_store(path: str) -> bool:
-    return os.path.isdir(os.path.join(path, f"{layout.MIGRATIONS}.lance"))
+def _only_clipstore_entries(entries: list[str]) -> bool:
+    """True when a folder's `entries` are only what a store creation that stopped midway leaves."""
+    ours = {layout.LOCK_FILE} | {f"{name}.lance" for name in (layout.IMAGES, layout.FILES, layout.MIGRATIONS, layout.LEASE_TABLE)}
+    return set(entries) <= ours
 
 
-def _only_clipstore_entries(path: str) -> bool:
-    """True for an empty folder, or one holding only what a store creation that stopped midway leaves."""
-    from clipstore.db.layout import LOCK_FILE
-
-    ours = {LOCK_FILE} | {f"{name}.lance" for name in (layout.IMAGES, layout.FILES, layout.MIGRATIONS)}
-    return set(os.listdir(path)) <= ours
-
-
-def _store_model(db: "lancedb.DBConnection", store_path: str, requested: ModelIdentity | None) -> ModelIdentity:
+def _store_model(db: "lancedb.DBConnection", location: StoreLocation, requested: ModelIdentity | None) -> ModelIdentity:
     """The model identity of the store; checks a requested model against it."""
+    store_path = location.root
     stored = tables.stored_model(tables.open_images(db)) if tables.table_exists(db, tables.active_tables(db)["images"]) else None
     if stored is None:
         return requested or resolve_model(DEFAULT_MODEL)
@@ -645,7 +651,7 @@ def _store_model(db: "lancedb.DBConnection", store_path: str, requested: ModelId
         return stored
     if not requested.same_vectors_as(stored):
         if _holds_no_vectors(db):
-            return _switch_empty_store_model(db, store_path, requested)
+            return _switch_empty_store_model(db, location, requested)
         raise ModelMismatchError(
             f"The store at {store_path} holds vectors made by {stored.spec} ({stored.embed_dim}-d, weights "
             f"{stored.weights_label}), but --model asks for {requested.spec} ({requested.embed_dim}-d, weights "
@@ -662,11 +668,12 @@ def _holds_no_vectors(db: "lancedb.DBConnection") -> bool:
     return all(db.open_table(name).count_rows() == 0 for name in (active["images"], layout.FILES, active["prompts"]) if name in names)
 
 
-def _switch_empty_store_model(db: "lancedb.DBConnection", store_path: str, model: ModelIdentity) -> ModelIdentity:
+def _switch_empty_store_model(db: "lancedb.DBConnection", location: StoreLocation, model: ModelIdentity) -> ModelIdentity:
     """A store without vectors has nothing to mix: re-create its images table for the requested model."""
     from clipstore.db.locking import write_lock
 
-    with write_lock(store_path):
+    store_path = location.root
+    with write_lock(location):
         if _holds_no_vectors(db):
             active = tables.active_tables(db)
             db.drop_table(active["images"])
@@ -674,7 +681,7 @@ def _switch_empty_store_model(db: "lancedb.DBConnection", store_path: str, model
             if tables.table_exists(db, active["prompts"]):
                 db.drop_table(active["prompts"])
                 db.create_table(active["prompts"], schema=layout.prompts_schema(model, store_path))
-    return _store_model(db, store_path, model)
+    return _store_model(db, location, model)
 
 
 def _is_saved_model(identity: ModelIdentity, config: dict) -> bool:

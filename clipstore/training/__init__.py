@@ -2,7 +2,7 @@
 `clipstore.finetune`) share.
 
 - `loop`: `TrainingLoop` (AdamW, warm-up + cosine schedule, early stopping, resumable checkpoints), `EpochStats`.
-- `runs`: `run_key` (a resumable run's identity) and `saved_folder` (atomic model folders).
+- `runs`: `run_key` (a resumable run's identity).
 - `images`: `load_training_image`.
 - `augment`: image and text augmentations.
 """

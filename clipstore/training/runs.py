@@ -1,13 +1,11 @@
-"""Run identity and saving for trainers: a resumable run is found again by its key, and a finished model
-folder appears whole or not at all."""
+"""Run identity for trainers: a resumable run is found again by its key (finished model folders are saved whole
+or not at all by `clipstore.db.location.StoreLocation.saved_folder`)."""
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
-from contextlib import contextmanager
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterable
 
 from clipstore.encoders.identity import ModelIdentity
 
@@ -24,12 +22,3 @@ def run_key(model: ModelIdentity, store_root: str, options: dict[str, Any], data
         digest.update(b"|")
     return digest.hexdigest()[:16]
 
-
-@contextmanager
-def saved_folder(final: str) -> Iterator[str]:
-    """Write a model folder atomically: the body writes into `<final>.partial`, which becomes `final` only when
-    it returns (a crash leaves no half-written `final`; listings skip `.partial` folders)."""
-    partial = final + ".partial"
-    os.makedirs(partial, exist_ok=True)
-    yield partial
-    os.replace(partial, final)

@@ -136,3 +136,11 @@ def test_readme_documents_every_field_of_the_reports():
     for result in (clipstore.IngestReport, clipstore.StoreInfo):
         for field in dataclasses.fields(result):
             assert f"`{field.name}`" in readme, f"README does not document {result.__name__}.{field.name}"
+
+
+def test_storage_options_are_key_value_pairs_given_to_every_command_with_a_store():
+    for words, command in _leaf_commands(main):
+        names = {name for param in command.params for name in getattr(param, "opts", ())}
+        assert ("--store" in names) == ("--storage-option" in names), words
+    result = CliRunner().invoke(main, ["info", "--store", "s3://bucket/x", "--storage-option", "aws_region"])
+    assert result.exit_code == 2 and "'aws_region' is not KEY=VALUE" in result.output

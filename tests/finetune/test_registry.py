@@ -43,7 +43,7 @@ def saved(store):
 
 def test_saved_models_are_listed_newest_first_with_their_folder_and_weights_hash(saved):
     store, folders = saved
-    models = finetuned_models(store.path)
+    models = finetuned_models(store.location)
     assert [m["id"] for m in models] == ["20240202-120000-cccccc", "20240101-130000-bbbbbb", "20240101-120000-aaaaaa"]
     assert [m["folder"] for m in models] == [folders["other"], folders["2sft"], folders["mcip"]]
     weights = os.path.join(folders["mcip"], "model.safetensors")
