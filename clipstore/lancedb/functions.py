@@ -92,7 +92,7 @@ class ClipstoreEmbeddings(_DirectCalls, EmbeddingFunction):
     def create(cls, **kwargs: Any) -> "ClipstoreEmbeddings":
         """The function for `model=` or `store=` (see the class); records the resolved choices as JSON fields."""
         from clipstore.encoders.identity import DEFAULT_MODEL
-        from clipstore.paths import expand
+        from clipstore.paths import store_location
 
         if kwargs.get("model") is not None and kwargs.get("store") is not None:
             raise InvalidOptionError(
@@ -102,7 +102,9 @@ class ClipstoreEmbeddings(_DirectCalls, EmbeddingFunction):
             store = kwargs["store"]
             store = getattr(store, "path", store)  # a clipstore.Store stands for its folder
             if not str(store).startswith("$var:"):
-                kwargs["store"] = expand(store)  # the table may be opened from another working directory
+                # Absolute (the table may be opened from another working directory); an object-store URI as given,
+                # reached with the standard AWS_* (or the provider's) environment variables: fields hold no secrets.
+                kwargs["store"] = store_location(store)
         elif kwargs.get("model") is None:
             kwargs["model"] = DEFAULT_MODEL  # by name: a later clipstore with another default keeps this table's
         instance = super().create(**kwargs)
@@ -254,10 +256,10 @@ _stores_lock = threading.Lock()
 def open_store(path: str, device: str | None = None, precision: str = "auto") -> "Store":
     """The process-wide `Store` at `path` (opened on first use, never created: StoreNotFoundError when there is
     none). It follows model switches made by any process."""
-    from clipstore.paths import expand
+    from clipstore.paths import store_location
     from clipstore.store.facade import connect
 
-    key = (expand(path), device, precision)
+    key = (store_location(path), device, precision)
     with _stores_lock:
         if key not in _stores:
             _stores[key] = connect(key[0], create=False, device=device, precision=precision)

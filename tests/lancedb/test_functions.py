@@ -317,3 +317,29 @@ def test_a_table_reopened_in_a_new_process_rebuilds_its_function_only_after_the_
     assert without.returncode == 1 and without.stdout.split() == ["6", "6", "2"]
     last_line = without.stderr.strip().splitlines()[-1]
     assert last_line == "KeyError: 'clipstore'" and f"\n{last_line}\n" in (REPO / "README.md").read_text(encoding="utf-8")
+
+
+# --- object storage ---------------------------------------------------------------------------------------------
+
+
+def test_an_app_table_on_object_storage_embeds_with_a_store_there(s3, photos, broken, monkeypatch):
+    """The app's table and the clipstore store that lends its model both live on the local S3 server; the
+    function reaches the store through the standard AWS variables (its fields hold no secrets)."""
+    for key, value in s3.env.items():
+        monkeypatch.setenv(key, value)
+    store_uri = s3.uri("lender")
+    clipstore.connect(store_uri, model=MINI)
+    clip = get_registry().get("clipstore").create(store=store_uri)
+    assert "secret" not in json.dumps(clip.safe_model_dump()).lower()
+    shop = s3.uri("shop")
+    table = products_table(lancedb.connect(shop, storage_options=s3.storage_options), clip)
+    rows = [{"sku": f"sku-{i}", "image": str(path)} for i, path in enumerate(photos)]
+    table.add(rows + [{"sku": "broken", "image": str(broken["truncated"])}], on_bad_vectors="null")
+
+    reopened = lancedb.connect(shop, storage_options=s3.storage_options).open_table("products")
+    vectors = {row["sku"]: row["vector"] for row in rows_of(reopened, "sku", "vector")}
+    assert vectors["broken"] is None and all(vectors[f"sku-{i}"] is not None for i in range(len(photos)))
+    best = ranked(reopened.search(photos[2]).distance_type("cosine").limit(2))
+    assert best[0][0] == "sku-2" and best[0][1] == pytest.approx(1.0, abs=1e-3)
+    assert len(ranked(reopened.search("a red triangle").distance_type("cosine").limit(3))) == 3
+    assert any(key.startswith("products.lance/") for key in s3.keys(shop))
