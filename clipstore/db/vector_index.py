@@ -55,13 +55,13 @@ class QueryPolicy:
 
 
 IMAGES_QUERY = QueryPolicy(min_nprobes=10, share=0.04)
-"""Image vectors. Measured (benchmarks/search_scale.py --sweep): recall@10 1.000 with 10 of 111 partitions at 200k
-real clipstore-mini embeddings (0.996 with 5) and with 5-10 of 250 at 1M clustered 512-d vectors; 20 cost 2-3 ms
-more per query for nothing."""
+"""Image vectors. Measured (benchmarks/search_scale.py --sweep): recall@10 0.999 with 10 of 111 partitions at 200k
+real clipstore-mini embeddings (0.989 with 5) and 1.000 with 5-10 of 250 at 1M clustered 512-d vectors; 20 cost
+2-3 ms more per query for nothing."""
 IMAGES_PREFIX_QUERY = QueryPolicy(min_nprobes=20, share=0.08)
 """Image vectors searched for the images under a path prefix (the index over-fetched by the share of the store
 they make up): their nearest neighbours are fewer per partition, so more partitions are probed. Measured at 200k
-real embeddings, prefix = 1/8 of the store: recall@10 0.979 with IMAGES_QUERY (10 of 111), 0.999 with 27."""
+real embeddings, prefix = 1/8 of the store: recall@10 0.979 with IMAGES_QUERY (10 of 111), 1.000 with 20."""
 BANK_QUERY = QueryPolicy(min_nprobes=20, share=0.08)
 """Prompt-bank vectors: a 20k bank of MiniLM vectors needs 20 of its 35 partitions (recall@10 0.950 with 10,
 1.000 with 20; describe_scale.py)."""

@@ -374,3 +374,14 @@ def test_exactly_scored_candidates_that_lost_their_paths_are_skipped(store):
     hits = ImageSearcher(store.db)._hits(ids, scores, 3, None)
     assert [h.id for h in hits] == linked[:3] and all(h.path.startswith("/virtual/") for h in hits)
     assert [h.id for h in ImageSearcher(store.db)._hits(ids, scores, 10, None)] == linked  # fewer than k exist
+
+
+def test_only_the_latest_version_of_a_table_is_kept_open(vector_store):
+    """A long-lived reader of a table written meanwhile keeps one Lance dataset for it, not one per version."""
+    store, vectors = vector_store
+    images = tables.open_images(store.db)
+    first = tables.lance_dataset(images)
+    add_vectors(store, clustered(3, vectors.shape[1], seed=5), start=9000)
+    latest = tables.lance_dataset(images)
+    assert latest.version > first.version and latest.count_rows() == first.count_rows() + 3
+    assert [key for key in tables._DATASETS if key[0] == images.uri] == [(images.uri, latest.version)]
