@@ -54,7 +54,10 @@ def serve(store_path, storage_options, model, host, port, allow_ingest, roots, m
 
     from clipstore.serve.server import serve as run
 
-    run(store, options, on_ready=ready)
+    try:
+        run(store, options, on_ready=ready)
+    except KeyboardInterrupt:  # Ctrl-C is how a server is stopped: not an error
+        click.echo("Stopped.", err=True)
 
 
 COMMANDS = [serve]
