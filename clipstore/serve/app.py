@@ -147,11 +147,12 @@ def create_app(store: "Store", options: ServeOptions | None = None) -> FastAPI:
         prefix: str = "",
         like: str = "",
         upload: str = "",
-        text_weight: float | None = Query(None, ge=0),
-        image_weight: float | None = Query(None, ge=0),
-        negative_weight: float | None = Query(None, ge=0),
+        text_weight: str = "",
+        image_weight: str = "",
+        negative_weight: str = "",
     ) -> Response:
-        weights = {name: value for name, value in (("text", text_weight), ("image", image_weight), ("negative", negative_weight)) if value is not None}
+        given = {"text": text_weight, "image": image_weight, "negative": negative_weight}
+        weights = {name: _number(f"{name}_weight", value) for name, value in given.items() if value.strip()}  # blank: the default
         results = search_results(state, q, not_, k, prefix, like, upload, weights)
         return render(request, "results.html", {"results": results}, results.to_dict())
 
@@ -279,6 +280,13 @@ def search_results(
     if not hits:
         return SearchResults([], query, f"No image is stored under {prefix}." if prefix else "No images match.")
     return SearchResults(hits, query)
+
+
+def _number(name: str, value: str) -> float:
+    try:
+        return float(value)
+    except ValueError:
+        raise InvalidOptionError(f"{name} must be a number, not {value!r}.") from None
 
 
 def wants_json(request: Request) -> bool:

@@ -153,7 +153,8 @@ def test_search_mistakes_are_4xx_with_the_reason(client, world):
         ({"like": "0" * 64}, 404, "no image with id"),
         ({"upload": "f" * 64}, 410, "upload it again"),
         ({"like": some_id, "upload": "f" * 64}, 400, "one image at a time"),
-        ({"q": "a circle", "text_weight": -1}, 400, "text_weight"),
+        ({"q": "a circle", "text_weight": -1}, 400, "The weight of the text must be a finite number >= 0"),
+        ({"q": "a circle", "negative_weight": "lots"}, 400, "negative_weight must be a number, not 'lots'"),
     ]
     for params, status, message in cases:
         response = client.get("/search", params=params, headers=JSON)

@@ -49,7 +49,7 @@ def open_page(browser):
         page.on("pageerror", lambda error: problems.append(f"script error: {error}"))
         page.on("console", lambda message: problems.append(message.text) if message.type == "error" and "Failed to load resource" not in message.text else None)
         page.goto(url)
-        page.wait_for_function("window.htmx !== undefined")
+        page.wait_for_function("() => window.htmx !== undefined")
         return page
 
     yield open_
@@ -77,9 +77,9 @@ def test_typing_a_query_shows_thumbnails_with_scores_best_first(open_page, live_
     assert ids == [hit.id for hit in world.search_text("a red circle", k=20)]
     scores = [float(s) for s in page.locator("#grid .score").all_inner_texts()]
     assert scores == sorted(scores, reverse=True) and len(scores) == 20
-    page.wait_for_function("Array.from(document.querySelectorAll('#grid img')).slice(0, 4).every(i => i.complete && i.naturalWidth > 0)")
+    page.wait_for_function("() => Array.from(document.querySelectorAll('#grid img')).slice(0, 4).every(i => i.complete && i.naturalWidth > 0)")
     page.fill("#k", "5")
-    page.wait_for_function("document.querySelectorAll('#grid .hit').length === 5")
+    page.wait_for_function("() => document.querySelectorAll('#grid .hit').length === 5")
     assert page.evaluate("window.loadedOnce") is True  # results came in place: the page never reloaded
 
 
@@ -116,7 +116,7 @@ def test_a_result_opens_large_with_its_facts_and_describe(open_page, live_server
     record = world.image(ids[0])
     page.click("#grid .hit >> nth=0")
     card = page.wait_for_selector("#detail-card")
-    page.wait_for_function("document.querySelector('#detail-card img.large')?.naturalWidth > 0")
+    page.wait_for_function("() => document.querySelector('#detail-card img.large')?.naturalWidth > 0")
     text = card.inner_text()
     assert record.paths[0] in text and "PNG" in text and record.prompt in text and f"{record.width} × {record.height} px" in text
     page.wait_for_selector("#describe .prompts li")
@@ -132,7 +132,7 @@ def test_uploading_an_image_finds_it_and_combines_with_text(open_page, live_serv
     target = world.search_text("a green triangle", k=1)[0]
     page.set_input_files("#image-input", target.path)
     page.wait_for_selector("#query-image .chip img")
-    page.wait_for_function("document.querySelector('#results .summary')?.textContent.includes('like the query image')")
+    page.wait_for_function("() => document.querySelector('#results .summary')?.textContent.includes('like the query image')")
     assert page.get_attribute("#grid .hit >> nth=0", "data-id") == target.id
     assert page.inner_text("#grid .score >> nth=0") == "1.000"
     data = Path(target.path).read_bytes()
@@ -141,7 +141,7 @@ def test_uploading_an_image_finds_it_and_combines_with_text(open_page, live_serv
     assert "and like the query image, without “red”" in page.inner_text("#results .summary")
     page.click("#query-image .clear")
     page.wait_for_selector("#query-image .chip", state="detached")
-    page.wait_for_function("!document.querySelector('#results .summary').textContent.includes('like the query image')")
+    page.wait_for_function("() => !document.querySelector('#results .summary').textContent.includes('like the query image')")
     assert page.eval_on_selector_all("#grid .hit", "t => t.map(e => e.dataset.id)") == [h.id for h in world.search("a circle", negative="red", k=20)]
 
 
@@ -155,11 +155,11 @@ def test_dropping_an_image_and_the_similar_button(open_page, live_server, world)
         base64.b64encode(Path(target.path).read_bytes()).decode(),
     )
     page.wait_for_selector("#query-image .chip >> text=dropped.png")
-    page.wait_for_function(f"document.querySelector('#grid .hit')?.dataset.id === '{target.id}'")
+    page.wait_for_function(f"() => document.querySelector('#grid .hit')?.dataset.id === '{target.id}'")
     third = page.get_attribute("#grid .hit >> nth=2", "data-id")
     page.click("#grid .similar >> nth=2")
-    page.wait_for_function(f"document.querySelector('#query-image input[name=like]')?.value === '{third}'")
-    page.wait_for_function(f"document.querySelector('#grid .hit')?.dataset.id === '{third}'")
+    page.wait_for_function(f"() => document.querySelector('#query-image input[name=like]')?.value === '{third}'")
+    page.wait_for_function(f"() => document.querySelector('#grid .hit')?.dataset.id === '{third}'")
     assert page.inner_text("#grid .score >> nth=0") == "1.000"
 
 
@@ -218,12 +218,18 @@ def test_ingest_from_the_page_with_a_live_progress_bar(open_page, live_server, p
     assert clipstore.connect(plain.path).count_images() == 10
 
 
-def test_screenshot(open_page, live_server, world, tmp_path):
-    page = open_page(live_server(world), width=1280, height=820)
-    _search(page, "a red circle")
+def test_screenshot(open_page, live_server, tmp_path):
+    """The README's picture: a store of 160 rendered images, a text search, a result opened and described."""
+    from clipstore.world import render_folder
+
+    render_folder(tmp_path / "photos", 160, seed=4)
+    store = clipstore.connect(tmp_path / "photos.clipstore", model="clipstore-mini")
+    store.ingest(tmp_path / "photos")
+    page = open_page(live_server(store), width=1280, height=820)
+    _search(page, "three yellow stars")
     page.click("#grid .hit >> nth=0")
     page.wait_for_selector("#describe .prompts li")
-    page.wait_for_function("Array.from(document.querySelectorAll('#grid img')).slice(0, 12).every(i => i.complete && i.naturalWidth > 0)")
+    page.wait_for_function("() => Array.from(document.querySelectorAll('#grid img')).slice(0, 12).every(i => i.complete && i.naturalWidth > 0)")
     shot = tmp_path / "serve.png"
     page.screenshot(path=str(shot))
     assert shot.read_bytes().startswith(b"\x89PNG") and shot.stat().st_size > 20_000
