@@ -6,6 +6,8 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING, Callable, Iterable, Union
 
+import numpy as np  # loaded with the searcher anyway; named in signatures
+
 from clipstore.db import layout, migrate, tables, vector_index
 from clipstore.errors import ModelMismatchError, StoreDamagedError, StoreNotFoundError
 from clipstore.db.context import StoreContext
@@ -25,8 +27,6 @@ from clipstore.progress import Progress
 
 if TYPE_CHECKING:
     from typing import Iterator, Mapping, Sequence
-
-    import numpy as np
 
     import lancedb
     from PIL import Image
@@ -483,8 +483,6 @@ class Store:
         for an image that cannot be read. With a text alone the results equal `search_text`'s, with an image
         alone `search_image`'s. `path_prefix` and `exact` as in `search_vector`.
         """
-        import numpy as np
-
         from clipstore.search.query import combine, negatives_of, query_weights
 
         parts = query_weights(weights)
