@@ -26,6 +26,7 @@ import json
 import os
 import re
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -44,6 +45,7 @@ from clipstore.serve.options import LOOPBACK_NAMES, ServeOptions
 from clipstore.serve.uploads import Uploads
 
 if TYPE_CHECKING:
+    from clipstore.results import SearchHit
     from clipstore.store.facade import Store
 
 HERE = Path(__file__).parent
@@ -134,7 +136,12 @@ def create_app(store: "Store", options: ServeOptions | None = None) -> FastAPI:
         prefix: str = "",
         like: str = "",
     ) -> Response:
-        results = search_results(state, q, not_, k, prefix, like, "", {}) if (q.strip() or like) else None
+        results = None
+        if q.strip() or like:
+            try:
+                results = search_results(state, q, not_, k, prefix, like, "", {})
+            except (ClipstoreError, ImageUnavailable) as exc:  # the page still opens, saying why there are no results
+                results = SearchResults((), {}, str(exc))
         context = {"q": q, "negative": not_, "k": k, "prefix": prefix, "like": like, "results": results, "store": store, "options": options}
         return templates.TemplateResponse(request, "page.html", context)
 
@@ -201,7 +208,7 @@ def create_app(store: "Store", options: ServeOptions | None = None) -> FastAPI:
     @app.get("/image/{image_id}/file")
     def original(image_id: str) -> Response:
         stored = state.images.read(image_id)
-        name = os.path.basename(stored.path).encode("ascii", "replace").decode().replace('"', "_")
+        name = re.sub(r'[^\x20-\x7e]|["\\]', "_", os.path.basename(stored.path))  # a header-safe file name
         headers = {"Content-Disposition": f'inline; filename="{name}"', "Cache-Control": "private, max-age=3600"}
         return Response(stored.data, media_type=stored.media_type, headers=headers)
 
@@ -210,7 +217,7 @@ def create_app(store: "Store", options: ServeOptions | None = None) -> FastAPI:
     @app.get("/info")
     def info(request: Request) -> Response:
         summary = store.info()
-        heads = store.heads() if summary.prompts or summary.images else []
+        heads = store.heads()
         data = {**summary.to_dict(), "heads": [head.to_dict() for head in heads], "allow_ingest": options.allow_ingest, "roots": list(options.roots)}
         return render(request, "info.html", {"info": summary, "heads": heads, "options": options}, data)
 
@@ -238,14 +245,14 @@ def create_app(store: "Store", options: ServeOptions | None = None) -> FastAPI:
     return app
 
 
+@dataclass(frozen=True)
 class SearchResults:
-    """What a search shows: the hits, the query as understood, and a message instead of hits when there is
-    nothing to search (an empty store, an empty query)."""
+    """What a search shows: the hits (best first), the query as understood, and a message instead of hits when
+    there is nothing to search (an empty store, an empty query, nothing under the prefix)."""
 
-    def __init__(self, hits: list, query: dict[str, Any], message: str | None = None):
-        self.hits = hits
-        self.query = query
-        self.message = message
+    hits: "tuple[SearchHit, ...]"
+    query: dict[str, Any]
+    message: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {"hits": [hit.to_dict() for hit in self.hits], "query": self.query, "message": self.message}
@@ -272,14 +279,14 @@ def search_results(
             raise ImageUnavailable(410, "That uploaded image is no longer held by the server: upload it again.")
         image = held.vector
     if store.count_images() == 0:
-        return SearchResults([], query, f"This store holds no images yet. Ingest a folder: clipstore ingest FOLDER --store {store.path}")
+        return SearchResults((), query, f"This store holds no images yet. Ingest a folder: clipstore ingest FOLDER --store {store.path}")
     if not text and image is None:
-        return SearchResults([], query, "Type what you are looking for, or drop an image here.")
+        return SearchResults((), query, "Type what you are looking for, or drop an image here.")
     with state.queries:
         hits = store.search(text or None, image, negative=negatives, weights=weights, k=k, path_prefix=prefix or None)
     if not hits:
-        return SearchResults([], query, f"No image is stored under {prefix}." if prefix else "No images match.")
-    return SearchResults(hits, query)
+        return SearchResults((), query, f"No image is stored under {prefix}." if prefix else "No images match.")
+    return SearchResults(tuple(hits), query)
 
 
 def _number(name: str, value: str) -> float:

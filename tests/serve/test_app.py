@@ -247,3 +247,31 @@ def test_unknown_routes_and_methods_are_4xx(client):
     assert client.get("/upload").status_code == 405
     assert client.post("/search").status_code == 405
     assert "Nothing here: /nothing-here" in client.get("/nothing-here").text
+
+
+def test_names_and_prompts_are_shown_as_text_never_as_markup(client_for, tmp_path):
+    import clipstore
+    from image_factory import pattern_image, write_image
+
+    name = '"><img src=x onerror=alert(1)>\n<b>x'  # a file name may hold all of this (but no slash)
+    write_image(tmp_path / "odd" / f"{name}.png", pattern_image(3))
+    (tmp_path / "odd" / f"{name}.txt").write_text("<script>alert(2)</script> & <b>bold</b>")  # its caption
+    store = clipstore.connect(tmp_path / "odd.clipstore", model="clipstore-mini")
+    report = store.ingest(tmp_path / "odd")
+    assert report.added == 1 and report.prompts_found == 1
+    client = client_for(store)
+    hit = store.search_text("a pattern", k=1)[0]
+    pages = [client.get("/search", params={"q": "a pattern"}).text, client.get(f"/image/{hit.id}").text]
+    pages.append(client.get(f"/image/{hit.id}/describe").text)
+    for page in pages:
+        assert "<img src=x" not in page and "<b>" not in page and "<script>" not in page
+    assert "&lt;img src=x onerror=alert(1)&gt;" in pages[0] and "&lt;script&gt;alert(2)&lt;/script&gt;" in pages[1] + pages[2]
+    original = client.get(f"/image/{hit.id}/file")
+    assert original.status_code == 200
+    disposition = original.headers["content-disposition"]
+    assert disposition.startswith('inline; filename="') and disposition.count('"') == 2 and "\n" not in disposition
+
+
+def test_the_page_opens_even_when_its_search_cannot_run(client):
+    page = client.get("/", params={"like": "f" * 64})
+    assert page.status_code == 200 and "This store has no image with id" in page.text and 'id="q"' in page.text
