@@ -5,7 +5,6 @@ serves the page and prints its URL."""
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
