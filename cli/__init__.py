@@ -5,7 +5,8 @@ JSON on stdout. Library errors (`ClipstoreError`) become one line on stderr and 
 exception is a bug and keeps its traceback.
 
 The commands live in one module per group: `images` (ingest, search, similar, index, info, migrate, demo, world),
-`prompts`, `describe` (train, heads, describe, eval) and `models` (finetune, reembed, rollback, model);
+`prompts`, `describe` (train, heads, describe, eval), `models` (finetune, reembed, rollback, model) and `serve`
+(the web page);
 `common` holds what they share.
 """
 
@@ -15,7 +16,7 @@ import click
 
 import clipstore
 
-from clipstore.cli import describe, images, models, prompts
+from clipstore.cli import describe, images, models, prompts, serve
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -41,6 +42,7 @@ def main() -> None:
     clipstore rollback                     undo the last switch
     clipstore model relink PATH            tell the store where its moved checkpoint file is
     clipstore world render OUT             render-world images with their prompts (test data)
+    clipstore serve                        a local web page to search, browse and describe the store
 
     \b
     Exit status: 0 on success, 1 for an error (one `Error:` line saying what to do), 2 for a command-line
@@ -49,7 +51,7 @@ def main() -> None:
 
 
 
-for _module in (images, prompts, describe, models):
+for _module in (images, prompts, describe, models, serve):
     for _command in _module.COMMANDS:
         main.add_command(_command)
 

@@ -27,6 +27,7 @@ from clipstore.errors import (
     PromptFileError,
     PromptSelectionError,
     ReembedError,
+    ServeError,
     SourceNotFoundError,
     StorageError,
     StoreDamagedError,
@@ -36,7 +37,7 @@ from clipstore.errors import (
     WriteLeaseLostError,
 )
 from clipstore.paths import default_store_path
-from clipstore.results import FileFailure, IngestReport, MigrationStatus, SearchHit, StoreInfo
+from clipstore.results import FileFailure, ImageRecord, IngestReport, MigrationStatus, SearchHit, StoreInfo
 
 # Imported on first use (PEP 562 `__getattr__` below): these modules bring numpy, LanceDB's helpers or torch.
 _LAZY_MODULES = {
@@ -62,6 +63,7 @@ _LAZY_MODULES = {
     "encoders.clip": ("ClipEncoder",),
     "encoders.minilm": ("MiniLMEncoder",),
     "lancedb.describe_rows": ("TableDescribeReport",),
+    "serve.options": ("ServeOptions",),
 }
 _LAZY = {name: module for module, names in _LAZY_MODULES.items() for name in names}
 
@@ -76,6 +78,7 @@ if TYPE_CHECKING:
     from clipstore.describe.heads import HeadInfo
     from clipstore.ingest.run import IngestOptions
     from clipstore.lancedb.describe_rows import TableDescribeReport
+    from clipstore.serve.options import ServeOptions
     from clipstore.describe.model_b import KnnParams
     from clipstore.switch.locations import RelinkReport
     from clipstore.search.index import IndexReport
@@ -107,6 +110,7 @@ __all__ = sorted(
         "PromptFileError",
         "PromptSelectionError",
         "ReembedError",
+        "ServeError",
         "SourceNotFoundError",
         "StorageError",
         "StoreDamagedError",
@@ -115,6 +119,7 @@ __all__ = sorted(
         "TrainingDataError",
         "WriteLeaseLostError",
         "FileFailure",
+        "ImageRecord",
         "IngestReport",
         "MigrationStatus",
         "SearchHit",

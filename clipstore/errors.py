@@ -102,3 +102,8 @@ class NotWritableError(ClipstoreError):
         reason = exc.strerror or str(exc)
         where = f" ({exc.filename})" if exc.filename and str(exc.filename) not in what else ""
         return cls(f"Cannot write {what}: {reason}{where}. {advice}")
+
+
+class ServeError(ClipstoreError):
+    """`clipstore serve` cannot start: its optional dependencies are not installed (`pip install
+    'clipstore[serve]'`), or the address cannot be listened on (in use, not this machine's)."""

@@ -102,3 +102,25 @@ class StoreInfo(_AsDict):
     when there is none (searches are exact)."""
     index_threshold: int | None = None
     """Rows from which the store's tables get their indexes automatically (on ingest and prompt additions)."""
+
+
+@dataclass(frozen=True)
+class ImageRecord(_AsDict):
+    """What the store knows of one image (`Store.image(id)`).
+
+    id: the SHA-256 of its bytes. paths: every path stored with those bytes, sorted (the first is the one
+    searches report). width, height: in pixels, as displayed (EXIF orientation applied). format: Pillow's name
+    ("PNG", "JPEG", ...). file_size: its bytes (None when no path is stored). prompt, prompt_source: the
+    prompt the image carried and where it was read (manifest, png-parameters, ...), or None. added_at: when
+    it was first embedded (ISO 8601, UTC), or None.
+    """
+
+    id: str
+    paths: tuple[str, ...]
+    width: int | None
+    height: int | None
+    format: str | None
+    file_size: int | None = None
+    prompt: str | None = None
+    prompt_source: str | None = None
+    added_at: str | None = None

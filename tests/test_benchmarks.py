@@ -85,3 +85,20 @@ def test_describe_scale_builds_an_indexed_bank_and_reports_exact_recall(tmp_path
     store = clipstore.connect(tmp_path / "describe-scale-400" / "store.clipstore", create=False)
     assert store.count_prompts() == 400 and store.heads()
     assert "store reused" in describe_scale.main(args)
+
+
+@pytest.mark.slow  # renders and ingests a small store, starts a `clipstore serve` process
+def test_serve_latency_times_http_beside_in_process(tmp_path, capsys):
+    serve_latency = _script("serve_latency")
+    table = serve_latency.main(["--n", "30", "--queries", "4", "--warmup", "1", "--k", "5", "--cache", str(tmp_path / "cache")])
+    assert table in capsys.readouterr().out
+    assert "store: 30 rendered images, clipstore-mini:world-v1 (256-d)" in table and "4 timed after 1 warm-up" in table
+    rows = _rows(table)
+    assert list(rows) == [
+        "`store.search_text` in-process",
+        "`GET /search` (JSON) through HTTP",
+        "`GET /search` (the page's HTML fragment) through HTTP",
+        "`GET /image/{id}/thumb` (cached JPEG) through HTTP",
+    ]
+    for runs, p50, p95 in rows.values():
+        assert runs == "4" and 0 < float(p50) <= float(p95)

@@ -137,8 +137,10 @@ def test_find_cycle_finds_what_is_there_and_nothing_else(graph, cycle):
 
 def test_feature_code_never_imports_the_store_facade():
     """Feature code gets a StoreContext (clipstore.db.context), never the Store: only the package's lazy exports, the
-    demo, the CLI and the LanceDB plugin (which, like the CLI, is a client of the Store) import clipstore.store."""
-    offenders = {m for m in _importers_of("clipstore.store") if not _inside(m, "clipstore.store", "clipstore.cli", "clipstore.lancedb")}
+    demo, the CLI, the LanceDB plugin and the web server (which, like the CLI, are clients of the Store) import
+    clipstore.store."""
+    clients = ("clipstore.store", "clipstore.cli", "clipstore.lancedb", "clipstore.serve")
+    offenders = {m for m in _importers_of("clipstore.store") if not _inside(m, *clients)}
     assert offenders - {"clipstore", "clipstore.demo"} == set()
 
 
@@ -170,3 +172,12 @@ def test_the_library_never_imports_the_lancedb_plugin():
     assert "clipstore.lancedb.functions" in import_graph()["clipstore.lancedb"]
     offenders = {m for m in _importers_of("clipstore.lancedb") if not _inside(m, "clipstore.lancedb")}
     assert offenders - {"clipstore"} == set()
+
+
+def test_only_the_cli_imports_the_web_server():
+    """clipstore.serve (FastAPI, uvicorn) sits above the Store like the CLI: the library never imports it; the CLI
+    does, and the package's lazy export of its options (`clipstore.ServeOptions`) names it."""
+    assert "clipstore.serve.options" in import_graph()["clipstore.cli.serve"]
+    offenders = {m for m in _importers_of("clipstore.serve") if not _inside(m, "clipstore.serve", "clipstore.cli")}
+    assert offenders - {"clipstore"} == set()
+    assert "clipstore.serve.app" not in import_graph()["clipstore.serve"]  # importing the package loads no framework

@@ -43,6 +43,9 @@ def test_pip_install_puts_only_clipstore_in_site_packages(tmp_path):
     assert (site / "clipstore" / "cli" / "__init__.py").is_file()
     assert (site / "clipstore" / "migrations" / "0001_create_tables.py").is_file()
     assert (site / "clipstore" / "model_configs" / "clipstore-mini.json").is_file()
+    serve = site / "clipstore" / "serve"  # the web page works offline: its templates and htmx ship in the wheel
+    assert {"page.html", "results.html", "detail.html", "describe.html"} <= {path.name for path in (serve / "templates").iterdir()}
+    assert {"htmx.min.js", "htmx.LICENSE.txt", "app.js", "style.css"} <= {path.name for path in (serve / "static").iterdir()}
 
     # The migrations package imports without the heavy dependencies; no top-level cli/migrations exist.
     probe = "import importlib.util, clipstore.migrations; print(importlib.util.find_spec('cli'), importlib.util.find_spec('migrations'))"

@@ -21,6 +21,8 @@ if TYPE_CHECKING:
     import numpy as np
     import pyarrow as pa
 
+    from clipstore.results import ImageRecord
+
 
 
 def active_tables(db: "lancedb.DBConnection") -> dict[str, str]:
@@ -216,6 +218,37 @@ def paths_by_image(
     for paths in grouped.values():
         paths.sort()
     return grouped
+
+
+def image_record(db: "lancedb.DBConnection", image_id: str) -> "ImageRecord | None":
+    """What the current images table and the files table hold for one image id, or None when it has no row."""
+    from clipstore.results import ImageRecord
+
+    where = f"id = {sql_string(image_id)}"
+    columns = ["id", "width", "height", "format", "prompt", "prompt_source", "added_at"]
+    rows = read_columns(open_images(db), columns, where).to_pylist()
+    if not rows:
+        return None
+    row = rows[0]
+    files = read_columns(db.open_table(FILES), ["path", "size"], f"image_id = {sql_string(image_id)}").to_pylist()
+    added = row["added_at"]
+    return ImageRecord(
+        id=row["id"],
+        paths=tuple(sorted(file["path"] for file in files)),
+        width=row["width"],
+        height=row["height"],
+        format=row["format"],
+        file_size=files[0]["size"] if files else None,
+        prompt=row["prompt"],
+        prompt_source=row["prompt_source"],
+        added_at=added.isoformat() if added is not None else None,
+    )
+
+
+def image_vector(db: "lancedb.DBConnection", image_id: str) -> "np.ndarray | None":
+    """The stored embedding (d,) float32 of one image id in the current images table, or None."""
+    data = read_columns(open_images(db), ["embedding"], f"id = {sql_string(image_id)}")
+    return vector_matrix(data.column("embedding"))[0] if data.num_rows else None
 
 
 def count_files_under(db: "lancedb.DBConnection", prefix: str) -> int:

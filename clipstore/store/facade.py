@@ -6,6 +6,8 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING, Callable, Iterable, Union
 
+import numpy as np  # loaded with the searcher anyway; named in signatures
+
 from clipstore.db import layout, migrate, tables, vector_index
 from clipstore.errors import ModelMismatchError, StoreDamagedError, StoreNotFoundError
 from clipstore.db.context import StoreContext
@@ -18,13 +20,13 @@ from clipstore.prompts.bank import PromptBank, PromptHit, PromptInsertReport, Pr
 from clipstore.prompts.nearest import update_bank_index
 from clipstore.encoders.identity import DEFAULT_MODEL, ModelIdentity, resolve_model
 from clipstore.paths import default_store_path, store_location
-from clipstore.results import IngestReport, MigrationStatus, SearchHit, StoreInfo
+from clipstore.results import ImageRecord, IngestReport, MigrationStatus, SearchHit, StoreInfo
 from clipstore.search.index import IndexReport, build_index, index_state, update_index
 from clipstore.search.searcher import ImageSearcher, normalise_prefix
 from clipstore.progress import Progress
 
 if TYPE_CHECKING:
-    from typing import Iterator
+    from typing import Iterator, Mapping, Sequence
 
     import lancedb
     from PIL import Image
@@ -453,10 +455,69 @@ class Store:
         The image is embedded like a text query in `search_text`: by the model's cached numpy vision tower
         when there is one (open_clip ViTs), else by the full encoder.
         """
-        # Decode first: a bad path or image fails fast, before the model is loaded.
-        decoded = load_image(image, max_megapixels=max_megapixels, min_side=self.model.decode_min_side)
-        vector = self.context.embed_queries("vision", [decoded.image])[0]
+        vector = self.embed_image(image, max_megapixels=max_megapixels)
         return self.search_vector(vector, k, path_prefix=path_prefix, exact=exact)
+
+    def search(
+        self,
+        text: str | None = None,
+        image: "ImageQuery | np.ndarray | None" = None,
+        *,
+        negative: "str | Sequence[str] | None" = None,
+        weights: "Mapping[str, float] | None" = None,
+        k: int = 10,
+        path_prefix: str | None = None,
+        max_megapixels: float = DEFAULT_MAX_MEGAPIXELS,
+        exact: bool = False,
+    ) -> list[SearchHit]:
+        """The k images best matching a combined query, best first: a text, an image, or both, minus negative
+        texts ("beach" with negative "people": beaches, those with people ranked lower).
+
+        text: what to look for (as in `search_text`). image: a path, raw bytes or a PIL image (embedded as in
+        `search_image`), or an embedding of shape (embed_dim,), e.g. `store.image_embedding(id)` for "more
+        like this stored image". negative: one text or several to move away from. weights: {"text", "image",
+        "negative"} (defaults 1, 1, 0.5; see `clipstore.search.query`): the query vector is
+        w_text·T + w_image·I − w_negative·ΣN (each part unit length), normalised, and a hit's score is its
+        cosine with that vector. Blank texts count as not given. InvalidOptionError when there is neither a
+        text nor an image, for an unknown or negative weight, or when the parts cancel out; InvalidImageError
+        for an image that cannot be read. With a text alone the results equal `search_text`'s, with an image
+        alone `search_image`'s. `path_prefix` and `exact` as in `search_vector`.
+        """
+        from clipstore.search.query import combine, negatives_of, query_weights
+
+        parts = query_weights(weights)
+        text = text if text is not None and text.strip() else None
+        negatives = negatives_of(negative)
+        if text is None and image is None:
+            combine(None, None, None, parts)  # raises: nothing to search for
+        image_vector = None
+        if isinstance(image, np.ndarray):
+            image_vector = image
+        elif image is not None:
+            image_vector = self.embed_image(image, max_megapixels=max_megapixels)
+        texts = ([text] if text is not None else []) + negatives
+        embedded = self.context.embed_queries("text", texts) if texts else None
+        text_vector = embedded[0] if text is not None else None
+        negative_vectors = embedded[1 if text is not None else 0 :] if negatives else None
+        query = combine(text_vector, image_vector, negative_vectors, parts)
+        return self.search_vector(query, k, path_prefix=path_prefix, exact=exact)
+
+    def embed_image(self, image: ImageQuery, *, max_megapixels: float = DEFAULT_MAX_MEGAPIXELS) -> "np.ndarray":
+        """An image's query embedding, shape (embed_dim,) float32, unit length, as `search_image` makes it (keep it to
+        search with the same image again: `search(image=vector, ...)`). InvalidImageError for an unreadable image."""
+        # Decoded first: a bad image fails before any model is loaded.
+        decoded = load_image(image, max_megapixels=max_megapixels, min_side=self.model.decode_min_side)
+        return self.context.embed_queries("vision", [decoded.image])[0]
+
+    def image(self, image_id: str) -> ImageRecord | None:
+        """What the store holds for an image id (a hit's `id`): its paths, size, format and the prompt it carried;
+        None when the store has no image with that id."""
+        return tables.image_record(self.db, image_id)
+
+    def image_embedding(self, image_id: str) -> "np.ndarray | None":
+        """The stored embedding of an image id, shape (embed_dim,) float32 (give it to `search` as the image for
+        "more like this"); None when the store has no image with that id."""
+        return tables.image_vector(self.db, image_id)
 
     def search_vector(self, vector, k: int = 10, *, path_prefix: str | None = None, exact: bool = False) -> list[SearchHit]:
         """The k images nearest to an embedding of shape (embed_dim,) made by this store's model.
