@@ -129,7 +129,10 @@ def describe(image, store_path, storage_options, model, k, alpha, top, head, wit
         click.echo("(the prompt bank is empty: no prompt text to show; see --json for the embedding)")
     for hit in description.prompts:
         click.echo(f"{hit.score:.4f}  {hit.text}")
-    click.echo(f"({description.method}, alpha {description.alpha:g}, K {description.knn.k})", err=True)
+    choice = description.knn_choice
+    click.echo(f"({description.method}, alpha {description.alpha:g}, K {description.knn.k}{f' by {choice.rule}' if choice else ''})", err=True)
+    if choice is not None and choice.rule != "head":
+        click.echo(f"Model B: {choice.why}", err=True)
     for note in description.notes:
         click.echo(f"Note: {note}", err=True)
 
