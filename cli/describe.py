@@ -91,7 +91,7 @@ def heads(store_path, storage_options, model, as_json) -> None:
 @click.command(short_help="The prompts that best explain an image (or a folder).")
 @click.argument("image", type=click.Path())
 @store_options
-@click.option("-k", "k", type=click.IntRange(1), help="Model B neighbours [default: the head's tuned K, else 20].")
+@click.option("-k", "k", type=click.IntRange(1), help="Model B neighbours [default: the head's tuned K; without a head, chosen on the store (see knn_choice)].")
 @click.option("--alpha", type=click.FloatRange(0, 1), help="Eq. 6 weight of Model A [default: the head's tuned alpha].")
 @click.option("--top", type=click.IntRange(1), default=5, show_default=True, help="Prompts to show.")
 @click.option("--head", help="Model A head id (prefix) or folder [default: the newest].")
