@@ -84,7 +84,9 @@ def heads(store_path, storage_options, model, as_json) -> None:
         click.echo("No trained Model A heads. Train one with: clipstore train")
     for info in infos:
         flag = "  STALE (trained on another encoder)" if info.stale else ""
-        click.echo(f"{info.id}  {info.created_at}  val Avg-Cos {info.validation_avg_cos:.4f}  alpha {info.ensemble_alpha:g}"
+        verdict = "" if info.beats_zero_shot else "  NOT better than zero-shot"
+        click.echo(f"{info.id}  {info.created_at}  val Avg-Cos {info.validation_avg_cos:.4f}  ensemble "
+                   f"{info.validation_ensemble:.4f}  zero-shot {info.validation_zero_shot:.4f}{verdict}  alpha {info.ensemble_alpha:g}"
                    f"  {'tower+head' if info.vision_tuned else 'head only'}{flag}")
 
 
