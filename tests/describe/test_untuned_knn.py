@@ -48,6 +48,7 @@ def assert_not_below_zero_shot(store, drawings):
     return default, zero_shot
 
 
+@pytest.mark.slow
 def test_plain_bank_without_images_uses_the_nearest_prompt_and_beats_the_old_default(tmp_path, eval_drawings):
     store = clipstore.connect(tmp_path / "plain.clipstore", model=MINI)
     store.add_prompts(PLAIN_BANK)
@@ -61,6 +62,7 @@ def test_plain_bank_without_images_uses_the_nearest_prompt_and_beats_the_old_def
     assert old[1] < zero_shot[1], (old, zero_shot)
 
 
+@pytest.mark.slow
 def test_large_dense_bank_without_images(tmp_path, eval_drawings):
     from clipstore.world import generate
 
@@ -71,6 +73,7 @@ def test_large_dense_bank_without_images(tmp_path, eval_drawings):
     assert_not_below_zero_shot(store, eval_drawings)
 
 
+@pytest.mark.slow
 def test_store_with_labelled_drawings_tunes_on_its_own_pairs(tmp_path, eval_drawings):
     store = clipstore.connect(tmp_path / "pairs.clipstore", model=MINI)
     render_drawings(tmp_path / "train", 128, seed=7)
@@ -82,6 +85,10 @@ def test_store_with_labelled_drawings_tunes_on_its_own_pairs(tmp_path, eval_draw
     assert choice.avg_cos >= choice.nearest_avg_cos and choice.top1 >= choice.nearest_top1
     assert description.knn.k == 1 or choice.avg_cos > choice.nearest_avg_cos
     assert_not_below_zero_shot(store, eval_drawings)
+    # `clipstore eval` without a head scores Model B with the same rule, tuned on the pairs it does not evaluate.
+    report = store.evaluate()
+    assert any(note.startswith("Model B K = ") and "image-prompt pairs" in note for note in report.notes), report.notes
+    assert any(row.name.startswith("Model B") for row in report.rows)
 
 
 def test_describe_json_says_which_parameters_and_why(tmp_path, eval_drawings):
