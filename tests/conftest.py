@@ -78,9 +78,9 @@ def world(tmp_path: Path) -> "tuple[clipstore.Store, Path]":
 
 @pytest.fixture(scope="session")
 def switched(tmp_path_factory) -> "tuple[Path, Path, str, str]":
-    """A store switched to a model fine-tuned in it (`clipstore finetune --apply --force`: one epoch need not improve): (store path, images folder,
-    model id, the command's output). Shared by the whole session (one fine-tuning run): tests that change the
-    store use `switched_copy`."""
+    """A store switched to a model fine-tuned in it (`clipstore finetune --apply --force`: one epoch need not
+    improve): (store path, images folder, model id, the command's output). Shared by the whole session (one
+    fine-tuning run): tests that change the store use `switched_copy`."""
     from click.testing import CliRunner
 
     from clipstore.cli import main
