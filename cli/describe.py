@@ -84,14 +84,16 @@ def heads(store_path, storage_options, model, as_json) -> None:
         click.echo("No trained Model A heads. Train one with: clipstore train")
     for info in infos:
         flag = "  STALE (trained on another encoder)" if info.stale else ""
-        click.echo(f"{info.id}  {info.created_at}  val Avg-Cos {info.validation_avg_cos:.4f}  alpha {info.ensemble_alpha:g}"
+        verdict = "" if info.beats_zero_shot else "  NOT better than zero-shot"
+        click.echo(f"{info.id}  {info.created_at}  val Avg-Cos {info.validation_avg_cos:.4f}  ensemble "
+                   f"{info.validation_ensemble:.4f}  zero-shot {info.validation_zero_shot:.4f}{verdict}  alpha {info.ensemble_alpha:g}"
                    f"  {'tower+head' if info.vision_tuned else 'head only'}{flag}")
 
 
 @click.command(short_help="The prompts that best explain an image (or a folder).")
 @click.argument("image", type=click.Path())
 @store_options
-@click.option("-k", "k", type=click.IntRange(1), help="Model B neighbours [default: the head's tuned K, else 20].")
+@click.option("-k", "k", type=click.IntRange(1), help="Model B neighbours [default: the head's tuned K; without a head, chosen on the store (see knn_choice)].")
 @click.option("--alpha", type=click.FloatRange(0, 1), help="Eq. 6 weight of Model A [default: the head's tuned alpha].")
 @click.option("--top", type=click.IntRange(1), default=5, show_default=True, help="Prompts to show.")
 @click.option("--head", help="Model A head id (prefix) or folder [default: the newest].")
@@ -129,7 +131,10 @@ def describe(image, store_path, storage_options, model, k, alpha, top, head, wit
         click.echo("(the prompt bank is empty: no prompt text to show; see --json for the embedding)")
     for hit in description.prompts:
         click.echo(f"{hit.score:.4f}  {hit.text}")
-    click.echo(f"({description.method}, alpha {description.alpha:g}, K {description.knn.k})", err=True)
+    choice = description.knn_choice
+    click.echo(f"({description.method}, alpha {description.alpha:g}, K {description.knn.k}{f' by {choice.rule}' if choice else ''})", err=True)
+    if choice is not None and choice.rule != "head":
+        click.echo(f"Model B: {choice.why}", err=True)
     for note in description.notes:
         click.echo(f"Note: {note}", err=True)
 

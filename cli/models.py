@@ -49,30 +49,66 @@ if TYPE_CHECKING:
 @field_option(FinetuneOptions, "label_field", help="Label field of the manifest (dotted for nested JSON).")
 @negated_field_flag(FinetuneOptions, "augment", "--no-augment", help="No image rotations, crops and flips.")
 @field_option(FinetuneOptions, "seed", type=int)
-@click.option("--apply", is_flag=True, help="Re-embed the store with the result and switch to it.")
+@click.option("--apply", is_flag=True, help="Re-embed the store with the result and switch to it, if it beat the base on validation.")
+@click.option("--force", is_flag=True, help="With --apply: switch even when validation did not improve.")
+@click.option("--list", "list_models", is_flag=True, help="List the store's fine-tuned models and their validation results; train nothing.")
 @quiet_option
 @json_option
 @clipstore_errors
-def finetune(store_path, storage_options, model, apply, quiet, as_json, **fields) -> None:
+def finetune(store_path, storage_options, model, apply, force, list_models, quiet, as_json, **fields) -> None:
     """Fine-tune the image encoder for image->image search, keeping text alignment (MCIP or 2SFT).
 
     The fine-tuned model is saved in the store; `clipstore reembed --model ID` (or --apply) switches to it.
+    --apply switches only to a model that beat the base on validation, unless --force.
     """
-    options = options_from(FinetuneOptions, fields)
     store = clipstore.connect(store_path, storage_options=storage_options, model=model, create=False)
+    if list_models:
+        _list_finetuned(store.finetuned_models(), as_json)
+        return
+    options = options_from(FinetuneOptions, fields)
     with ProgressBar(enabled=show_progress(quiet)) as bar:
-        report = store.finetune(options, apply=apply, progress=bar.update)
+        report = store.finetune(options, apply=apply, force=force, progress=bar.update)
     if as_json:
         print_json(report.to_dict())
         return
     click.echo(f"Fine-tuned model {report.model_id} ({report.method}) saved in {report.folder}")
     click.echo(f"  images: {report.train_images} train, {report.validation_images} validation; {report.classes} classes; "
                f"{report.captions_per_image:.1f} pseudo-captions per image")
-    click.echo(f"  {report.validation_metric}: {report.validation_before:.4f} -> {report.validation_after:.4f}")
+    click.echo(f"  {report.validation_metric}: {report.validation_before:.4f} -> {report.validation_after:.4f}"
+               f"{'' if report.improved else '  NOT IMPROVED'}")
     if report.switch is not None:
         _echo_switch(report.switch)
-    else:
+    elif not apply and report.improved:
         click.echo(f"Switch the store to it with: clipstore reembed --model {report.model_id}")
+    for note in report.notes:
+        click.echo(f"Note: {note}", err=True)
+
+
+def _list_finetuned(configs: list[dict], as_json: bool) -> None:
+    rows = [
+        {
+            "id": config.get("id"),
+            "created_at": config.get("created_at"),
+            "method": config.get("method"),
+            "metric": config.get("validation", {}).get("metric"),
+            "before": config.get("validation", {}).get("before"),
+            "after": config.get("validation", {}).get("after"),
+            "improved": config.get("validation", {}).get("improved"),
+        }
+        for config in configs
+    ]
+    if as_json:
+        print_json({"models": rows})
+        return
+    if not rows:
+        click.echo("No fine-tuned models in this store. Make one with: clipstore finetune")
+    for row in rows:
+        scores = f"{row['metric']} {_score(row['before'])} -> {_score(row['after'])}"
+        click.echo(f"{row['id']}  {row['created_at']}  {row['method']}  {scores}  {'improved' if row['improved'] else 'NOT improved'}")
+
+
+def _score(value) -> str:
+    return "?" if value is None else f"{value:.4f}"
 
 
 @click.command(short_help="Re-embed with another model and switch atomically.")

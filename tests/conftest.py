@@ -78,9 +78,9 @@ def world(tmp_path: Path) -> "tuple[clipstore.Store, Path]":
 
 @pytest.fixture(scope="session")
 def switched(tmp_path_factory) -> "tuple[Path, Path, str, str]":
-    """A store switched to a model fine-tuned in it (`clipstore finetune --apply`): (store path, images folder,
-    model id, the command's output). Shared by the whole session (one fine-tuning run): tests that change the
-    store use `switched_copy`."""
+    """A store switched to a model fine-tuned in it (`clipstore finetune --apply --force`: one epoch need not
+    improve): (store path, images folder, model id, the command's output). Shared by the whole session (one
+    fine-tuning run): tests that change the store use `switched_copy`."""
     from click.testing import CliRunner
 
     from clipstore.cli import main
@@ -91,7 +91,7 @@ def switched(tmp_path_factory) -> "tuple[Path, Path, str, str]":
     store = clipstore.connect(root / "s.clipstore", model="clipstore-mini:world-v1")
     store.ingest(root / "world")
     result = CliRunner().invoke(
-        main, ["finetune", "--store", store.path, "--epochs", "1", "--batch-size", "16", "--no-augment", "--labels-from-folders", "--apply"]
+        main, ["finetune", "--store", store.path, "--epochs", "1", "--batch-size", "16", "--no-augment", "--labels-from-folders", "--apply", "--force"]
     )
     assert result.exit_code == 0, result.output
     return Path(store.path), root / "world", store.finetuned_models()[0]["id"], result.output

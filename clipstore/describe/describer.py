@@ -22,7 +22,7 @@ import numpy as np
 from clipstore.db import tables
 from clipstore.describe.ensemble import blend
 from clipstore.describe.heads import choose_head, load_head_model
-from clipstore.describe.model_b import KnnParams, predict_for_image
+from clipstore.describe.model_b import UNTUNED_MIN_PAIRS, KnnChoice, KnnParams, bank_view, choose_untuned_knn, predict_for_image
 from clipstore.encoders.minilm import MINILM_DIM
 from clipstore.errors import ClipstoreError, InvalidOptionError, NothingToDescribeWithError
 from clipstore.progress import silent
@@ -46,7 +46,8 @@ class Description:
     parts: {"a": (384,) or None, "b": (384,) or None}, each unit length.
     method: "ensemble", "model_b" or "model_a" (which parts made the embedding).
     head: the id of the Model A head used, or None.
-    knn: Model B's parameters. notes: anything the caller should know (e.g. "no trained Model A").
+    knn: Model B's parameters; knn_choice: why those (`model_b.KnnChoice`: the rule, a sentence, the scores).
+    notes: anything the caller should know (e.g. "no trained Model A").
     """
 
     embedding: np.ndarray
@@ -57,6 +58,7 @@ class Description:
     head: str | None
     knn: KnnParams
     notes: tuple[str, ...] = field(default_factory=tuple)
+    knn_choice: KnnChoice | None = None
 
     @property
     def text(self) -> str | None:
@@ -64,7 +66,7 @@ class Description:
         return self.prompts[0].text if self.prompts else None
 
     def to_dict(self, *, parts: bool = False) -> dict[str, Any]:
-        """JSON-ready: prompts [{text, score, id}], alpha, embedding, method, head, knn, notes (+ parts)."""
+        """JSON-ready: prompts [{text, score, id}], alpha, embedding, method, head, knn, knn_choice, notes (+ parts)."""
         data: dict[str, Any] = {
             "prompts": [{"text": hit.text, "score": round(hit.score, 6), "id": hit.id} for hit in self.prompts],
             "alpha": self.alpha,
@@ -72,6 +74,7 @@ class Description:
             "method": self.method,
             "head": self.head,
             "knn": self.knn.to_dict(),
+            "knn_choice": self.knn_choice.to_dict() if self.knn_choice else None,
             "notes": list(self.notes),
         }
         if parts:
@@ -112,7 +115,6 @@ class Describer:
             )
         elif chosen.config is None:
             self.notes.append("No trained Model A in this store: describing with Model B alone (train one with `clipstore train`).")
-        self.knn = self._config.knn if self._config else KnnParams()
         self.alpha = self._config.ensemble_alpha if self._config else 0.0
         self._bank_size = tables.open_prompts(store.db).count_rows() if tables.has_prompts(store.db) else 0
         if self._bank_size == 0 and self._config is None:
@@ -120,7 +122,22 @@ class Describer:
                 "The prompt bank is empty and no Model A is trained, so there is nothing to describe with. Add "
                 "prompts (`clipstore prompts add FILE`), or ingest images that carry prompts and run `clipstore train`."
             )
+        if self._config is not None:
+            self.knn = self._config.knn
+            self.knn_choice = KnnChoice("head", f"Tuned by `clipstore train` on the validation split of head {self.head_id}.")
+        else:
+            self.knn, self.knn_choice = self._untuned_knn()
         self._image_prompts = None
+
+    def _untuned_knn(self) -> tuple[KnnParams, KnnChoice]:
+        """Model B's parameters without a head: `model_b.choose_untuned_knn` on the store's own pairs."""
+        from clipstore.describe.pairs import load_pairs
+
+        pairs = load_pairs(self.store.db)
+        bank = bank_view(self.store, [])
+        if len(pairs) < UNTUNED_MIN_PAIRS:  # not worth embedding their prompts: the rule is K = 1 anyway
+            return choose_untuned_knn(bank, pairs.embeddings, np.zeros((len(pairs), MINILM_DIM), np.float32))
+        return choose_untuned_knn(bank, pairs.embeddings, _minilm_for(self.store, list(pairs.prompts)))
 
     # --- models ---------------------------------------------------------------------------------------------
 
@@ -205,6 +222,9 @@ class Describer:
             self.head_id,
             self.knn.with_k(k),
             tuple(notes),
+            self.knn_choice if k is None or k == self.knn.k else KnnChoice(
+                "option", f"K = {k} as asked; Distance_Dim by the rule {self.knn_choice.rule!r}: {self.knn_choice.why}"
+            ),
         )
 
     def nearest_prompts(self, minilm_vector: np.ndarray, n: int) -> list[PromptHit]:

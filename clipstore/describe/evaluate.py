@@ -26,7 +26,7 @@ import numpy as np
 
 from clipstore.describe.ensemble import avg_cos, blend
 from clipstore.describe.heads import choose_head, load_head_model
-from clipstore.describe.model_b import KnnParams, bank_view, knn_candidates, model_b_predictions
+from clipstore.describe.model_b import KnnParams, bank_view, choose_untuned_knn, knn_candidates, model_b_predictions
 from clipstore.describe.pairs import Pairs, load_pairs
 from clipstore.describe.train import TrainOptions, dedup_mask, minilm_targets, split_for_training
 from clipstore.errors import ClipstoreError, TrainingDataError as EvaluationDataError
@@ -115,6 +115,12 @@ def evaluate(
     # The bank, with the held-out answers hidden; plus the validation/test prompts when the pairs are the store's.
     hide = list(held_out.prompts)
     bank = bank_view(store, hide)
+    if config is None:
+        # Without a head, Model B's row uses describe's rule (`choose_untuned_knn`) on the pairs not evaluated.
+        held_ids = set(held_out.ids)
+        tuning = stored.subset([i for i, image_id in enumerate(stored.ids) if image_id not in held_ids])
+        knn, choice = choose_untuned_knn(bank, tuning.embeddings, minilm_targets(store, list(tuning.prompts)))
+        notes.append(f"Model B K = {knn.k}, Distance_Dim = {knn.distance_dim:g}: {choice.why}")
     b = None
     if bank.visible:
         indices, distances = knn_candidates(bank, held_out.embeddings, max(knn.k, 1))

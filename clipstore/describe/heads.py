@@ -40,8 +40,9 @@ FORMAT_VERSION = 1
 
 @dataclass(frozen=True)
 class HeadInfo(_AsDict):
-    """A saved Model A head: id, when it was made, its base CLIP model, its validation Avg-Cos (eq. 8) and the
-    ensemble alpha (eq. 6) chosen for it; `stale` is true when the store's model is no longer its base."""
+    """A saved Model A head: id, when it was made, its base CLIP model, its validation Avg-Cos (eq. 8; Model A's,
+    the ensemble's and zero-shot CLIP's, NaN when not recorded) and the ensemble alpha (eq. 6) chosen for it;
+    `stale` is true when the store's model is no longer its base."""
 
     id: str
     created_at: str
@@ -52,6 +53,17 @@ class HeadInfo(_AsDict):
     knn: dict[str, Any]
     vision_tuned: bool
     stale: bool
+    validation_ensemble: float = float("nan")
+    validation_zero_shot: float = float("nan")
+
+    @property
+    def beats_zero_shot(self) -> bool:
+        """Whether describe with this head (the ensemble) scored above zero-shot CLIP on its validation split."""
+        return bool(self.validation_ensemble > self.validation_zero_shot)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready, with `beats_zero_shot`."""
+        return {**super().to_dict(), "beats_zero_shot": self.beats_zero_shot}
 
 
 @dataclass(frozen=True)
@@ -129,6 +141,8 @@ def list_heads(db: "lancedb.DBConnection", location: "StoreLocation", store_mode
                 config.knn.to_dict(),
                 config.vision_tuned,
                 not base.same_vectors_as(store_model),
+                float(config.validation.get("ensemble", float("nan"))),
+                float(config.validation.get("zero_shot", float("nan"))),
             )
         )
     return infos

@@ -245,3 +245,91 @@ def _unit(vectors: np.ndarray) -> np.ndarray:
     vectors = np.asarray(vectors)
     norms = np.linalg.norm(vectors, axis=-1, keepdims=True)
     return vectors / np.maximum(norms, 1e-12)
+
+
+# --- Model B without a trained head ------------------------------------------------------------------------------
+
+UNTUNED_MIN_PAIRS = 10
+"""Fewest stored image-prompt pairs worth tuning Model B on when the store has no trained head."""
+UNTUNED_MAX_PAIRS = 2000
+"""Most pairs used for that tuning (an even sample by image id; the work grows with pairs x bank)."""
+_SAME_PROMPT = 1.0 - 1e-4
+
+
+@dataclass(frozen=True)
+class KnnChoice(_AsDict):
+    """Why Model B uses the parameters it uses.
+
+    rule: "head" (tuned by `clipstore train` on the head's validation split), "store-pairs" (no usable head:
+        tuned on the store's own image-prompt pairs against the bank as describe sees it, and kept only where it
+        beats the nearest prompt), "nearest-prompt" (no usable head and too few pairs: K = 1, the zero-shot
+        answer) or "option" (the caller's k).
+    why: one sentence for people. pairs: how many pairs were scored (0 when none).
+    avg_cos / top1: the chosen parameters' Avg-Cos and top-1 share on those pairs; nearest_avg_cos /
+        nearest_top1: the same for K = 1 (NaN when not measured).
+    """
+
+    rule: str
+    why: str
+    pairs: int = 0
+    avg_cos: float = float("nan")
+    top1: float = float("nan")
+    nearest_avg_cos: float = float("nan")
+    nearest_top1: float = float("nan")
+
+
+def top1_share(bank: BankView, predictions: np.ndarray, targets: np.ndarray) -> float:
+    """The share of predictions (n, 384) whose nearest bank prompt (MiniLM cosine) is the target (n, 384)."""
+    if len(targets) == 0:
+        return float("nan")
+    best = np.argmax(_unit(predictions) @ _unit(bank.minilm).T, axis=1)
+    return float(np.mean(np.sum(_unit(bank.minilm[best]) * _unit(targets), axis=1) >= _SAME_PROMPT))
+
+
+def choose_untuned_knn(bank: BankView, image_embeddings: np.ndarray, targets: np.ndarray) -> tuple[KnnParams, KnnChoice]:
+    """Model B's K / Distance_Dim for a store with no trained head (issue #16: never below zero-shot).
+
+    The defaults (K = 20) were tuned on the render world's large bank with each answer hidden; on a small bank
+    whose prompts are the answers, averaging 20 neighbours blurs every image into the bank's mean. So: with at
+    least `UNTUNED_MIN_PAIRS` stored pairs (CLIP image embeddings (n, d), their prompts' MiniLM (n, 384)), the
+    grid of `tune_knn` is scored on them against the whole bank, and a K > 1 is kept only when it beats K = 1
+    (the nearest prompt in CLIP space, the zero-shot answer) on Avg-Cos without losing top-1; otherwise, and
+    with fewer pairs, K = 1.
+    """
+    nearest = KnnParams(k=1, distance_dim=KnnParams().distance_dim)
+    n = len(targets)
+    if n < UNTUNED_MIN_PAIRS or bank.visible == 0:
+        why = (
+            f"No trained Model A and {'only ' + str(n) if n else 'no'} stored image-prompt pair{'s' if n != 1 else ''} "
+            f"to tune Model B on (at least {UNTUNED_MIN_PAIRS} needed): K = 1, the bank prompt nearest the image in "
+            "CLIP space (the zero-shot answer)."
+        )
+        return nearest, KnnChoice("nearest-prompt", why, n)
+    if n > UNTUNED_MAX_PAIRS:
+        keep = np.linspace(0, n - 1, UNTUNED_MAX_PAIRS).round().astype(int)
+        image_embeddings, targets, n = image_embeddings[keep], targets[keep], UNTUNED_MAX_PAIRS
+    indices, distances = knn_candidates(bank, image_embeddings, max(K_GRID))
+    scored = []
+    for k in K_GRID:
+        if k > indices.shape[1] and k != K_GRID[0]:
+            continue
+        for dd in DISTANCE_DIM_GRID if k > 1 else (nearest.distance_dim,):
+            params = KnnParams(k=k, distance_dim=dd)
+            predictions = model_b_predictions(bank, indices, distances, params)
+            scored.append((params, avg_cos(predictions, targets), top1_share(bank, predictions, targets)))
+    _, base_cos, base_top1 = scored[0]
+    best, best_cos, best_top1 = scored[0]
+    for params, score, top1 in scored[1:]:
+        if score > best_cos + 1e-6 and top1 >= base_top1:
+            best, best_cos, best_top1 = params, score, top1
+    if best.k == 1:
+        why = (
+            f"No trained Model A: tuned on the store's {n} image-prompt pairs, where no K > 1 beat the nearest "
+            f"prompt (K = 1, Avg-Cos {base_cos:.4f}, top-1 {base_top1:.1%})."
+        )
+    else:
+        why = (
+            f"No trained Model A: K and Distance_Dim tuned on the store's {n} image-prompt pairs (Avg-Cos "
+            f"{best_cos:.4f}, top-1 {best_top1:.1%}, against {base_cos:.4f} and {base_top1:.1%} for the nearest prompt)."
+        )
+    return best, KnnChoice("store-pairs", why, n, best_cos, best_top1, base_cos, base_top1)

@@ -1,8 +1,20 @@
-"""Validation metrics on unit embeddings (numpy arrays): image->image mAP@k / R@1 and caption recall."""
+"""Validation metrics on unit embeddings (numpy arrays): image->image mAP@k / R@1 and caption recall; whether a
+fine-tune improved on its base."""
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
+
+IMPROVEMENT_MARGIN = 1e-4
+"""How much the best validation score must exceed the base model's to count as an improvement."""
+
+
+def validation_improved(before: float, after: float) -> bool:
+    """Whether the fine-tuned model's best validation score beats the base model's (False when either is NaN)."""
+    return bool(math.isfinite(before) and math.isfinite(after) and after > before + IMPROVEMENT_MARGIN)
+
 
 def map_at_k(embeddings: np.ndarray, labels: list, k: int = 10) -> tuple[float, float]:
     """Image->image mAP@k and R@1 (a same-label image ranks first), each image a query against the others."""

@@ -14,6 +14,7 @@ from clipstore.db import layout
 from clipstore.db.identities import relinked
 from clipstore.encoders.identity import ModelIdentity, file_sha256, resolve_model
 from clipstore.errors import ModelSpecError
+from clipstore.finetune.metrics import validation_improved
 from clipstore.paths import is_uri, join
 
 if TYPE_CHECKING:
@@ -37,7 +38,7 @@ def save_model(store: "StoreContext", model, model_id: str, config: dict[str, An
 
 def finetuned_models(location: "StoreLocation", relinked: dict[str, str] | None = None) -> list[dict]:
     """The fine-tuned models saved in the store at `location` (their config.json contents plus `folder`), newest
-    first; the `parent` identity is located in the store (`ModelIdentity.located`, with the store's relinks). A
+    first, each with `validation` {metric, before, after, improved}; the `parent` identity is located in the store (`ModelIdentity.located`, with the store's relinks). A
     folder without config.json (a save that did not finish) is skipped."""
     root = location.join(layout.MODELS_FOLDER)
     found = []
@@ -47,6 +48,9 @@ def finetuned_models(location: "StoreLocation", relinked: dict[str, str] | None 
             data = json.loads(location.read_text(config))
             data["folder"] = join(root, name)
             data["parent"] = ModelIdentity.from_dict(data["parent"]).located(location.root, relinked).to_dict()
+            validation = data.setdefault("validation", {})
+            if "improved" not in validation:  # saved before the flag was recorded
+                validation["improved"] = validation_improved(float(validation.get("before", "nan")), float(validation.get("after", "nan")))
             found.append(data)
     found.sort(key=lambda data: data.get("created_at", ""), reverse=True)
     return found

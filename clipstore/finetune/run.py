@@ -40,7 +40,7 @@ from clipstore.errors import TrainingDataError
 from clipstore.finetune.captions import pseudo_captions
 from clipstore.finetune.data import ImageSet, load_images
 from clipstore.finetune.losses import arc_margin_loss, caption_subset, info_nce_loss, mc_arc_margin_loss
-from clipstore.finetune.metrics import map_at_k
+from clipstore.finetune.metrics import map_at_k, validation_improved
 from clipstore.finetune.options import FinetuneOptions
 from clipstore.finetune.registry import save_model
 from clipstore.paths import join
@@ -65,7 +65,9 @@ class FinetuneEpoch(_AsDict):
 @dataclass(frozen=True)
 class FinetuneReport(_AsDict):
     """What `clipstore finetune` did: the saved model (id, folder, spec to open it with), the data used,
-    the validation scores before and after, and (with `apply`) the switch of the store to it."""
+    the validation scores before and after, whether the model beat its base on them (`improved`; when not,
+    `notes` says so with what to try, and `apply` does not switch unless forced), and (with `apply`) the switch
+    of the store to it."""
 
     model_id: str
     folder: str
@@ -81,6 +83,7 @@ class FinetuneReport(_AsDict):
     validation_metric: str
     validation_before: float
     validation_after: float
+    improved: bool
     history: tuple[FinetuneEpoch, ...] = field(default_factory=tuple)
     notes: tuple[str, ...] = field(default_factory=tuple)
     switch: "ReembedReport | None" = None
@@ -236,6 +239,10 @@ def finetune(store: "StoreContext", options: FinetuneOptions, progress: Progress
         history += _realign_text(store, model, images, captions, train_rows, val_rows, decoded, preprocess, options, work, report)
         text_changed = True
 
+    improved = validation_improved(before, after)
+    if not improved:
+        notes.append(not_improved_note(metric, before, after, len(loop.history), options))
+
     created = tables.utc_now()
     model_id = created.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
     folder = save_model(store, model, model_id, {
@@ -244,7 +251,7 @@ def finetune(store: "StoreContext", options: FinetuneOptions, progress: Progress
         "method": options.method,
         "options": options.to_dict(),
         "text_encoder_changed": text_changed,
-        "validation": {"metric": metric, "before": before, "after": after},
+        "validation": {"metric": metric, "before": before, "after": after, "improved": improved},
         "history": [h.to_dict() for h in history],
         "created_at": created.isoformat(),
     })
@@ -265,8 +272,23 @@ def finetune(store: "StoreContext", options: FinetuneOptions, progress: Progress
         metric,
         round(float(before), 6),
         round(float(after), 6),
+        improved,
         tuple(history),
         tuple(notes),
+    )
+
+
+def not_improved_note(metric: str, before: float, after: float, epochs: int, options: FinetuneOptions) -> str:
+    """What to tell a user whose fine-tune did not beat its base on validation, and what to try."""
+    if not (math.isfinite(before) and math.isfinite(after)):
+        return (f"Not validated: no validation score ({metric} {before:.4f} -> {after:.4f}), so the saved model is "
+                "not known to be better than the base. Add images (about 10% of them go to validation).")
+    return (
+        f"Validation did not improve: {metric} {before:.4f} before, {after:.4f} at best after {epochs} "
+        f"epoch{'s' if epochs != 1 else ''}; the saved model is no better than the base, and `--apply` will not "
+        f"switch to it without `--force`. Try a larger learning rate (--lr-backbone {options.lr_backbone:g} and "
+        f"--lr-head {options.lr_head:g} now; a small model such as clipstore-mini usually needs about 10x), more "
+        "--epochs, or more labelled images per class."
     )
 
 

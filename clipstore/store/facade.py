@@ -330,11 +330,15 @@ class Store:
 
     # --- fine-tuning the encoder and switching the store's vectors ------------------------------------------
 
-    def finetune(self, options: "FinetuneOptions | None" = None, *, apply: bool = False, progress=None, **overrides) -> "FinetuneReport":
+    def finetune(
+        self, options: "FinetuneOptions | None" = None, *, apply: bool = False, force: bool = False, progress=None, **overrides
+    ) -> "FinetuneReport":
         """Fine-tune the store's CLIP model for image retrieval while keeping it aligned with text (seed 003;
         `method="mcip"` or `"2sft"`, see `clipstore.finetune`) and save it in the store under `models/<id>/`.
 
-        With `apply=True` the store is then re-embedded with it and switched (see `reembed`).
+        With `apply=True` the store is then re-embedded with it and switched (see `reembed`) — only when its
+        validation score beat the base model's (`report.improved`), or with `force=True`; otherwise the model is
+        saved, the store keeps its model, and `notes` says so.
         """
         from dataclasses import replace
 
@@ -343,8 +347,13 @@ class Store:
 
         options = replace(options or FinetuneOptions(), **overrides)
         report = finetune(self.context, options, progress)  # writes only its own folder: ingest may go on meanwhile
-        if apply:
+        if apply and (report.improved or force):
             report = replace(report, switch=self.reembed(report.folder, progress=progress))
+        elif apply:
+            report = replace(report, notes=report.notes + (
+                f"Not applied: the store keeps {self.model.spec}. To switch to the model anyway: "
+                f"clipstore reembed --model {report.model_id} (or finetune --apply --force).",
+            ))
         return report
 
     def finetuned_models(self) -> list[dict]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 import clipstore
@@ -16,3 +18,20 @@ def test_a_head_from_another_base_model_is_refused(trained, tmp_path, photo_fold
         other.describe(next(photo_folder.rglob("*.png")), head=store.heads()[0].folder)
     with pytest.raises(clipstore.HeadNotFoundError):
         store.describe(next(photo_folder.rglob("*.png")), head="no-such-head")
+
+
+def test_heads_show_the_validation_result_beside_zero_shot(trained):
+    from click.testing import CliRunner
+
+    from clipstore.cli import main
+
+    store, report = trained
+    info = store.heads()[0]
+    assert info.validation_ensemble == pytest.approx(report.validation["ensemble"], abs=1e-6)
+    assert info.validation_zero_shot == pytest.approx(report.validation["zero_shot"], abs=1e-6)
+    assert info.beats_zero_shot == (report.validation["ensemble"] > report.validation["zero_shot"])
+    data = json.loads(CliRunner().invoke(main, ["heads", "--store", store.path, "--json"]).output)["heads"][0]
+    assert data["beats_zero_shot"] == info.beats_zero_shot and data["validation_zero_shot"] == pytest.approx(info.validation_zero_shot)
+    text = CliRunner().invoke(main, ["heads", "--store", store.path]).output
+    assert f"zero-shot {info.validation_zero_shot:.4f}" in text
+    assert ("NOT better than zero-shot" in text) == (not info.beats_zero_shot)

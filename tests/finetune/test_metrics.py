@@ -19,3 +19,12 @@ def test_retrieval_metrics_by_hand():
     assert text_to_image(vectors, vectors[[2, 0]], np.array([2, 0])) == (1.0, 1.0)
     assert knn_accuracy(vectors[:1], ["a"], vectors[1:], ["a", "b", "b"], k=1) == 1.0
     assert caption_recall(vectors[:2], vectors[2:], np.array([[0, -1], [1, -1]])) == 0.5
+
+
+def test_an_improvement_must_be_real_and_measured():
+    from clipstore.finetune.metrics import IMPROVEMENT_MARGIN, validation_improved
+
+    assert validation_improved(0.130, 0.200)
+    assert not validation_improved(0.130, 0.130) and not validation_improved(0.130, 0.130 + IMPROVEMENT_MARGIN / 2)
+    assert not validation_improved(0.2, 0.1)
+    assert not validation_improved(float("nan"), 0.5) and not validation_improved(0.5, float("nan"))

@@ -103,3 +103,29 @@ def test_cli_finetune_reembed_rollback_and_retrieval_eval(world):
     assert result.exit_code == 1 and "was already rolled back" in result.output and "nothing to roll back" in result.output
     result = runner.invoke(main, ["reembed", "--store", store.path, "--model", "clipstore-mini:world-v1"])
     assert result.exit_code == 1 and "already" in result.output
+
+
+@pytest.mark.slow
+def test_a_finetune_that_does_not_improve_says_so_and_is_not_applied_unless_forced(world):
+    store, _ = world
+    # Learning rates of 0 leave the model exactly as it was: validation cannot improve.
+    frozen = dict(epochs=1, batch_size=16, augment=False, labels_from_folders=True, lr_backbone=0.0, lr_head=0.0)
+    report = store.finetune(apply=True, **frozen)
+    assert report.improved is False and report.switch is None
+    assert report.validation_after == pytest.approx(report.validation_before, abs=1e-6)
+    note = next(n for n in report.notes if n.startswith("Validation did not improve"))
+    assert f"{report.validation_before:.4f} before" in note and "--force" in note and "learning rate" in note
+    assert any(n.startswith("Not applied: the store keeps clipstore-mini:world-v1") for n in report.notes)
+    assert store.model.spec == BASE and not store.model.checkpoint_path
+    assert report.to_dict()["improved"] is False
+
+    runner = CliRunner()
+    listed = json.loads(runner.invoke(main, ["finetune", "--store", store.path, "--list", "--json"]).output)["models"]
+    assert [m["id"] for m in listed] == [report.model_id]
+    assert listed[0]["improved"] is False and listed[0]["before"] == pytest.approx(report.validation_before)
+    text = runner.invoke(main, ["finetune", "--store", store.path, "--list"]).output
+    assert report.model_id in text and "NOT improved" in text and "mAP@10" in text
+
+    forced = store.finetune(apply=True, force=True, **frozen)
+    assert forced.improved is False and forced.switch is not None and forced.switch.switched
+    assert clipstore.connect(store.path).model.checkpoint_path.endswith(f"{forced.model_id}/model.safetensors")

@@ -99,7 +99,7 @@ def test_a_model_fine_tuned_on_s3_is_switched_to_loaded_from_the_store_and_rolle
     store = clipstore.connect(uri, storage_options=s3.storage_options, model="clipstore-mini:world-v1")
     base = store.model
     store.ingest(tmp_path / "world")
-    report = store.finetune(epochs=1, batch_size=16, augment=False, labels_from_folders=True, apply=True)
+    report = store.finetune(epochs=1, batch_size=16, augment=False, labels_from_folders=True, apply=True, force=True)
     assert report.folder == f"{uri}/models/{report.model_id}" and report.switch.switched
     assert f"models/{report.model_id}/model.safetensors" in s3.keys(uri)
 
