@@ -22,7 +22,7 @@ import numpy as np
 from clipstore.db import tables
 from clipstore.describe.ensemble import blend
 from clipstore.describe.heads import choose_head, load_head_model
-from clipstore.describe.model_b import UNTUNED_MIN_PAIRS, KnnChoice, KnnParams, bank_view, choose_untuned_knn, predict_for_image
+from clipstore.describe.model_b import UNTUNED_MAX_BANK, UNTUNED_MIN_PAIRS, KnnChoice, KnnParams, bank_view, choose_untuned_knn, predict_for_image
 from clipstore.encoders.minilm import MINILM_DIM
 from clipstore.errors import ClipstoreError, InvalidOptionError, NothingToDescribeWithError
 from clipstore.progress import silent
@@ -133,6 +133,14 @@ class Describer:
         """Model B's parameters without a head: `model_b.choose_untuned_knn` on the store's own pairs."""
         from clipstore.describe.pairs import load_pairs
 
+        if self._bank_size > UNTUNED_MAX_BANK:
+            defaults = KnnParams()
+            why = (
+                f"No trained Model A and a bank of {self._bank_size:,} prompts (more than {UNTUNED_MAX_BANK:,}): "
+                f"Model B keeps its defaults (K = {defaults.k}, Distance_Dim = {defaults.distance_dim}), tuned on a "
+                "large bank; `clipstore train` tunes them on this store."
+            )
+            return defaults, KnnChoice("defaults", why)
         pairs = load_pairs(self.store.db)
         bank = bank_view(self.store, [])
         if len(pairs) < UNTUNED_MIN_PAIRS:  # not worth embedding their prompts: the rule is K = 1 anyway

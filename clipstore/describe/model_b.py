@@ -253,6 +253,9 @@ UNTUNED_MIN_PAIRS = 10
 """Fewest stored image-prompt pairs worth tuning Model B on when the store has no trained head."""
 UNTUNED_MAX_PAIRS = 2000
 """Most pairs used for that tuning (an even sample by image id; the work grows with pairs x bank)."""
+UNTUNED_MAX_BANK = 50_000
+"""Largest bank that tuning reads into memory (the store's default index threshold): past it, a store without a
+head keeps the defaults, which were tuned on a large bank, instead of reading the whole bank at every start."""
 _SAME_PROMPT = 1.0 - 1e-4
 
 
@@ -263,7 +266,8 @@ class KnnChoice(_AsDict):
     rule: "head" (tuned by `clipstore train` on the head's validation split), "store-pairs" (no usable head:
         tuned on the store's own image-prompt pairs against the bank as describe sees it, and kept only where it
         beats the nearest prompt), "nearest-prompt" (no usable head and too few pairs: K = 1, the zero-shot
-        answer) or "option" (the caller's k).
+        answer), "defaults" (no usable head and a bank larger than `UNTUNED_MAX_BANK`: the defaults, tuned on a
+        large bank) or "option" (the caller's k).
     why: one sentence for people. pairs: how many pairs were scored (0 when none).
     avg_cos / top1: the chosen parameters' Avg-Cos and top-1 share on those pairs; nearest_avg_cos /
         nearest_top1: the same for K = 1 (NaN when not measured).

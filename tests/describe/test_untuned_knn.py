@@ -101,3 +101,19 @@ def test_describe_json_says_which_parameters_and_why(tmp_path, eval_drawings):
     assert data["knn"]["k"] == 1 and data["knn_choice"]["rule"] == "nearest-prompt" and "K = 1" in data["knn_choice"]["why"]
     data = json.loads(CliRunner().invoke(main, ["describe", str(eval_drawings[0].path), *base, "-k", "5", "--json"]).output)
     assert data["knn"]["k"] == 5 and data["knn_choice"]["rule"] == "option"
+
+
+def test_a_large_bank_without_a_head_keeps_the_defaults_and_is_not_read_whole(tmp_path, eval_drawings, monkeypatch):
+    from clipstore.describe import describer, model_b
+
+    store = clipstore.connect(tmp_path / "large.clipstore", model=MINI)
+    store.add_prompts(PLAIN_BANK[:12])
+    monkeypatch.setattr(describer, "UNTUNED_MAX_BANK", 10)  # a "large" bank: more than 10 prompts (some of the 12 may be near-duplicates)
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the whole bank was read to tune Model B")
+
+    monkeypatch.setattr(describer, "bank_view", refuse)
+    found = store.describe(eval_drawings[0].path)
+    assert found.knn_choice.rule == "defaults" and found.knn == model_b.KnnParams()
+    assert "prompts (more than 10)" in found.knn_choice.why
