@@ -45,7 +45,7 @@ _LAZY_MODULES = {
     "encoders.identity": ("ModelIdentity",),
     "ingest.run": ("IngestOptions",),
     "prompts.bank": ("DuplicatePrompt", "PromptHit", "PromptInsertReport", "PromptRemoveReport", "RejectedPrompt", "StoredPrompt"),
-    "describe.model_b": ("KnnParams",),
+    "describe.model_b": ("KnnChoice", "KnnParams"),
     "describe.options": ("TrainOptions",),
     "describe.train": ("TrainReport",),
     "training.loop": ("EpochStats",),
@@ -79,7 +79,7 @@ if TYPE_CHECKING:
     from clipstore.ingest.run import IngestOptions
     from clipstore.lancedb.describe_rows import TableDescribeReport
     from clipstore.serve.options import ServeOptions
-    from clipstore.describe.model_b import KnnParams
+    from clipstore.describe.model_b import KnnChoice, KnnParams
     from clipstore.switch.locations import RelinkReport
     from clipstore.search.index import IndexReport
     from clipstore.encoders.identity import ModelIdentity

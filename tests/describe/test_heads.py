@@ -26,12 +26,14 @@ def test_heads_show_the_validation_result_beside_zero_shot(trained):
     from clipstore.cli import main
 
     store, report = trained
-    info = store.heads()[0]
+    info = next(head for head in store.heads() if head.id == report.head_id)  # other tests may train more heads
     assert info.validation_ensemble == pytest.approx(report.validation["ensemble"], abs=1e-6)
     assert info.validation_zero_shot == pytest.approx(report.validation["zero_shot"], abs=1e-6)
     assert info.beats_zero_shot == (report.validation["ensemble"] > report.validation["zero_shot"])
-    data = json.loads(CliRunner().invoke(main, ["heads", "--store", store.path, "--json"]).output)["heads"][0]
+    heads = json.loads(CliRunner().invoke(main, ["heads", "--store", store.path, "--json"]).output)["heads"]
+    data = next(head for head in heads if head["id"] == report.head_id)
     assert data["beats_zero_shot"] == info.beats_zero_shot and data["validation_zero_shot"] == pytest.approx(info.validation_zero_shot)
     text = CliRunner().invoke(main, ["heads", "--store", store.path]).output
-    assert f"zero-shot {info.validation_zero_shot:.4f}" in text
-    assert ("NOT better than zero-shot" in text) == (not info.beats_zero_shot)
+    line = next(line for line in text.splitlines() if line.startswith(report.head_id))
+    assert f"zero-shot {info.validation_zero_shot:.4f}" in line
+    assert ("NOT better than zero-shot" in line) == (not info.beats_zero_shot)
