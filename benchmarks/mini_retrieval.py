@@ -1,17 +1,25 @@
-"""clipstore-mini retrieval quality on render-world pairs it never saw in training.
+"""clipstore-mini retrieval quality on pairs it never saw in training, in and outside the render world.
 
-Two sets of 1,000 (image, prompt) pairs rendered at 128 px:
+Two sets of 1,000 (image, prompt) pairs rendered at 128 px by the render world:
 - "unseen samples": the train split's distribution, from a seed the training never used;
 - "held-out combinations": shape/colour pairs that never occur in training at all.
 For each set: image->text and text->image Recall@1/5/10 among the 1,000 pairs (for each image, is its own
 prompt among the k most similar of the 1,000 prompts, and the reverse).
 
-    python benchmarks/mini_retrieval.py [--model clipstore-mini] [--n 1000] [--precision auto]
+Then the held-out drawing styles of `tests/heldout_styles.py` (evaluation-only code that shares nothing with
+the training renderer): per style, sets of one drawing per (colour, shape) pair (8 x 9 = 72) with the prompt
+"a <colour> <shape>"; Recall@1/5 among the 72, averaged over --seeds sets.
+
+    python benchmarks/mini_retrieval.py [--model clipstore-mini] [--n 1000] [--precision auto] [--seeds 5]
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
 
 from clipstore.encoders.clip import ClipEncoder
 from clipstore.encoders.identity import resolve_model
@@ -26,6 +34,7 @@ def main() -> None:
     parser.add_argument("--model", default="clipstore-mini")
     parser.add_argument("--n", type=int, default=1000)
     parser.add_argument("--precision", default="auto")
+    parser.add_argument("--seeds", type=int, default=5)
     args = parser.parse_args()
 
     encoder = ClipEncoder(resolve_model(args.model), device="cpu", precision=args.precision)
@@ -39,6 +48,26 @@ def main() -> None:
         scores = retrieval_scores(images, texts)
         for direction, recall in (("image→text", scores.image_to_text), ("text→image", scores.text_to_image)):
             print(f"| {name} | {direction} | {recall[1]:.3f} | {recall[5]:.3f} | {recall[10]:.3f} |")
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+    from heldout_styles import STYLES, styled_set
+
+    print(f"\nheld-out drawing styles: one drawing per (colour, shape) pair, prompt \"a <colour> <shape>\", "
+          f"mean of {args.seeds} sets\n")
+    print("| style | pairs | image→text R@1 | R@5 | text→image R@1 | R@5 |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: |")
+    per_style = []
+    for style in STYLES:
+        runs = []
+        for seed in range(args.seeds):
+            pairs = styled_set(style, seed)
+            scores = retrieval_scores(encoder.encode_images([p.image for p in pairs]), encoder.encode_texts([p.prompt for p in pairs]))
+            runs.append((scores.image_to_text[1], scores.image_to_text[5], scores.text_to_image[1], scores.text_to_image[5]))
+        means = np.mean(runs, axis=0)
+        per_style.append(means)
+        print(f"| {style} | {len(pairs)} | {means[0]:.3f} | {means[1]:.3f} | {means[2]:.3f} | {means[3]:.3f} |", flush=True)
+    means = np.mean(per_style, axis=0)
+    print(f"| mean of the styles | | {means[0]:.3f} | {means[1]:.3f} | {means[2]:.3f} | {means[3]:.3f} |")
 
 
 if __name__ == "__main__":

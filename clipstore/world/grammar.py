@@ -176,3 +176,73 @@ def _contrasts(colour: str, background: str) -> bool:
     """Whether an object of `colour` stays clearly visible on `background`."""
     fg, bg = COLOURS[colour], BACKGROUNDS[background]
     return sum(abs(a - b) for a, b in zip(fg, bg)) >= 150
+
+
+ATTRIBUTES = ("shape", "colour", "size", "count", "position", "background", "pattern", "style", "texture")
+"""The attributes of a Scene, in a fixed order (a prompt states some or all of them)."""
+
+_SHORT_TEMPLATES = (
+    "{objects}",
+    "{objects}",
+    "a drawing of {objects}",
+    "a picture of {objects}",
+    "an image of {objects}",
+    "a photo of {objects}",
+    "a simple illustration of {objects}",
+    "{objects}{where}",
+    "a picture of {objects}{where}",
+)
+_VAGUE_NOUNS = ("shape", "object", "thing")
+_VAGUE_PLURALS = ("shapes", "objects", "things")
+
+
+def describe_partial(scene: Scene, rng: random.Random) -> tuple[str, frozenset[str]]:
+    """A short prompt that states only some of the scene's attributes, and which ones it states.
+
+    Users search with "a red circle" or "two stars", not with the full description `describe` writes. Each
+    attribute named is true of the scene; the ones left out say nothing (an image of three red circles on a
+    striped background is also "red circles"). `count` is always stated (by "a" or a number), and at least
+    one of shape and colour is.
+    """
+    stated = {"count"}
+    shape_named = rng.random() < 0.9
+    colour_named = rng.random() < 0.9 or not shape_named
+    if scene.count == 1:
+        noun = scene.shape if shape_named else rng.choice(_VAGUE_NOUNS)
+        count = rng.choice(("a", "a", "one", "a single"))
+    else:
+        noun = _PLURALS.get(scene.shape, scene.shape + "s") if shape_named else rng.choice(_VAGUE_PLURALS)
+        count = rng.choice(_COUNT_WORDS[scene.count])
+    words = [count]
+    if rng.random() < 0.3:
+        words.append(rng.choice(_SIZE_WORDS[scene.size]))
+        stated.add("size")
+    if colour_named:
+        words.append(scene.colour)
+        stated.add("colour")
+    if scene.texture != "solid" and rng.random() < 0.5:
+        words.append({"striped": "striped", "spotted": "spotted"}[scene.texture])
+        stated.add("texture")
+    words.append(noun)
+    if shape_named:
+        stated.add("shape")
+    objects = " ".join(words)
+    if scene.count == 1 and objects.startswith("a ") and objects[2] in "aeiou":
+        objects = "an " + objects[2:]
+    if scene.style != "filled" and rng.random() < 0.5:
+        objects = f"{objects} in outline" if scene.style == "outline" else f"a sketch of {objects}"
+        stated.add("style")
+    where = ""
+    if rng.random() < 0.3:
+        where = " " + _position_phrase(scene, rng)
+        stated.add("position")
+    if rng.random() < 0.35:
+        pattern = rng.choice(_PATTERN_WORDS[scene.pattern]) if rng.random() < 0.6 else ""
+        words_bg = " ".join(word for word in (pattern, scene.background, rng.choice(_BACKGROUND_NOUNS)) if word)
+        where += f" on {'an' if words_bg[0] in 'aeiou' else 'a'} {words_bg}"
+        stated.add("background")
+        if pattern:
+            stated.add("pattern")
+    template = rng.choice(_SHORT_TEMPLATES)
+    text = template.format(objects=objects, where=where) if "{where}" in template else template.format(objects=objects) + where
+    return text.strip(), frozenset(stated)

@@ -1,9 +1,18 @@
-"""Pretraining clipstore-mini from scratch on render-world pairs with the CLIP (InfoNCE) objective, on CPU.
+"""Pretraining clipstore-mini from scratch on render-world pairs with the CLIP (InfoNCE) objective.
 
-`pretrain()` renders a fixed training set from the world's "train" split (several paraphrases per image),
-trains the `clipstore-mini` open_clip architecture with a symmetric InfoNCE loss, AdamW, linear warm-up and
-cosine decay, and writes the weights as float16 safetensors. Everything is seeded, so the same config, torch
-version and thread count reproduce the same weights. `scripts/train_clipstore_mini.py` is the command line.
+`pretrain()` renders a fixed training set from the world's "train" split (several prompts per image), trains
+the `clipstore-mini` open_clip architecture with a symmetric InfoNCE loss, AdamW, linear warm-up and cosine
+decay, and writes the weights as float16 safetensors. `scripts/train_clipstore_mini.py` is the command line.
+
+Two recipes:
+- world v1 (`V1_CONFIG`, the weights tagged `world-v1`): the v1 renderer, full descriptions only, one positive
+  per row; on CPU, seeded, so the same config, torch version and thread count reproduce the same weights.
+- world v2 (`PretrainConfig()`, tagged `world-v2`): scenes drawn by `clipstore.world.variety.render_varied`
+  (rendered in parallel worker processes) and, besides full descriptions, short prompts that state only some
+  attributes ("two red stars"). Such a prompt is true of every image in the batch that has the attributes it
+  states, so the loss takes all of those as positives (a multi-positive InfoNCE) instead of pushing them
+  away. Runs on a GPU when one is there (bf16 autocast); `time_budget_s` fits the number of steps to the time
+  available after a short probe of the step time.
 """
 
 from __future__ import annotations
@@ -18,27 +27,41 @@ from typing import Any, Callable
 import numpy as np
 
 from clipstore.encoders.identity import MINI_ARCHITECTURE, RANDOM_WEIGHTS, resolve_model
-from clipstore.world.grammar import describe, sample_scene
+from clipstore.world.grammar import ATTRIBUTES, Scene, describe, describe_partial, sample_scene
 from clipstore.training.loop import warmup_cosine
 from clipstore.world.samples import generate, sample_rng
+
+WORLDS = ("v1", "v2")
 
 
 @dataclass(frozen=True)
 class PretrainConfig:
-    """Hyper-parameters of a clipstore-mini pretraining run (defaults reproduce the shipped weights)."""
+    """Hyper-parameters of a clipstore-mini pretraining run (defaults: the world-v2 recipe; `V1_CONFIG`: v1's)."""
 
-    steps: int = 1500
-    batch_size: int = 256
-    train_pairs: int = 40_000
-    paraphrases: int = 3
+    world: str = "v2"
+    steps: int = 30_000
+    batch_size: int = 512
+    train_pairs: int = 400_000
+    paraphrases: int = 4
+    partial_prompts: int = 2  # of the paraphrases, how many are short partial prompts (v2)
     render_sizes: tuple[int, ...] = (64, 96, 128, 160)
     lr: float = 1e-3
-    warmup_steps: int = 100
+    warmup_steps: int = 500
     weight_decay: float = 0.1
     seed: int = 0
-    eval_every: int = 250
+    eval_every: int = 1000
     eval_pairs: int = 1000
     threads: int = 2
+    workers: int = 1  # processes rendering the training set (v2)
+    time_budget_s: float = 0.0  # > 0: fewer steps if the probed step time says `steps` would not fit (v2)
+    checkpoint_every: int = 0  # > 0: write the weights every this many steps too (v2)
+
+
+V1_CONFIG = PretrainConfig(
+    world="v1", steps=1500, batch_size=256, train_pairs=40_000, paraphrases=3, partial_prompts=0, warmup_steps=100,
+    eval_every=250,
+)
+"""The recipe of the world-v1 weights (CPU, 2 threads)."""
 
 
 @dataclass(frozen=True)
@@ -89,6 +112,67 @@ def retrieval_scores(image_vectors: np.ndarray, text_vectors: np.ndarray, ks: tu
     )
 
 
+def scene_codes(scene: Scene) -> list[int]:
+    """The scene's attributes as small integers, in `ATTRIBUTES` order (values hashed into int32)."""
+    import zlib
+
+    return [zlib.crc32(f"{name}={getattr(scene, name)}".encode()) & 0x7FFFFFFF for name in ATTRIBUTES]
+
+
+def render_chunk(task: tuple[int, int, int, str, tuple[int, ...], int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Samples start..start+n-1 of a v2 training set: images (uint8, (n, 3, S, S), preprocessed but not
+    normalised), tokenised prompts ((n, paraphrases, context) int32: full descriptions, then `partial` short
+    ones), the scenes' attribute codes (n, A) and which attributes each prompt states ((n, paraphrases, A)).
+
+    A module-level function so worker processes can run it."""
+    import open_clip
+    import torchvision.transforms.functional as TF
+    from PIL import Image
+
+    from clipstore.world.variety import render_varied
+
+    start, n, seed, split, sizes, paraphrases, partial = task
+    identity = resolve_model(f"{MINI_ARCHITECTURE}:{RANDOM_WEIGHTS}")
+    tokenizer = open_clip.get_tokenizer(MINI_ARCHITECTURE)
+    side = identity.image_size
+    images = np.empty((n, 3, side, side), np.uint8)
+    prompts, codes = [], np.empty((n, len(ATTRIBUTES)), np.int64)
+    stated = np.zeros((n, paraphrases, len(ATTRIBUTES)), bool)
+    for row, index in enumerate(range(start, start + n)):
+        rng = sample_rng(seed, split, index)
+        scene = sample_scene(rng, split)
+        image = render_varied(scene, sizes[index % len(sizes)], rng)
+        image = image.resize((side, side), Image.Resampling.BICUBIC) if image.size != (side, side) else image
+        images[row] = np.asarray(TF.pil_to_tensor(image))
+        texts = []
+        for k in range(paraphrases):
+            if k < paraphrases - partial:
+                texts.append(describe(scene, rng))
+                stated[row, k] = True
+            else:
+                text, names = describe_partial(scene, rng)
+                texts.append(text)
+                stated[row, k] = [name in names for name in ATTRIBUTES]
+        prompts.extend(texts)
+        codes[row] = scene_codes(scene)
+    tokens = tokenizer(prompts).view(n, paraphrases, -1).numpy().astype(np.int32)
+    return images, tokens, codes, stated
+
+
+def _render_v2(config: PretrainConfig, n: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    import multiprocessing
+
+    chunk = 2000
+    tasks = [(start, min(chunk, n - start), seed, "train", config.render_sizes, config.paraphrases, config.partial_prompts)
+             for start in range(0, n, chunk)]
+    if config.workers > 1:
+        with multiprocessing.get_context("spawn").Pool(config.workers) as pool:
+            parts = pool.map(render_chunk, tasks, chunksize=1)
+    else:
+        parts = [render_chunk(task) for task in tasks]
+    return tuple(np.concatenate([part[k] for part in parts]) for k in range(4))  # type: ignore[return-value]
+
+
 def pretrain(
     out: str | Path,
     config: PretrainConfig = PretrainConfig(),
@@ -98,8 +182,9 @@ def pretrain(
     import open_clip
     import torch
     import torch.nn.functional as F
-    from safetensors.torch import save_file
 
+    if config.world not in WORLDS:
+        raise ValueError(f"world must be one of {WORLDS}, not {config.world!r}")
     torch.set_num_threads(config.threads)
     torch.manual_seed(config.seed)
     identity = resolve_model(f"{MINI_ARCHITECTURE}:{RANDOM_WEIGHTS}")
@@ -108,34 +193,87 @@ def pretrain(
         resize_mode=identity.resize_mode, interpolation=identity.interpolation,
     )
     tokenizer = open_clip.get_tokenizer(MINI_ARCHITECTURE)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
     started = time.perf_counter()
-    images, prompts = render_pairs(config.train_pairs, config.seed, "train", config.render_sizes, config.paraphrases, transform)
-    tokens = tokenizer([text for texts in prompts for text in texts]).view(config.train_pairs, config.paraphrases, -1)
+    if config.world == "v1":
+        images, prompts = render_pairs(config.train_pairs, config.seed, "train", config.render_sizes, config.paraphrases, transform)
+        tokens = tokenizer([text for texts in prompts for text in texts]).view(config.train_pairs, config.paraphrases, -1)
+        codes = stated = None
+    else:
+        pixels, token_array, scene_code, stated_np = _render_v2(config, config.train_pairs, config.seed)
+        tokens = torch.from_numpy(token_array).long().to(device)
+        mean = torch.tensor(identity.mean).view(1, 3, 1, 1)
+        std = torch.tensor(identity.std).view(1, 3, 1, 1)
+        images = torch.from_numpy(pixels).to(device)
+        codes = torch.from_numpy(scene_code).to(device)
+        stated = torch.from_numpy(stated_np).to(device)
+        mean, std = mean.to(device), std.to(device)
     val_images, val_prompts = render_pairs(config.eval_pairs, config.seed + 1, "train", (128,), 1, transform)
     val_tokens = tokenizer([texts[0] for texts in val_prompts])
-    log(f"rendered {config.train_pairs} training pairs in {time.perf_counter() - started:.0f}s")
+    log(f"rendered {config.train_pairs} training pairs in {time.perf_counter() - started:.0f}s on {device}")
 
-    model = open_clip.create_model(MINI_ARCHITECTURE, pretrained=None)
-    decay, no_decay = [], []
-    for name, parameter in model.named_parameters():
-        (no_decay if parameter.ndim < 2 or "embedding" in name or "logit_scale" in name else decay).append(parameter)
-    optimizer = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=config.lr, betas=(0.9, 0.98), eps=1e-6,
-    )
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(config.steps, config.warmup_steps))
+    def batch_images(index):
+        if config.world == "v1":
+            return images[index].float()
+        return (images[index].float() / 255 - mean) / std
+
+    def new_model():
+        torch.manual_seed(config.seed)
+        model = open_clip.create_model(MINI_ARCHITECTURE, pretrained=None).to(device)
+        decay, no_decay = [], []
+        for name, parameter in model.named_parameters():
+            (no_decay if parameter.ndim < 2 or "embedding" in name or "logit_scale" in name else decay).append(parameter)
+        optimizer = torch.optim.AdamW(
+            [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+            lr=config.lr, betas=(0.9, 0.98), eps=1e-6,
+        )
+        return model, optimizer
+
     generator = torch.Generator().manual_seed(config.seed)
-    history = []
-    for step in range(1, config.steps + 1):
-        model.train()
-        index = torch.randint(0, config.train_pairs, (config.batch_size,), generator=generator)
-        choice = torch.randint(0, config.paraphrases, (config.batch_size,), generator=generator)
-        image_features = F.normalize(model.encode_image(images[index].float()), dim=-1)
-        text_features = F.normalize(model.encode_text(tokens[index, choice]), dim=-1)
+
+    def step_loss(model):
+        index = torch.randint(0, config.train_pairs, (config.batch_size,), generator=generator).to(device)
+        choice = torch.randint(0, config.paraphrases, (config.batch_size,), generator=generator).to(device)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            image_features = F.normalize(model.encode_image(batch_images(index)).float(), dim=-1)
+            text_features = F.normalize(model.encode_text(tokens[index, choice]).float(), dim=-1)
         logits = model.logit_scale.exp() * image_features @ text_features.T
-        target = torch.arange(config.batch_size)
-        loss = (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)) / 2
+        if codes is None:
+            target = torch.arange(config.batch_size, device=device)
+            return (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)) / 2
+        # positives[i, j]: image i has every attribute prompt j states (always true on the diagonal)
+        states = stated[index, choice]  # (B, A)
+        positives = ((codes[index][:, None, :] == codes[index][None, :, :]) | ~states[None, :, :]).all(dim=-1).float()
+        image_to_text = -(positives / positives.sum(1, keepdim=True) * F.log_softmax(logits, dim=1)).sum(1).mean()
+        text_to_image = -(positives / positives.sum(0, keepdim=True) * F.log_softmax(logits, dim=0)).sum(0).mean()
+        return (image_to_text + text_to_image) / 2
+
+    steps = config.steps
+    if config.time_budget_s > 0:  # probe the step time on a throwaway model, then fit the steps to the budget
+        model, optimizer = new_model()
+        for probe in range(25):
+            if probe == 5:
+                if device.type == "cuda":
+                    torch.cuda.synchronize()
+                probe_started = time.perf_counter()
+            loss = step_loss(model)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        per_step = (time.perf_counter() - probe_started) / 20
+        left = config.time_budget_s - (time.perf_counter() - started)
+        steps = max(config.warmup_steps + 1, min(config.steps, int(left * 0.92 / per_step)))
+        log(f"probe: {per_step * 1000:.1f} ms per step; {left:.0f}s left; training {steps} steps")
+
+    model, optimizer = new_model()
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(steps, config.warmup_steps))
+    history = []
+    for step in range(1, steps + 1):
+        model.train()
+        loss = step_loss(model)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -144,18 +282,31 @@ def pretrain(
             model.logit_scale.clamp_(0, math.log(100))
         if step % 25 == 0 or step == 1:
             history.append((step, float(loss.detach())))
-            log(f"step {step}/{config.steps} loss {float(loss.detach()):.3f} lr {schedule.get_last_lr()[0]:.2e} "
-                f"elapsed {time.perf_counter() - started:.0f}s")
-        if step % config.eval_every == 0 or step == config.steps:
+            if step % 250 == 0 or step == 1 or config.world == "v1":
+                log(f"step {step}/{steps} loss {float(loss.detach()):.3f} lr {schedule.get_last_lr()[0]:.2e} "
+                    f"elapsed {time.perf_counter() - started:.0f}s")
+        if step % config.eval_every == 0 or step == steps:
             scores = evaluate(model, val_images, val_tokens)
             log(f"step {step} validation R@1 image->text {scores.image_to_text[1]:.3f} "
                 f"text->image R@10 {scores.text_to_image[10]:.3f}")
+        if config.checkpoint_every and step % config.checkpoint_every == 0 and step < steps:
+            save_weights(model, out, config, steps_run=step)
+    save_weights(model, out, config, steps_run=steps)
+    return {"seconds": time.perf_counter() - started, "loss": history, "config": asdict(config), "steps_run": steps}
 
-    state = {name: tensor.detach().to(torch.float16).contiguous() for name, tensor in model.state_dict().items()}
+
+def save_weights(model, out: str | Path, config: PretrainConfig, steps_run: int) -> None:
+    """The model's weights as float16 safetensors (written to a temporary file, then renamed)."""
+    import torch
+    from safetensors.torch import save_file
+
+    state = {name: tensor.detach().cpu().to(torch.float16).contiguous() for name, tensor in model.state_dict().items()}
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    save_file(state, str(out), metadata={"architecture": MINI_ARCHITECTURE, "config": repr(asdict(config))})
-    return {"seconds": time.perf_counter() - started, "loss": history, "config": asdict(config)}
+    metadata = {"architecture": MINI_ARCHITECTURE, "config": repr(asdict(config)), "steps_run": str(steps_run)}
+    partial = out.with_name(out.name + ".partial")
+    save_file(state, str(partial), metadata=metadata)
+    partial.replace(out)
 
 
 def evaluate(model, images, tokens, batch_size: int = 500) -> RetrievalScores:
@@ -165,8 +316,9 @@ def evaluate(model, images, tokens, batch_size: int = 500) -> RetrievalScores:
 
     model.eval()
     image_chunks, text_chunks = [], []
+    device = next(model.parameters()).device
     with torch.inference_mode():
         for start in range(0, len(images), batch_size):
-            image_chunks.append(F.normalize(model.encode_image(images[start : start + batch_size].float()), dim=-1))
-            text_chunks.append(F.normalize(model.encode_text(tokens[start : start + batch_size]), dim=-1))
-    return retrieval_scores(torch.cat(image_chunks).numpy(), torch.cat(text_chunks).numpy())
+            image_chunks.append(F.normalize(model.encode_image(images[start : start + batch_size].float().to(device)).float(), dim=-1))
+            text_chunks.append(F.normalize(model.encode_text(tokens[start : start + batch_size].to(device)).float(), dim=-1))
+    return retrieval_scores(torch.cat(image_chunks).cpu().numpy(), torch.cat(text_chunks).cpu().numpy())
