@@ -115,8 +115,17 @@ class Describer:
             )
         elif chosen.config is None:
             self.notes.append("No trained Model A in this store: describing with Model B alone (train one with `clipstore train`).")
-        self.alpha = self._config.ensemble_alpha if self._config else 0.0
         self._bank_size = tables.open_prompts(store.db).count_rows() if tables.has_prompts(store.db) else 0
+        below = _below_zero_shot(chosen.config) if head is None and self._bank_size else None
+        if below is not None:  # the newest head did not beat the zero-shot nearest prompt on its own validation split
+            ensemble, zero_shot = below
+            self.notes.append(
+                f"Model A head {chosen.config.id} scored Avg-Cos {ensemble:.4f} on its validation split, not above the "
+                f"zero-shot nearest prompt ({zero_shot:.4f}): describing with the nearest prompt instead. Use "
+                f"`--head {chosen.config.id}` to describe with it anyway, or train with more pairs."
+            )
+            self._config, self._folder, self.head_id = None, None, None
+        self.alpha = self._config.ensemble_alpha if self._config else 0.0
         if self._bank_size == 0 and self._config is None:
             raise NothingToDescribeWithError(
                 "The prompt bank is empty and no Model A is trained, so there is nothing to describe with. Add "
@@ -125,6 +134,13 @@ class Describer:
         if self._config is not None:
             self.knn = self._config.knn
             self.knn_choice = KnnChoice("head", f"Tuned by `clipstore train` on the validation split of head {self.head_id}.")
+        elif below is not None:
+            self.knn = KnnParams(k=1)
+            self.knn_choice = KnnChoice(
+                "head-below-zero-shot",
+                f"Head {chosen.config.id} did not beat the zero-shot nearest prompt on its validation split: K = 1, the "
+                "nearest prompt.", avg_cos=below[0], nearest_avg_cos=below[1],
+            )
         else:
             self.knn, self.knn_choice = self._untuned_knn()
         self._image_prompts = None
@@ -262,6 +278,18 @@ def describe_paths(describer: Describer, root: str, *, k=None, alpha=None, top: 
             except OSError as exc:
                 yield FileFailure(item.path, f"cannot read the file ({exc.strerror or exc})")
         report(DESCRIBE_STAGE, done, len(found))
+
+
+def _below_zero_shot(config) -> tuple[float, float] | None:
+    """(ensemble, zero-shot) validation Avg-Cos of a head whose ensemble did not beat zero-shot CLIP's nearest
+    prompt on its own validation split; None when it did, when either was not recorded, or with no head."""
+    if config is None:
+        return None
+    ensemble = float(config.validation.get("ensemble", float("nan")))
+    zero_shot = float(config.validation.get("zero_shot", float("nan")))
+    if np.isnan(ensemble) or np.isnan(zero_shot) or ensemble > zero_shot:
+        return None
+    return ensemble, zero_shot
 
 
 def _minilm_for(store: "StoreContext", texts: list[str]) -> np.ndarray:

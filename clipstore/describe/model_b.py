@@ -263,7 +263,9 @@ _SAME_PROMPT = 1.0 - 1e-4
 class KnnChoice(_AsDict):
     """Why Model B uses the parameters it uses.
 
-    rule: "head" (tuned by `clipstore train` on the head's validation split), "store-pairs" (no usable head:
+    rule: "head" (tuned by `clipstore train` on the head's validation split), "head-below-zero-shot" (the newest
+        head's ensemble did not beat the zero-shot nearest prompt on its validation split: it is not used, K = 1),
+        "store-pairs" (no usable head:
         tuned on the store's own image-prompt pairs against the bank as describe sees it, and kept only where it
         beats the nearest prompt), "nearest-prompt" (no usable head and too few pairs: K = 1, the zero-shot
         answer), "defaults" (no usable head and a bank larger than `UNTUNED_MAX_BANK`: the defaults, tuned on a

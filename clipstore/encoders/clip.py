@@ -23,8 +23,7 @@ import numpy as np
 from clipstore.errors import InvalidOptionError, ModelMismatchError, ModelUnavailableError
 from clipstore.encoders.identity import (
     MINI_ARCHITECTURE,
-    MINI_WEIGHTS_SHA256,
-    MINI_WEIGHTS_TAG,
+    MINI_WEIGHTS,
     RANDOM_SEED,
     RANDOM_WEIGHTS,
     ModelIdentity,
@@ -200,7 +199,7 @@ def create_model(identity: ModelIdentity) -> "torch.nn.Module":
         with torch.random.fork_rng(devices=[]), _quiet_random_init_warning():
             torch.manual_seed(RANDOM_SEED)
             return open_clip.create_model(identity.architecture, pretrained=None)
-    if identity.architecture == MINI_ARCHITECTURE and identity.pretrained == MINI_WEIGHTS_TAG:
+    if identity.architecture == MINI_ARCHITECTURE and identity.pretrained in MINI_WEIGHTS:
         return _load_bundled_mini(identity)
     if identity.checkpoint_sha256:
         path = identity.checkpoint_path or ""
@@ -248,14 +247,15 @@ def _load_bundled_mini(identity: ModelIdentity) -> "torch.nn.Module":
     import open_clip
     from safetensors.torch import load_file
 
-    if identity.checkpoint_sha256 != MINI_WEIGHTS_SHA256:
+    expected = MINI_WEIGHTS[identity.pretrained][1]
+    if identity.checkpoint_sha256 != expected:
         raise ModelMismatchError(
-            f"This store's vectors were made by other clipstore-mini weights (SHA-256 "
-            f"{(identity.checkpoint_sha256 or '')[:12]}…) than the ones this clipstore bundles "
-            f"({MINI_WEIGHTS_SHA256[:12]}…). Re-ingest into a new store (--store NEW_PATH) to use them."
+            f"This store's vectors were made by other clipstore-mini:{identity.pretrained} weights (SHA-256 "
+            f"{(identity.checkpoint_sha256 or '')[:12]}…) than the ones this clipstore bundles under that tag "
+            f"({expected[:12]}…). Re-ingest into a new store (--store NEW_PATH) to use them."
         )
-    path = bundled_mini_weights()
-    if not path.is_file() or file_sha256(path) != MINI_WEIGHTS_SHA256:
+    path = bundled_mini_weights(identity.pretrained)
+    if not path.is_file() or file_sha256(path) != expected:
         raise ModelUnavailableError(
             f"The bundled clipstore-mini weights at {path} are missing or damaged (SHA-256 does not match). "
             "Reinstall clipstore (pip install --force-reinstall clipstore), or rebuild them with "

@@ -32,12 +32,20 @@ MINI_ARCHITECTURE = "clipstore-mini"
 RANDOM_WEIGHTS = "random"
 """Pretrained tag meaning 'seeded random initialisation': deterministic, meaningless vectors."""
 
-MINI_WEIGHTS_TAG = "world-v1"
-"""Pretrained tag of the clipstore-mini weights bundled in the package (trained on the render world)."""
+MINI_WEIGHTS: dict[str, tuple[str, str]] = {
+    "world-v1": ("clipstore-mini-world-v1.safetensors", "a2f929a440f3d3b962afd83b35ed1b84d0791fa771ef093ad888460b6285619f"),
+    "world-v2": ("clipstore-mini-world-v2.safetensors", "V2_SHA256"),
+}
+"""The clipstore-mini weights bundled in the package: pretrained tag -> (file in clipstore/weights, its SHA-256,
+checked on load; scripts/train_clipstore_mini.py prints it). world-v1 knows only the render world's style;
+world-v2 (trained on the varied render world, `clipstore.world.variety`) also tells shapes and colours apart in
+drawings made by other programs."""
 
-MINI_WEIGHTS_FILE = "clipstore-mini.safetensors"
-MINI_WEIGHTS_SHA256 = "a2f929a440f3d3b962afd83b35ed1b84d0791fa771ef093ad888460b6285619f"
-"""SHA-256 of the bundled weights file; checked on load (scripts/train_clipstore_mini.py prints it)."""
+MINI_WEIGHTS_TAG = "world-v2"
+"""The pretrained tag `clipstore-mini` means when no tag is given (new stores); stores keep the tag they were made with."""
+
+MINI_WEIGHTS_SHA256 = MINI_WEIGHTS[MINI_WEIGHTS_TAG][1]
+"""SHA-256 of the default bundled weights."""
 
 RANDOM_SEED = 0
 
@@ -213,8 +221,8 @@ def resolve_model(spec: str | None) -> ModelIdentity:
         checkpoint_sha256 = file_sha256(path)
     elif weights == RANDOM_WEIGHTS:
         pretrained = RANDOM_WEIGHTS
-    elif architecture == MINI_ARCHITECTURE and weights == MINI_WEIGHTS_TAG:
-        pretrained, checkpoint_sha256 = MINI_WEIGHTS_TAG, MINI_WEIGHTS_SHA256
+    elif architecture == MINI_ARCHITECTURE and weights in MINI_WEIGHTS:
+        pretrained, checkpoint_sha256 = weights, MINI_WEIGHTS[weights][1]
     else:
         tags = open_clip.list_pretrained_tags_by_model(architecture)
         if weights not in tags:
@@ -252,9 +260,9 @@ def _default_weights(architecture: str) -> str:
     )
 
 
-def bundled_mini_weights() -> Path:
-    """Path of the clipstore-mini weights shipped inside the package."""
-    return Path(str(resources.files("clipstore") / "weights" / MINI_WEIGHTS_FILE))
+def bundled_mini_weights(tag: str = MINI_WEIGHTS_TAG) -> Path:
+    """Path of the clipstore-mini weights with pretrained tag `tag` shipped inside the package."""
+    return Path(str(resources.files("clipstore") / "weights" / MINI_WEIGHTS[tag][0]))
 
 
 def _looks_like_path(weights: str) -> bool:

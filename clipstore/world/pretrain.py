@@ -55,6 +55,7 @@ class PretrainConfig:
     workers: int = 1  # processes rendering the training set (v2)
     time_budget_s: float = 0.0  # > 0: fewer steps if the probed step time says `steps` would not fit (v2)
     checkpoint_every: int = 0  # > 0: write the weights every this many steps too (v2)
+    init: str = ""  # start from these weights (a model spec such as "clipstore-mini:world-v1") instead of random ones
 
 
 V1_CONFIG = PretrainConfig(
@@ -220,7 +221,12 @@ def pretrain(
 
     def new_model():
         torch.manual_seed(config.seed)
-        model = open_clip.create_model(MINI_ARCHITECTURE, pretrained=None).to(device)
+        if config.init:
+            from clipstore.encoders.clip import create_model
+
+            model = create_model(resolve_model(config.init)).float().to(device)
+        else:
+            model = open_clip.create_model(MINI_ARCHITECTURE, pretrained=None).to(device)
         decay, no_decay = [], []
         for name, parameter in model.named_parameters():
             (no_decay if parameter.ndim < 2 or "embedding" in name or "logit_scale" in name else decay).append(parameter)
@@ -242,12 +248,7 @@ def pretrain(
         if codes is None:
             target = torch.arange(config.batch_size, device=device)
             return (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)) / 2
-        # positives[i, j]: image i has every attribute prompt j states (always true on the diagonal)
-        states = stated[index, choice]  # (B, A)
-        positives = ((codes[index][:, None, :] == codes[index][None, :, :]) | ~states[None, :, :]).all(dim=-1).float()
-        image_to_text = -(positives / positives.sum(1, keepdim=True) * F.log_softmax(logits, dim=1)).sum(1).mean()
-        text_to_image = -(positives / positives.sum(0, keepdim=True) * F.log_softmax(logits, dim=0)).sum(0).mean()
-        return (image_to_text + text_to_image) / 2
+        return multi_positive_loss(logits, positive_pairs(codes[index], stated[index, choice]))
 
     steps = config.steps
     if config.time_budget_s > 0:  # probe the step time on a throwaway model, then fit the steps to the budget
@@ -293,6 +294,25 @@ def pretrain(
             save_weights(model, out, config, steps_run=step)
     save_weights(model, out, config, steps_run=steps)
     return {"seconds": time.perf_counter() - started, "loss": history, "config": asdict(config), "steps_run": steps}
+
+
+def positive_pairs(codes, stated):
+    """positives[i, j]: image i shows every attribute that prompt j states (a float tensor, 1 on the diagonal).
+
+    `codes` (B, A): the attributes of the scene behind row i (image i and prompt i describe the same scene);
+    `stated` (B, A) bool: which attributes prompt i states."""
+    same = codes[:, None, :] == codes[None, :, :]  # [i, j, a]: scene i and scene j agree on attribute a
+    return (same | ~stated[None, :, :]).all(dim=-1).float()
+
+
+def multi_positive_loss(logits, positives):
+    """Symmetric InfoNCE where each row's target spreads evenly over its positives (CLIP's loss when the
+    positives are the identity)."""
+    import torch.nn.functional as F
+
+    image_to_text = -(positives / positives.sum(1, keepdim=True) * F.log_softmax(logits, dim=1)).sum(1).mean()
+    text_to_image = -(positives / positives.sum(0, keepdim=True) * F.log_softmax(logits, dim=0)).sum(0).mean()
+    return (image_to_text + text_to_image) / 2
 
 
 def save_weights(model, out: str | Path, config: PretrainConfig, steps_run: int) -> None:

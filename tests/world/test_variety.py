@@ -1,0 +1,104 @@
+"""World v2: varied drawings that still show exactly their scene, short prompts that state only true
+attributes, and the multi-positive pretraining objective built on them."""
+
+from __future__ import annotations
+
+import colorsys
+import random
+
+import numpy as np
+import pytest
+
+from clipstore.world import COLOURS, SHAPES, Scene, sample_scene
+from clipstore.world.grammar import ATTRIBUTES, describe_partial
+from clipstore.world.variety import render_varied, varied_colour
+
+
+def test_varied_renders_are_deterministic_per_seed_and_vary_between_seeds():
+    scene = Scene("star", "red", "large", 1, "center", "white", "plain", "filled", "solid")
+    first = np.asarray(render_varied(scene, 96, random.Random(3)))
+    assert np.array_equal(first, np.asarray(render_varied(scene, 96, random.Random(3))))
+    others = [np.asarray(render_varied(scene, 96, random.Random(seed))) for seed in range(4, 12)]
+    assert all(image.shape == (96, 96, 3) for image in others)
+    assert len({image.tobytes() for image in others}) == len(others)
+
+
+def _lab(rgb) -> np.ndarray:
+    """CIELAB (D65) of an sRGB colour: distances in it follow what people see."""
+    c = np.asarray(rgb, float) / 255
+    c = np.where(c > 0.04045, ((c + 0.055) / 1.055) ** 2.4, c / 12.92)
+    xyz = np.array([[0.4124, 0.3576, 0.1805], [0.2126, 0.7152, 0.0722], [0.0193, 0.1192, 0.9505]]) @ c
+    f = np.cbrt(xyz / np.array([0.95047, 1.0, 1.08883]))
+    f = np.where(xyz / np.array([0.95047, 1.0, 1.08883]) > 0.008856, f, 7.787 * xyz / np.array([0.95047, 1.0, 1.08883]) + 16 / 116)
+    return np.array([116 * f[1] - 16, 500 * (f[0] - f[1]), 200 * (f[1] - f[2])])
+
+
+@pytest.mark.parametrize("name", sorted(COLOURS))
+def test_a_varied_colour_stays_nearer_its_own_name_than_any_other(name):
+    rng = random.Random(name)
+    palette = {other: _lab(rgb) for other, rgb in COLOURS.items()}
+    for _ in range(300):
+        shade = _lab(varied_colour(name, rng))
+        nearest = min(palette, key=lambda other: np.sum((palette[other] - shade) ** 2))
+        assert nearest == name, (name, shade, nearest)
+
+
+def test_the_object_keeps_its_colour_in_a_varied_render():
+    """A large filled red circle on white: the most common saturated hue in the picture is red's."""
+    scene = Scene("circle", "red", "large", 1, "center", "white", "plain", "filled", "solid")
+    for seed in range(10):
+        pixels = np.asarray(render_varied(scene, 128, random.Random(seed)), float) / 255
+        centre = pixels[48:80, 48:80].reshape(-1, 3)
+        hue, saturation, _ = colorsys.rgb_to_hsv(*np.median(centre, axis=0))
+        assert saturation > 0.4 and min(hue, 1 - hue) < 0.06, seed
+
+
+def test_partial_prompts_state_only_what_the_scene_shows():
+    rng = random.Random(0)
+    seen_left_out = set()
+    for _ in range(400):
+        scene = sample_scene(rng)
+        text, stated = describe_partial(scene, rng)
+        assert stated <= set(ATTRIBUTES) and "count" in stated and ({"shape", "colour"} & stated)
+        named_colours = {name for name in COLOURS if f" {name} " in f" {text} " and name not in scene.background}
+        if "colour" in stated:
+            assert scene.colour in text.split()
+        else:
+            assert scene.colour not in named_colours
+        words = set(text.replace(",", " ").split())
+        named_shapes = {shape for shape in SHAPES if {shape, shape + "s", shape + "es"} & words}
+        assert named_shapes <= {scene.shape}, text
+        assert ("shape" in stated) == bool(named_shapes), text
+        seen_left_out |= set(ATTRIBUTES) - stated
+    assert seen_left_out >= {"size", "position", "background", "shape"}
+
+
+def test_positive_pairs_match_images_to_every_prompt_they_satisfy():
+    torch = pytest.importorskip("torch")
+    from clipstore.world.pretrain import multi_positive_loss, positive_pairs, scene_codes
+
+    red_circle = Scene("circle", "red", "large", 1, "center", "white", "plain", "filled", "solid")
+    red_circle_small = Scene("circle", "red", "small", 1, "left", "black", "plain", "filled", "solid")
+    blue_circle = Scene("circle", "blue", "large", 1, "center", "white", "plain", "filled", "solid")
+    codes = torch.tensor([scene_codes(s) for s in (red_circle, red_circle_small, blue_circle)])
+    full = torch.ones(len(ATTRIBUTES), dtype=torch.bool)
+    colour_and_shape = torch.tensor([name in ("count", "shape", "colour") for name in ATTRIBUTES])
+    stated = torch.stack([full, colour_and_shape, full])  # prompt 1 is "a red circle"
+    positives = positive_pairs(codes, stated)
+    assert positives.tolist() == [[1, 1, 0], [0, 1, 0], [0, 0, 1]]
+    # with the identity as positives it is CLIP's loss
+    logits = torch.randn(3, 3)
+    identity = torch.nn.functional.cross_entropy(logits, torch.arange(3)) + torch.nn.functional.cross_entropy(logits.T, torch.arange(3))
+    assert torch.isclose(multi_positive_loss(logits, torch.eye(3)), identity / 2)
+
+
+def test_a_v2_training_chunk_has_images_tokens_codes_and_stated_attributes():
+    pytest.importorskip("open_clip")
+    from clipstore.world.pretrain import render_chunk
+
+    images, tokens, codes, stated = render_chunk((5, 6, 0, "train", (64, 96), 3, 1))
+    assert images.shape == (6, 3, 64, 64) and images.dtype == np.uint8
+    assert tokens.shape[:2] == (6, 3) and codes.shape == (6, len(ATTRIBUTES)) and stated.shape == (6, 3, len(ATTRIBUTES))
+    assert stated[:, :2].all() and not stated[:, 2].all()  # two full descriptions, then a partial prompt
+    again = render_chunk((5, 6, 0, "train", (64, 96), 3, 1))
+    assert np.array_equal(images, again[0]) and np.array_equal(tokens, again[1])
