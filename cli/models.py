@@ -48,6 +48,8 @@ if TYPE_CHECKING:
               help="CSV/TSV/JSONL with path and a label field.")
 @field_option(FinetuneOptions, "label_field", help="Label field of the manifest (dotted for nested JSON).")
 @negated_field_flag(FinetuneOptions, "augment", "--no-augment", help="No image rotations, crops and flips.")
+@negated_field_flag(FinetuneOptions, "lr_probe", "--no-lr-probe",
+                    help="Train at --lr-backbone/--lr-head as given, without first probing 1x, 10x and 100x of them.")
 @field_option(FinetuneOptions, "seed", type=int)
 @click.option("--apply", is_flag=True, help="Re-embed the store with the result and switch to it, if it beat the base on validation.")
 @click.option("--force", is_flag=True, help="With --apply: switch even when validation did not improve.")

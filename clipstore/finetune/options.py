@@ -9,6 +9,13 @@ from clipstore.results import _AsDict
 
 METHODS = ("mcip", "2sft")
 
+LR_PROBE_SCALES = (1.0, 10.0, 100.0)
+"""What the learning-rate probe multiplies `lr_backbone` and `lr_head` by: a large pretrained CLIP wants the
+paper-style small rates (1x), a small model such as clipstore-mini 10-100x (BENCHMARKS.md)."""
+
+LR_PROBE_MAX_STEPS = 30
+"""Steps of one probe: one epoch, or this many batches when an epoch is longer."""
+
 
 @dataclass(frozen=True)
 class FinetuneOptions(_AsDict):
@@ -35,6 +42,7 @@ class FinetuneOptions(_AsDict):
     label_field: str = "label"
     augment: bool = True
     max_centres: int = 16384
+    lr_probe: bool = True
     seed: int = 0
 
     def __post_init__(self) -> None:

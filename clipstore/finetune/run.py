@@ -41,7 +41,7 @@ from clipstore.finetune.captions import pseudo_captions
 from clipstore.finetune.data import ImageSet, load_images
 from clipstore.finetune.losses import arc_margin_loss, caption_subset, info_nce_loss, mc_arc_margin_loss
 from clipstore.finetune.metrics import map_at_k, validation_improved
-from clipstore.finetune.options import FinetuneOptions
+from clipstore.finetune.options import LR_PROBE_MAX_STEPS, LR_PROBE_SCALES, FinetuneOptions
 from clipstore.finetune.registry import save_model
 from clipstore.paths import join
 from clipstore.progress import Progress, silent
@@ -86,6 +86,8 @@ class FinetuneReport(_AsDict):
     improved: bool
     history: tuple[FinetuneEpoch, ...] = field(default_factory=tuple)
     notes: tuple[str, ...] = field(default_factory=tuple)
+    lr_scale: float = 1.0
+    lr_probe: tuple[tuple[float, float], ...] = ()
     switch: "ReembedReport | None" = None
 
 
@@ -202,29 +204,57 @@ def finetune(store: "StoreContext", options: FinetuneOptions, progress: Progress
     before = validate()
     backbone = [p for name, p in visual.named_parameters() if not _is_head(name)]
     head = [p for name, p in visual.named_parameters() if _is_head(name)]
-    groups = [{"params": backbone, "lr": options.lr_backbone}, {"params": head, "lr": options.lr_head}]
-    if centres is not None:
-        groups.append({"params": [centres], "lr": options.lr_head * 10, "weight_decay": 0.0})
 
-    key = _run_key(store, options, images)
-    work = store.location.work_folder(layout.MODELS_FOLDER, f".training-{key}")
+    def parameter_groups(scale: float) -> list[dict]:
+        groups = [{"params": backbone, "lr": options.lr_backbone * scale}, {"params": head, "lr": options.lr_head * scale}]
+        if centres is not None:
+            groups.append({"params": [centres], "lr": options.lr_head * scale * 10, "weight_decay": 0.0})
+        return groups
+
     steps = math.ceil(len(train_rows) / options.batch_size)
     holder = _Holder(visual, centres)
-    loop = TrainingLoop(holder, options, steps, os.path.join(work, "stage1.pt"), groups)
-    loop.resume()
 
-    def train_epoch(epoch: int) -> float:
+    def batches(epoch: int, limit: int | None = None):
+        """(step, loss) of one epoch's batches, augmented; batches with nothing to learn from are skipped."""
         rng = np.random.default_rng(options.seed * 7919 + epoch)
         py_rng = random.Random(options.seed * 7919 + epoch)
         order = train_rows[rng.permutation(len(train_rows))]
-        losses = []
         for step, start in enumerate(range(0, len(order), options.batch_size)):
             rows = order[start : start + options.batch_size]
+            if limit is not None and step >= limit:
+                return
             if len(rows) < 2:
                 continue
             loss = batch_loss(rows, encode_rows(rows, True, py_rng), rng)
-            if loss is None:  # nothing in this batch to learn from (no captions, no labels)
-                continue
+            if loss is not None:  # nothing in this batch to learn from (no captions, no labels)
+                yield step, loss
+
+    key = _run_key(store, options, images)
+    work = store.location.work_folder(layout.MODELS_FOLDER, f".training-{key}")
+    probe: tuple[tuple[float, float], ...] = ()
+    scale = 1.0
+    if options.lr_probe:
+        probe_file = os.path.join(work, "lr_probe.json")  # an interrupted run resumes with the scale it probed
+        if os.path.isfile(probe_file):
+            with open(probe_file, encoding="utf-8") as handle:
+                probe = tuple(tuple(pair) for pair in json.load(handle))
+        else:
+            probe = _probe_learning_rates(holder, parameter_groups, batches, validate, options, report)
+            with open(probe_file + ".partial", "w", encoding="utf-8") as handle:
+                json.dump(probe, handle)
+            os.replace(probe_file + ".partial", probe_file)
+        scale = _best_scale(probe)
+        notes.append(
+            "Learning-rate probe (" + ", ".join(f"{s:g}x: {score:.4f}" for s, score in probe) + f" on {metric}, after "
+            f"up to {LR_PROBE_MAX_STEPS} steps each): trained with {scale:g}x (--lr-backbone {options.lr_backbone * scale:g}, "
+            f"--lr-head {options.lr_head * scale:g}). --no-lr-probe uses the rates as given."
+        )
+    loop = TrainingLoop(holder, options, steps, os.path.join(work, "stage1.pt"), parameter_groups(scale))
+    loop.resume()
+
+    def train_epoch(epoch: int) -> float:
+        losses = []
+        for step, loss in batches(epoch):
             losses.append(loop.step(loss))
             report("finetune", epoch * steps + step + 1, options.epochs * steps)
         return float(np.mean(losses)) if losses else float("nan")
@@ -275,6 +305,8 @@ def finetune(store: "StoreContext", options: FinetuneOptions, progress: Progress
         improved,
         tuple(history),
         tuple(notes),
+        scale,
+        probe,
     )
 
 
@@ -286,10 +318,40 @@ def not_improved_note(metric: str, before: float, after: float, epochs: int, opt
     return (
         f"Validation did not improve: {metric} {before:.4f} before, {after:.4f} at best after {epochs} "
         f"epoch{'s' if epochs != 1 else ''}; the saved model is no better than the base, and `--apply` will not "
-        f"switch to it without `--force`. Try a larger learning rate (--lr-backbone {options.lr_backbone:g} and "
-        f"--lr-head {options.lr_head:g} now; a small model such as clipstore-mini usually needs about 10x), more "
-        "--epochs, or more labelled images per class."
+        f"switch to it without `--force`. Try other learning rates (--lr-backbone {options.lr_backbone:g} and "
+        f"--lr-head {options.lr_head:g} were the base{'; the probe chose the scale noted above' if options.lr_probe else ''}), "
+        "more --epochs, or more labelled images per class."
     )
+
+
+def _probe_learning_rates(holder, parameter_groups, batches, validate, options: FinetuneOptions, report) -> tuple[tuple[float, float], ...]:
+    """(scale, validation score) for each of LR_PROBE_SCALES: from the same start, a short run (one epoch, at
+    most LR_PROBE_MAX_STEPS batches) of AdamW at the scaled rates, then the validation metric. The start is
+    restored afterwards."""
+    import copy
+
+    import torch
+
+    start = copy.deepcopy(holder.state_dict())
+    results = []
+    for index, scale in enumerate(LR_PROBE_SCALES):
+        holder.load_state_dict(copy.deepcopy(start))
+        holder.train()
+        optimizer = torch.optim.AdamW(parameter_groups(scale), weight_decay=options.weight_decay)
+        for step, loss in batches(10_000 + index, LR_PROBE_MAX_STEPS):  # other batches than the run's
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            report("lr probe", index * LR_PROBE_MAX_STEPS + step + 1, len(LR_PROBE_SCALES) * LR_PROBE_MAX_STEPS)
+        results.append((scale, round(float(validate()), 6)))
+    holder.load_state_dict(start)
+    return tuple(results)
+
+
+def _best_scale(probe: tuple[tuple[float, float], ...]) -> float:
+    """The probed scale with the best finite validation score (the smallest on a tie); 1 when none is finite."""
+    finite = [(score, -scale) for scale, score in probe if math.isfinite(score)]
+    return -max(finite)[1] if finite else 1.0
 
 
 class _Holder:

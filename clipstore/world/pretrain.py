@@ -36,31 +36,34 @@ WORLDS = ("v1", "v2")
 
 @dataclass(frozen=True)
 class PretrainConfig:
-    """Hyper-parameters of a clipstore-mini pretraining run (defaults: the world-v2 recipe; `V1_CONFIG`: v1's)."""
+    """Hyper-parameters of a clipstore-mini pretraining run (defaults: the shipped world-v2 recipe, which starts
+    from the world-v1 weights; `V1_CONFIG`: world v1's, from scratch)."""
 
     world: str = "v2"
-    steps: int = 30_000
-    batch_size: int = 512
-    train_pairs: int = 400_000
+    steps: int = 1000
+    batch_size: int = 256
+    train_pairs: int = 80_000
     paraphrases: int = 4
     partial_prompts: int = 2  # of the paraphrases, how many are short partial prompts (v2)
     render_sizes: tuple[int, ...] = (64, 96, 128, 160)
-    lr: float = 1e-3
-    warmup_steps: int = 500
+    lr: float = 5e-4
+    warmup_steps: int = 80
     weight_decay: float = 0.1
     seed: int = 0
-    eval_every: int = 1000
+    eval_every: int = 100
     eval_pairs: int = 1000
     threads: int = 2
-    workers: int = 1  # processes rendering the training set (v2)
+    workers: int = 2  # processes rendering the training set (v2)
     time_budget_s: float = 0.0  # > 0: fewer steps if the probed step time says `steps` would not fit (v2)
     checkpoint_every: int = 0  # > 0: write the weights every this many steps too (v2)
-    init: str = ""  # start from these weights (a model spec such as "clipstore-mini:world-v1") instead of random ones
+    colour_groups: int = 16  # v2: this many groups of `group_size` same-colour samples in each batch (hard negatives)
+    group_size: int = 8
+    init: str = "clipstore-mini:world-v1"  # start from these weights (a model spec); "" starts from random ones
 
 
 V1_CONFIG = PretrainConfig(
-    world="v1", steps=1500, batch_size=256, train_pairs=40_000, paraphrases=3, partial_prompts=0, warmup_steps=100,
-    eval_every=250,
+    world="v1", steps=1500, batch_size=256, train_pairs=40_000, paraphrases=3, partial_prompts=0, lr=1e-3,
+    warmup_steps=100, eval_every=250, workers=1, colour_groups=0, init="",
 )
 """The recipe of the world-v1 weights (CPU, 2 threads)."""
 
@@ -237,16 +240,29 @@ def pretrain(
         return model, optimizer
 
     generator = torch.Generator().manual_seed(config.seed)
+    if codes is not None:  # the v2 batches' hard negatives: groups of one colour, so shape has to tell them apart
+        colour_codes = codes[:, ATTRIBUTES.index("colour")].cpu()
+        by_colour = [torch.nonzero(colour_codes == value).flatten() for value in torch.unique(colour_codes)]
+
+    def batch_index():
+        if codes is None or config.colour_groups <= 0:
+            return torch.randint(0, config.train_pairs, (config.batch_size,), generator=generator)
+        groups = []
+        for choice in torch.randint(0, len(by_colour), (config.colour_groups,), generator=generator).tolist():
+            members = by_colour[choice]
+            groups.append(members[torch.randint(0, len(members), (config.group_size,), generator=generator)])
+        rest = config.batch_size - config.colour_groups * config.group_size
+        return torch.cat([*groups, torch.randint(0, config.train_pairs, (max(rest, 0),), generator=generator)])
 
     def step_loss(model):
-        index = torch.randint(0, config.train_pairs, (config.batch_size,), generator=generator).to(device)
-        choice = torch.randint(0, config.paraphrases, (config.batch_size,), generator=generator).to(device)
+        index = batch_index().to(device)
+        choice = torch.randint(0, config.paraphrases, (len(index),), generator=generator).to(device)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
             image_features = F.normalize(model.encode_image(batch_images(index)).float(), dim=-1)
             text_features = F.normalize(model.encode_text(tokens[index, choice]).float(), dim=-1)
         logits = model.logit_scale.exp() * image_features @ text_features.T
         if codes is None:
-            target = torch.arange(config.batch_size, device=device)
+            target = torch.arange(len(index), device=device)
             return (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)) / 2
         return multi_positive_loss(logits, positive_pairs(codes[index], stated[index, choice]))
 

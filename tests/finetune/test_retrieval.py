@@ -24,7 +24,7 @@ def test_a_short_mcip_run_improves_image_to_image_and_keeps_text_to_image(tmp_pa
     store = clipstore.connect(tmp_path / "m.clipstore", model=MINI)
     store.ingest(world_dir)
     labels = {"label_manifest": str(world_dir / "manifest.jsonl"), "label_field": "labels.colour"}
-    report = store.finetune(epochs=4, lr_backbone=1e-4, lr_head=1e-3, batch_size=32, **labels)
+    report = store.finetune(epochs=4, lr_backbone=1e-4, lr_head=1e-3, batch_size=32, lr_probe=False, **labels)
     assert report.classes >= 8 and report.validation_after > report.validation_before
     result = store.evaluate_retrieval(models=[report.model_id], template="a {label} object", splits=("validation", "test"), **labels)
     base, tuned = result.rows

@@ -109,7 +109,7 @@ def test_cli_finetune_reembed_rollback_and_retrieval_eval(world):
 def test_a_finetune_that_does_not_improve_says_so_and_is_not_applied_unless_forced(world):
     store, _ = world
     # Learning rates of 0 leave the model exactly as it was: validation cannot improve.
-    frozen = dict(epochs=1, batch_size=16, augment=False, labels_from_folders=True, lr_backbone=0.0, lr_head=0.0)
+    frozen = dict(epochs=1, batch_size=16, augment=False, labels_from_folders=True, lr_backbone=0.0, lr_head=0.0, lr_probe=False)
     report = store.finetune(apply=True, **frozen)
     assert report.improved is False and report.switch is None
     assert report.validation_after == pytest.approx(report.validation_before, abs=1e-6)
@@ -129,3 +129,25 @@ def test_a_finetune_that_does_not_improve_says_so_and_is_not_applied_unless_forc
     forced = store.finetune(apply=True, force=True, **frozen)
     assert forced.improved is False and forced.switch is not None and forced.switch.switched
     assert clipstore.connect(store.path).model.checkpoint_path.endswith(f"{forced.model_id}/model.safetensors")
+
+
+@pytest.mark.slow
+def test_the_learning_rate_probe_tries_three_scales_and_trains_with_the_best(world):
+    store, _ = world
+    report = store.finetune(epochs=1, batch_size=16, labels_from_folders=True, augment=False)
+    assert [scale for scale, _ in report.lr_probe] == [1.0, 10.0, 100.0]
+    assert dict(report.lr_probe)[report.lr_scale] == max(score for _, score in report.lr_probe)
+    note = next(n for n in report.notes if n.startswith("Learning-rate probe"))
+    assert f"trained with {report.lr_scale:g}x" in note and "--no-lr-probe" in note
+    assert report.to_dict()["lr_scale"] == report.lr_scale
+    plain = store.finetune(epochs=1, batch_size=16, labels_from_folders=True, augment=False, lr_probe=False)
+    assert plain.lr_probe == () and plain.lr_scale == 1.0
+    assert not any(n.startswith("Learning-rate probe") for n in plain.notes)
+
+
+def test_the_probe_keeps_the_best_finite_score_and_the_smaller_scale_on_a_tie():
+    from clipstore.finetune.run import _best_scale
+
+    assert _best_scale(((1.0, 0.2), (10.0, 0.3), (100.0, 0.25))) == 10.0
+    assert _best_scale(((1.0, 0.3), (10.0, 0.3), (100.0, float("nan")))) == 1.0
+    assert _best_scale(((1.0, float("nan")), (10.0, float("nan")))) == 1.0
