@@ -94,7 +94,7 @@ class ObjectPrefix:
             )
         self._scheme = scheme
         self._key = rest  # bucket/prefix, as pyarrow names objects
-        self.storage_options = dict(storage_options or {})
+        self.storage_options = s3_options(storage_options)
         self.exclude = tuple(item.rstrip("/") for item in exclude if is_uri(item))
         self._fs: "pyarrow.fs.S3FileSystem | None" = None
 
@@ -253,32 +253,43 @@ def check_source_exists(source: "LocalFolder | ObjectPrefix", *, prune: bool = F
     raise SourceNotFoundError(f"Cannot ingest {source.root}: no such file or folder. Check the path.")
 
 
-def s3_filesystem(storage_options: Mapping[str, str] | None = None) -> "pyarrow.fs.S3FileSystem":
-    """A pyarrow S3 client configured as Lance configures its own: LanceDB's storage option keys first
-    (`aws_endpoint`, `aws_access_key_id`, `aws_secret_access_key`, `aws_session_token`, `aws_region`,
-    `allow_http`), then the environment variables Lance reads (`AWS_ENDPOINT`, ..., `AWS_ALLOW_HTTP`)."""
+_S3_OPTIONS = {
+    "aws_endpoint": ("aws_endpoint", "aws_endpoint_url", "endpoint"),
+    "aws_access_key_id": ("aws_access_key_id", "access_key_id"),
+    "aws_secret_access_key": ("aws_secret_access_key", "secret_access_key"),
+    "aws_session_token": ("aws_session_token", "session_token"),
+    "aws_region": ("aws_region", "region", "aws_default_region"),
+}
+
+
+def s3_options(storage_options: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The S3 options a source is read with: LanceDB's storage option keys (`aws_endpoint`, `aws_access_key_id`,
+    `aws_secret_access_key`, `aws_session_token`, `aws_region`) as given, else from the environment variables
+    Lance reads (`AWS_ENDPOINT`, `AWS_ACCESS_KEY_ID`, ...). Resolved once, where the ingest starts: workers on
+    other machines read with the same endpoint and credentials, whatever their own environment holds."""
+    given = {key.lower(): str(value) for key, value in (storage_options or {}).items()}
+    resolved = {}
+    for key, names in _S3_OPTIONS.items():
+        for name in names:
+            value = given.get(name) or os.environ.get(name.upper())
+            if value:
+                resolved[key] = value
+                break
+    return resolved
+
+
+def s3_filesystem(options: Mapping[str, str]) -> "pyarrow.fs.S3FileSystem":
+    """A pyarrow S3 client for `s3_options`: the endpoint (http:// or https://), the credentials when given (else
+    pyarrow's own chain: instance profiles, ~/.aws), the region (default us-east-1)."""
     from pyarrow import fs as pafs
 
-    options = {key.lower(): str(value) for key, value in (storage_options or {}).items()}
-
-    def option(*names: str) -> str | None:
-        for name in names:
-            if options.get(name):
-                return options[name]
-            if os.environ.get(name.upper()):
-                return os.environ[name.upper()]
-        return None
-
-    endpoint = option("aws_endpoint", "aws_endpoint_url", "endpoint")
-    kwargs: dict = {"region": option("aws_region", "region", "aws_default_region") or "us-east-1"}
-    access_key = option("aws_access_key_id", "access_key_id")
-    if access_key:
-        kwargs.update(access_key=access_key, secret_key=option("aws_secret_access_key", "secret_access_key") or "")
-        token = option("aws_session_token", "session_token")
-        if token:
-            kwargs["session_token"] = token
+    kwargs: dict = {"region": options.get("aws_region") or "us-east-1", "connect_timeout": 5, "request_timeout": 30}
+    if options.get("aws_access_key_id"):
+        kwargs.update(access_key=options["aws_access_key_id"], secret_key=options.get("aws_secret_access_key", ""))
+        if options.get("aws_session_token"):
+            kwargs["session_token"] = options["aws_session_token"]
+    endpoint = options.get("aws_endpoint")
     if endpoint:
         scheme, _, host = endpoint.partition("://")
         kwargs.update(endpoint_override=host or scheme, scheme=scheme if host else "https")
-    kwargs.update(connect_timeout=5, request_timeout=30)
     return pafs.S3FileSystem(**kwargs)
