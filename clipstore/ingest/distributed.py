@@ -109,7 +109,7 @@ class RayIngest(FolderIngest):
         self.device = device
         self.precision = precision
         self.ray_options = ray_options
-        self._storage_options = location.storage_options if location.remote else None
+        self._storage_options = worker_storage_options(location)
         self._fragments: list[str] = []
         self._written: dict[str, tuple[int, int, str | None]] = {}  # id -> (order of its file, fragment, first path)
 
@@ -218,6 +218,17 @@ class RayIngest(FolderIngest):
         commit_rows(self.db, self.images, self.files, self._known_files, self._pending_files, write_images)
         self._pending_files = []
         _kill_point("after-files")
+
+
+def worker_storage_options(location: "StoreLocation") -> dict[str, str] | None:
+    """The storage options workers write the store's fragments with: the store's own, over the object-store
+    variables of this process's environment (AWS_*, GOOGLE_*, AZURE_*, as Lance reads them). Resolved where the
+    ingest starts, so a worker on another machine (or started before the variables were set) writes where the
+    driver commits, never to the provider's default endpoint. None for a local store."""
+    if not location.remote:
+        return None
+    environment = {key.lower(): value for key, value in os.environ.items() if key.startswith(("AWS_", "GOOGLE_", "AZURE_"))}
+    return {**environment, **location.storage_options}
 
 
 # --- the stages' functions, run in Ray workers ----------------------------------------------------------------
