@@ -74,6 +74,7 @@ def commit_append(
     key: str,
     keep: Callable[[str, int], bool] | None = None,
     storage_options: Mapping[str, str] | None = None,
+    keys: list[list[str]] | None = None,
     before_commit: Callable[[], None] | None = None,
 ) -> "AppendResult":
     """Append the rows of `fragments` (JSON from `write_fragments`) to the Lance table at `uri` in one commit.
@@ -83,12 +84,14 @@ def commit_append(
     that holds a left-out row is written again without it (its old files become orphans for `remove_orphans`).
     The commit is made against the version whose keys were checked; when another commit conflicts with it, the
     keys are checked again on the new version and the commit retried (`COMMIT_ATTEMPTS` times).
-    `before_commit()` is called right before each commit attempt (a test hook: kill the driver there).
+    `keys`: each fragment's `key` column when the caller knows them (else they are read from the fragments).
+    `before_commit()` is called right before each commit attempt.
     """
     import lance
 
     options = dict(storage_options or {}) or None
-    keys = [fragment_keys(uri, fragment, key, options) for fragment in fragments]
+    if keys is None:
+        keys = [fragment_keys(uri, fragment, key, options) for fragment in fragments]
     error: Exception | None = None
     for _ in range(COMMIT_ATTEMPTS):
         dataset = lance.dataset(uri, storage_options=options)

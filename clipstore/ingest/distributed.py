@@ -77,12 +77,15 @@ class RayOptions(_AsDict):
     workers: embed actors (default: one per GPU when the cluster has GPUs, else half its CPUs, at least 1).
     num_cpus: CPUs of a new local cluster (default: all of this machine's).
     files_per_task: files one read/decode task takes.
+    rows_per_fragment: new images an embed worker gathers into one fragment (embedded `batch_size` at a time):
+        larger fragments keep the table's manifest and the one commit small.
     """
 
     address: str = "auto"
     workers: int | None = None
     num_cpus: int | None = None
     files_per_task: int = 64
+    rows_per_fragment: int = 1024
 
 
 class RayIngest(FolderIngest):
@@ -111,6 +114,7 @@ class RayIngest(FolderIngest):
         self.ray_options = ray_options
         self._storage_options = worker_storage_options(location)
         self._fragments: list[str] = []
+        self._fragment_ids: list[list[str]] = []  # each fragment's ids, as its worker reported them
         self._written: dict[str, tuple[int, int, str | None]] = {}  # id -> (order of its file, fragment, first path)
 
     # --- 1. list ---------------------------------------------------------------------------------------------
@@ -157,7 +161,7 @@ class RayIngest(FolderIngest):
         )
         dataset = dataset.map_batches(
             _EmbedAndWrite,
-            batch_size=self.options.batch_size,
+            batch_size=max(self.ray_options.rows_per_fragment, 1),
             batch_format="pyarrow",
             compute=ray.data.ActorPoolStrategy(size=workers),
             num_gpus=1 if gpus else 0,
@@ -167,6 +171,7 @@ class RayIngest(FolderIngest):
                 "device": self.device or ("cuda" if gpus else "cpu"),
                 "precision": self.precision,
                 "torch_threads": 0 if gpus else max(1, cpus // workers),
+                "batch_size": self.options.batch_size,
                 "table_uri": self.images.uri,
                 "schema": self.images.schema,
                 "storage_options": self._storage_options,
@@ -178,8 +183,11 @@ class RayIngest(FolderIngest):
             files = _from_ipc(output["files"]).to_pylist()
             outcomes += files
             offset = len(self._fragments)
-            self._fragments += json.loads(output["fragments"])
+            written = json.loads(output["fragments"])
+            self._fragments += written
+            self._fragment_ids += [[] for _ in written]
             for image in _from_ipc(output["images"]).to_pylist():
+                self._fragment_ids[offset + image["fragment"]].append(image["id"])
                 known = self._written.get(image["id"])
                 if known is None or image["order"] < known[0]:
                     self._written[image["id"]] = (image["order"], offset + image["fragment"], image["first_path"])
@@ -209,6 +217,7 @@ class RayIngest(FolderIngest):
                     key="id",
                     keep=lambda image_id, fragment: self._written.get(image_id, (0, -1))[1] == fragment,
                     storage_options=self._storage_options,
+                    keys=self._fragment_ids,
                 )
                 _kill_point("after-images")
             for image_id, (_, _, first_path) in self._written.items():
@@ -291,7 +300,9 @@ class _EmbedAndWrite:
     ids written (with the walk order of the file each was embedded from, and its first path in the batch) and
     the fragments' metadata."""
 
-    def __init__(self, model_json: str, device: str, precision: str, torch_threads: int, table_uri: str, schema, storage_options, crash_marker):
+    def __init__(
+        self, model_json: str, device: str, precision: str, torch_threads: int, batch_size: int, table_uri: str, schema, storage_options, crash_marker
+    ):
         from clipstore.encoders.clip import load_clip_encoder
         from clipstore.encoders.identity import ModelIdentity
 
@@ -300,6 +311,7 @@ class _EmbedAndWrite:
 
             torch.set_num_threads(torch_threads)
         self.encoder = load_clip_encoder(ModelIdentity.from_json(model_json), device=device, precision=precision)
+        self.batch_size = max(1, batch_size)
         self.table_uri, self.schema, self.storage_options = table_uri, schema, storage_options
         self.crash_marker = crash_marker
 
@@ -315,7 +327,7 @@ class _EmbedAndWrite:
                 by_id.setdefault(row["image_id"], []).append(row)
         firsts = [min(group, key=lambda row: row["order"]) for group in by_id.values()]
         pixels = [np.frombuffer(row["pixels"], np.uint8).reshape(row["pixel_height"], row["pixel_width"], 3) for row in firsts]
-        vectors = self.encoder.encode_prepared(pixels)
+        vectors = [vector for start in range(0, len(pixels), self.batch_size) for vector in self.encoder.encode_prepared(pixels[start : start + self.batch_size])]
         now = tables.utc_now()
         image_rows = []
         for row, vector in zip(firsts, vectors):

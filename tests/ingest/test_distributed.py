@@ -28,7 +28,7 @@ def ray_options(ray_cluster):
     from clipstore.ingest.distributed import RayOptions
 
     # Small batches, so that the folder spreads over many tasks and copies land in different workers' batches.
-    return RayOptions(address=ray_cluster, files_per_task=4)
+    return RayOptions(address=ray_cluster, files_per_task=4, rows_per_fragment=4)
 
 
 @pytest.fixture
@@ -142,7 +142,7 @@ _DRIVER = textwrap.dedent(
     from clipstore.ingest.distributed import RayOptions
 
     store = clipstore.connect(sys.argv[1])
-    store.ingest(sys.argv[2], engine="ray", ray=RayOptions(address=sys.argv[3], files_per_task=4))
+    store.ingest(sys.argv[2], engine="ray", ray=RayOptions(address=sys.argv[3], files_per_task=4, rows_per_fragment=4))
     """
 )
 
