@@ -256,7 +256,7 @@ def demo(out, n, k, as_json) -> None:
         click.echo(line)
 
 
-@click.command(short_help="Delete files no table version names (what killed distributed ingests left).")
+@click.command(short_help="Delete the files no table version names.")
 @store_options
 @json_option
 @clipstore_errors
