@@ -1,5 +1,5 @@
 """The distributed ingest on a real local Ray cluster (the session's `ray_cluster`: 2 CPUs, 127.0.0.1 only): the
-store it makes equals the local ingest's, it is incremental, a dead worker is run again, a driver killed
+store it makes equals the local ingest's (even when a worker dies mid-run), it is incremental, a driver killed
 before or after its commit leaves a consistent store that a re-run completes, and stores and sources on the
 local S3 server work."""
 
@@ -91,18 +91,24 @@ def _unreferenced_files(store) -> int:
 
 
 @pytest.mark.slow  # a Ray pipeline starts workers that load the model (seconds)
-def test_ray_ingest_makes_the_store_the_local_ingest_makes(tmp_path, source, ray_options):
+def test_ray_ingest_makes_the_store_the_local_ingest_makes_even_when_a_worker_dies(tmp_path, source, ray_options, monkeypatch):
+    from clipstore.ingest.distributed import CRASH_WORKER_ENV
+
     manifest = source / "world" / "manifest.jsonl"
     local = clipstore.connect(tmp_path / "local.clipstore", model=MINI)
     expected = local.ingest(source, manifest=manifest)
     distributed = clipstore.connect(tmp_path / "ray.clipstore", model=MINI)
+    marker = tmp_path / "crashed"
+    monkeypatch.setenv(CRASH_WORKER_ENV, str(marker))  # the first embed worker kills its own process mid-run
     report = distributed.ingest(source, manifest=manifest, engine="ray", ray=ray_options)
+    assert marker.exists()  # a worker did die: Ray restarted it and ran its batch again
+    monkeypatch.delenv(CRASH_WORKER_ENV)
 
     assert _report(report) == _report(expected)
     assert report.added >= 20 and report.duplicates == 3 and len(report.failed) == 3 and report.prompts_found >= 11
     assert_same_store(distributed, local)
     assert any(row[0] == "a captioned test pattern" for row in _snapshot(distributed)["prompts"])
-    assert _unreferenced_files(distributed) == 0  # nothing left behind
+    assert _unreferenced_files(distributed) == 0  # nothing left behind, not even the dead worker's fragments
     assert fragments.interrupted_table(distributed.db) is None
     hits = distributed.search_image(source / "aaa" / "captioned.png", k=1)
     assert hits[0].path == str(source / "aaa" / "captioned.png") and hits[0].score > 0.99
@@ -117,22 +123,6 @@ def test_ray_ingest_makes_the_store_the_local_ingest_makes(tmp_path, source, ray
         changed = store.ingest(source, prune=True, engine=engine, ray=ray_options)
         assert (changed.updated, changed.duplicates, changed.pruned) == (1, 1, 1), engine
     assert_same_store(distributed, local)
-
-
-@pytest.mark.slow  # a Ray pipeline starts workers that load the model (seconds)
-def test_a_dead_embed_worker_is_run_again(tmp_path, source, ray_options, monkeypatch):
-    from clipstore.ingest.distributed import CRASH_WORKER_ENV
-
-    marker = tmp_path / "crashed"
-    monkeypatch.setenv(CRASH_WORKER_ENV, str(marker))
-    distributed = clipstore.connect(tmp_path / "ray.clipstore", model=MINI)
-    report = distributed.ingest(source, engine="ray", ray=ray_options)
-    assert marker.exists()  # a worker process did die (os._exit) in the middle of the run
-
-    local = clipstore.connect(tmp_path / "local.clipstore", model=MINI)
-    assert _report(report) == _report(local.ingest(source))
-    assert_same_store(distributed, local)
-    assert _unreferenced_files(distributed) == 0
 
 
 _DRIVER = textwrap.dedent(
