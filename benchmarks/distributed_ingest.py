@@ -105,8 +105,8 @@ def main(argv: list[str] | None = None) -> str:
         "",
         "| ingest | seconds | images/s | vs single process |",
         "| --- | ---: | ---: | ---: |",
-        f"| single process | {local_seconds:.1f} | {args.n / local_seconds:.1f} | 1.00 |",
-        f"| Ray, {cpus} CPUs | {ray_seconds:.1f} | {args.n / ray_seconds:.1f} | {ray_seconds / local_seconds:.2f} |",
+        f"| single process | {local_seconds:.2f} | {args.n / local_seconds:.1f} | 1.00 |",
+        f"| Ray, {cpus} CPUs | {ray_seconds:.2f} | {args.n / ray_seconds:.1f} | {ray_seconds / local_seconds:.2f} |",
     ]
     table = "\n".join(lines)
     print(table)

@@ -116,5 +116,5 @@ def test_distributed_ingest_compares_the_single_process_with_ray(tmp_path, capsy
     local_seconds, local_rate, one = rows["single process"]
     ray_seconds, ray_rate, ratio = rows["Ray, 2 CPUs"]
     assert one == "1.00" and float(ratio) == pytest.approx(float(ray_seconds) / float(local_seconds), rel=0.1)  # seconds are rounded
-    assert float(local_rate) == pytest.approx(16 / float(local_seconds), rel=0.1)
+    assert float(local_rate) == pytest.approx(16 / float(local_seconds), rel=0.1)  # seconds are rounded to 0.01
     assert len(list((tmp_path / "photos-16-160x120").glob("*.jpg"))) == 16
