@@ -178,6 +178,18 @@ class RayIngest(FolderIngest):
                 "crash_marker": os.environ.get(CRASH_WORKER_ENV),
             },
         )
+        with _worker_errors():
+            outcomes = self._gather(dataset, done, total)
+        for outcome in sorted(outcomes, key=lambda row: row["order"]):
+            found = FoundFile(outcome["path"], outcome["size"], outcome["mtime_ns"])
+            self._record(found, _outcome(found, outcome))
+        self._commit()
+        fragments.remove_orphans(self.images.to_lance())  # batches a dead worker wrote before Ray ran them again
+        fragments.end_uncommitted(self.db)
+
+    def _gather(self, dataset, done: int, total: int) -> list[dict[str, Any]]:
+        """The workers' outputs as they come: the file outcomes (returned), the fragments and the ids each holds
+        (kept: for an id several workers wrote, the fragment of the file a walk meets first)."""
         outcomes: list[dict[str, Any]] = []
         for output in dataset.iter_rows():
             files = _from_ipc(output["files"]).to_pylist()
@@ -193,12 +205,7 @@ class RayIngest(FolderIngest):
                     self._written[image["id"]] = (image["order"], offset + image["fragment"], image["first_path"])
             done += len(files)
             self.progress(EMBED_STAGE, done, total)
-        for outcome in sorted(outcomes, key=lambda row: row["order"]):
-            found = FoundFile(outcome["path"], outcome["size"], outcome["mtime_ns"])
-            self._record(found, _outcome(found, outcome))
-        self._commit()
-        fragments.remove_orphans(self.images.to_lance())  # batches a dead worker wrote before Ray ran them again
-        fragments.end_uncommitted(self.db)
+        return outcomes
 
     def _embed_pending(self) -> None:
         self._pending_images = []  # embedded and written by the workers already
@@ -427,6 +434,34 @@ def _from_ipc(data: bytes) -> "pa.Table":
     import pyarrow as pa
 
     return pa.ipc.open_stream(data).read_all()
+
+
+@contextmanager
+def _worker_errors() -> Iterator[None]:
+    """A worker's failure as the driver reports it: the `ClipstoreError` a worker raised (e.g. a `StorageError`)
+    as it is, anything else as one `DistributedError` line. Nothing is committed then; the next ingest removes
+    the fragments written so far."""
+    from clipstore.errors import ClipstoreError
+
+    try:
+        yield
+    except ClipstoreError:
+        raise
+    except Exception as exc:
+        import ray.exceptions
+
+        if not isinstance(exc, ray.exceptions.RayError):
+            raise
+        cause: BaseException | None = exc
+        while cause is not None:
+            if isinstance(cause, ClipstoreError):
+                raise cause from None
+            cause = getattr(cause, "cause", None) or cause.__cause__
+        last = next((line for line in reversed(str(exc).strip().splitlines()) if line.strip()), type(exc).__name__)
+        raise DistributedError(
+            f"The distributed ingest failed in a Ray worker ({' '.join(last.split())[:300]}). Nothing was committed; "
+            "run the ingest again (it removes what the workers wrote), or without --ray to see the error here."
+        ) from exc
 
 
 def _no_local_encoder():

@@ -234,3 +234,4 @@ def test_without_ray_installed_the_error_says_what_to_install(tmp_path, photo_fo
     with pytest.raises(clipstore.DistributedError, match=r"pip install 'clipstore\[distributed\]'"):
         store.ingest(photo_folder, engine="ray")
     assert store.count_files() == 0
+
