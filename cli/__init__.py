@@ -27,10 +27,12 @@ def main() -> None:
     \b
     clipstore demo                         try it offline: render, ingest and search sample images
     clipstore ingest ~/photos              embed every image under a folder (incremental)
+    clipstore ingest s3://b/photos --ray auto   the same on a Ray cluster, from object storage
     clipstore search "a dog on a beach"    text -> image search
     clipstore similar ~/photos/dog.jpg     image -> image search
     clipstore index                        build or update the vector index searches use
     clipstore info                         where the store is, counts, model, migrations
+    clipstore gc                           delete files no table version names (killed distributed ingests)
     clipstore migrate --list               applied and pending schema migrations
     clipstore prompts add prompts.txt      the prompt bank (also: remove, count, list, search)
     clipstore train                        train Model A on images that carry prompts

@@ -8,6 +8,7 @@ import click
 
 import clipstore
 from clipstore.ingest.run import IngestOptions, check_source
+from clipstore.paths import is_uri
 
 from clipstore.cli.common import ProgressBar, clipstore_errors, field_option, json_option, print_json, quiet_option, show_progress, store_options
 
@@ -31,17 +32,29 @@ def _print_hits(hits: list[clipstore.SearchHit], as_json: bool) -> None:
 @field_option(IngestOptions, "batch_size", type=click.IntRange(1), help="Images per model pass.")
 @click.option("--manifest", type=click.Path(dir_okay=False), help="CSV/TSV/JSONL with `path` and `prompt` columns: "
               "the prompts the images were generated from (relative paths are relative to the manifest).")
+@click.option("--ray", "ray_address", metavar="ADDRESS", help="Read, decode and embed on a Ray cluster: auto (the "
+              "cluster RAY_ADDRESS names or `ray start` runs here, else a new one on this machine, 127.0.0.1 only), "
+              "local, or the cluster's address (ray://HEAD:10001). Needs pip install 'clipstore[distributed]'.")
+@click.option("--ray-workers", type=click.IntRange(1), help="With --ray: embed workers (default: one per GPU, else "
+              "half the cluster's CPUs).")
 @quiet_option
 @json_option
 @clipstore_errors
-def ingest(folder, store_path, storage_options, model, prune, max_megapixels, batch_size, manifest, quiet, as_json) -> None:
+def ingest(folder, store_path, storage_options, model, prune, max_megapixels, batch_size, manifest, ray_address, ray_workers,
+           quiet, as_json) -> None:
     """Embed the images under FOLDER (recursively) into the store.
 
-    Re-running skips unchanged files; changed files are re-embedded; files that cannot be read are reported
-    and skipped. The store is created on first use.
+    FOLDER is a local folder or file, or an object-store prefix (s3://bucket/photos; endpoint and credentials
+    from AWS_ENDPOINT, AWS_ACCESS_KEY_ID, ... or, for a store on S3, its --storage-option). Re-running skips
+    unchanged files; changed files are re-embedded; files that cannot be read are reported and skipped. The
+    store is created on first use. With --ray the work runs on a Ray cluster, with the same result.
     """
-    check_source(folder, prune=prune)  # a mistyped folder must not create an empty store
+    if ray_workers is not None and ray_address is None:
+        raise click.UsageError("--ray-workers needs --ray.")
+    source_options = storage_options if store_path and is_uri(store_path) else None
+    check_source(folder, prune=prune, storage_options=source_options)  # a mistyped folder must not create an empty store
     store = clipstore.connect(store_path, storage_options=storage_options, model=model)
+    engine = {"engine": "ray", "ray": clipstore.RayOptions(address=ray_address, workers=ray_workers)} if ray_address else {}
     show_bar = show_progress(quiet)
 
     def tell_waiting() -> None:
@@ -56,6 +69,7 @@ def ingest(folder, store_path, storage_options, model, prune, max_megapixels, ba
             progress=bar.update,
             on_lock_wait=tell_waiting,
             manifest=manifest,
+            **engine,
         )
     if as_json:
         print_json(report.to_dict())
@@ -242,5 +256,22 @@ def demo(out, n, k, as_json) -> None:
         click.echo(line)
 
 
+@click.command(short_help="Delete the files no table version names.")
+@store_options
+@json_option
+@clipstore_errors
+def gc(store_path, storage_options, model, as_json) -> None:
+    """Delete the store's files that no version of its tables names: fragments a distributed ingest wrote and
+    never committed (it was killed, or a worker died and ran its batch again). Every table version is kept.
+    The next ingest does this by itself after a killed distributed ingest."""
+    store = clipstore.connect(store_path, storage_options=storage_options, model=model, create=False)
+    report = store.gc()
+    if as_json:
+        print_json(report.to_dict())
+        return
+    click.echo(f"Removed {report.files_removed} unreferenced files ({report.bytes_removed} bytes) from {store.path}")
+    for table in report.tables:
+        click.echo(f"  {table.table}: {table.files} files, {table.bytes} bytes")
 
-COMMANDS = (ingest, search, similar, index, info, migrate, world, demo)
+
+COMMANDS = (ingest, search, similar, index, info, migrate, gc, world, demo)

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from clipstore.errors import (
     ClipstoreError,
+    DistributedError,
     HeadNotFoundError,
     IndexBuildError,
     InvalidImageError,
@@ -44,6 +45,8 @@ _LAZY_MODULES = {
     "store.facade": ("Store",),
     "encoders.identity": ("ModelIdentity",),
     "ingest.run": ("IngestOptions",),
+    "ingest.distributed": ("RayOptions",),
+    "db.fragments": ("GcReport", "GcTable"),
     "prompts.bank": ("DuplicatePrompt", "PromptHit", "PromptInsertReport", "PromptRemoveReport", "RejectedPrompt", "StoredPrompt"),
     "describe.model_b": ("KnnChoice", "KnnParams"),
     "describe.options": ("TrainOptions",),
@@ -77,6 +80,8 @@ if TYPE_CHECKING:
     from clipstore.finetune.run import FinetuneEpoch, FinetuneReport
     from clipstore.describe.heads import HeadInfo
     from clipstore.ingest.run import IngestOptions
+    from clipstore.ingest.distributed import RayOptions
+    from clipstore.db.fragments import GcReport, GcTable
     from clipstore.lancedb.describe_rows import TableDescribeReport
     from clipstore.serve.options import ServeOptions
     from clipstore.describe.model_b import KnnChoice, KnnParams
@@ -97,6 +102,7 @@ __version__ = "0.1.0"
 __all__ = sorted(
     [
         "ClipstoreError",
+        "DistributedError",
         "HeadNotFoundError",
         "IndexBuildError",
         "InvalidImageError",

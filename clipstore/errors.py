@@ -107,3 +107,8 @@ class NotWritableError(ClipstoreError):
 class ServeError(ClipstoreError):
     """`clipstore serve` cannot start: its optional dependencies are not installed (`pip install
     'clipstore[serve]'`), or the address cannot be listened on (in use, not this machine's)."""
+
+
+class DistributedError(ClipstoreError):
+    """A distributed ingest cannot run: the distributed extra (Ray Data) is not installed, or the Ray cluster
+    cannot be reached (the message says which, and what to do)."""

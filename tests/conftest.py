@@ -40,6 +40,22 @@ def s3():
     server.stop()
 
 
+@pytest.fixture(scope="session")
+def ray_cluster() -> str:
+    """A local Ray cluster for the whole session (2 CPUs, 127.0.0.1 only, no dashboard): its address, for
+    drivers in child processes. Tests in this process find Ray connected and use it. Skips when the distributed
+    extra is not installed."""
+    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"  # before Ray is imported (see start_local_ray)
+    pytest.importorskip("ray.data", reason="ray[data] is not installed: pip install '.[distributed]'")
+    import ray
+
+    from clipstore.ingest.distributed import start_local_ray
+
+    address = start_local_ray(num_cpus=2)
+    yield address
+    ray.shutdown()
+
+
 @pytest.fixture
 def store_path(tmp_path: Path) -> Path:
     return tmp_path / "test.clipstore"

@@ -102,3 +102,19 @@ def test_serve_latency_times_http_beside_in_process(tmp_path, capsys):
     ]
     for runs, p50, p95 in rows.values():
         assert runs == "4" and 0 < float(p50) <= float(p95)
+
+
+@pytest.mark.slow  # two ingests, one on the session's Ray cluster (~20 s)
+def test_distributed_ingest_compares_the_single_process_with_ray(tmp_path, capsys, ray_cluster):
+    distributed_ingest = _script("distributed_ingest")
+    table = distributed_ingest.main(["--n", "16", "--size", "160x120", "--model", "clipstore-mini", "--cache", str(tmp_path)])
+
+    assert table in capsys.readouterr().out
+    assert "16 JPEGs 160x120, clipstore-mini, CPU: " in table and "stores equal" in table
+    rows = _rows(table)
+    assert list(rows) == ["single process", "Ray, 2 CPUs"]
+    local_seconds, local_rate, one = rows["single process"]
+    ray_seconds, ray_rate, ratio = rows["Ray, 2 CPUs"]
+    assert one == "1.00" and float(ratio) == pytest.approx(float(ray_seconds) / float(local_seconds), rel=0.1)  # seconds are rounded
+    assert float(local_rate) == pytest.approx(16 / float(local_seconds), rel=0.1)  # seconds are rounded to 0.01
+    assert len(list((tmp_path / "photos-16-160x120").glob("*.jpg"))) == 16

@@ -74,6 +74,15 @@ def test_importing_the_surface_stays_light():
     assert out == "[]"
 
 
+def test_ray_is_imported_only_by_a_distributed_ingest():
+    code = (
+        "import sys, clipstore, clipstore.store.facade, clipstore.ingest.distributed, clipstore.cli; "
+        "clipstore.RayOptions(); print('ray' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert out == "False"
+
+
 def test_every_result_class_is_exported():
     _import_every_module()
     results = {cls for cls in _subclasses(_AsDict) if cls.__module__.startswith("clipstore.")}

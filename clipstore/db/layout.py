@@ -52,6 +52,9 @@ ROLLBACKS_SETTING = "model_rollbacks"
 """The switches already rolled back (so a second rollback can say so)."""
 LOCATIONS_SETTING = "model_locations"
 """SHA-256 -> path of checkpoints relinked after they moved."""
+UNCOMMITTED_FRAGMENTS_SETTING = "uncommitted_fragments"
+"""Set by a distributed ingest while its workers write fragments of a table that it has not committed yet (the
+table's name, JSON): when a run is killed meanwhile, the next ingest or `clipstore gc` removes them."""
 INDEX_THRESHOLD_SETTING = "index_threshold"
 """Rows from which a table gets its LanceDB indexes automatically (`clipstore index --threshold`)."""
 

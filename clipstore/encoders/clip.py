@@ -282,6 +282,13 @@ def _quiet_random_init_warning() -> Iterator[None]:
         root.removeFilter(drop)
 
 
+def image_geometry(identity: ModelIdentity):
+    """The geometric half of `identity`'s preprocessing (resize and crop, a callable on RGB PIL images) without
+    loading any weights: `ClipEncoder.prepare` as a function, for processes that decode images but never embed
+    them (the decode workers of a distributed ingest). `np.asarray(geometry(image))` equals `prepare(image)`."""
+    return _split_image_transform(_image_transform(identity))[0]
+
+
 def _image_transform(identity: ModelIdentity):
     import open_clip
 

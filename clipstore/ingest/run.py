@@ -21,14 +21,16 @@ import hashlib
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Container, Iterator, Mapping
 
 from clipstore.db import first_paths, tables
 from clipstore.errors import ClipstoreError, InvalidImageError, ManifestError, SourceNotFoundError
-from clipstore.prompts.image_prompts import ImagePrompt, prompt_from_image_bytes, prompt_from_sidecar
+from clipstore.prompts.image_prompts import ImagePrompt, prompt_from_image_bytes
 from clipstore.imaging import DEFAULT_MAX_MEGAPIXELS, decode_image
 from clipstore.results import FileFailure, IngestReport, _AsDict
-from clipstore.ingest.walk import FoundFile, walk_images
+from clipstore.ingest.sources import LocalFolder, ObjectPrefix, check_source_exists, open_source
+from clipstore.ingest.walk import FoundFile
+from clipstore.paths import is_uri
 from clipstore.progress import Progress, silent
 from clipstore.db import layout
 
@@ -57,8 +59,8 @@ class IngestOptions(_AsDict):
 
 
 @dataclass(frozen=True)
-class _Read:
-    """A file read and hashed in a worker; `pixels` (`ClipEncoder.prepare`'s uint8 array) is set when its
+class FileRead:
+    """A file read and hashed (`read_file`); `pixels` (`ClipEncoder.prepare`'s uint8 array) is set when its
     content must be embedded."""
 
     found: FoundFile
@@ -101,8 +103,10 @@ class FolderIngest:
         progress: Progress | None = None,
         manifest_prompts: dict[str, str] | None = None,
         prompt_bank: "PromptBank | None" = None,
+        source: "LocalFolder | ObjectPrefix | None" = None,
     ):
-        self.root = root
+        self.source = source if source is not None else open_source(root, exclude=exclude)
+        self.root = self.source.root
         self.exclude = exclude
         self.options = options
         self.progress = progress or silent
@@ -115,7 +119,7 @@ class FolderIngest:
         self._new_prompt_ids: set[str] = set()  # images embedded by this run that carry a prompt
         self._encoder: ClipEncoder | None = None
         self.counts = _Counts()
-        self._pending_images: list[_Read] = []
+        self._pending_images: list[FileRead] = []
         self._pending_files: list[dict[str, Any]] = []
         self._image_rows: list[dict[str, Any]] = []
 
@@ -126,54 +130,42 @@ class FolderIngest:
         return self._encoder
 
     def run(self, *, prune: bool = False) -> IngestReport:
-        check_source(self.root, prune=prune)
+        check_source_exists(self.source, prune=prune)
         known_files = {
             row["path"]: row for row in tables.read_columns(self.files, ["path", "size", "mtime_ns", "image_id"]).to_pylist()
         }
         self._stored_ids = set(tables.read_columns(self.images, ["id"]).column("id").to_pylist())
         self._referenced_ids = {row["image_id"] for row in known_files.values()}
         self._known_files = known_files
+        self._stale_paths: list[str] = []  # rows that no longer describe what is on disk
 
         candidates: list[FoundFile] = []
-        stale_paths: list[str] = []  # rows that no longer describe what is on disk
         unreadable_folders: list[str] = []
-        walk = walk_images(self.root, exclude=self.exclude) if os.path.exists(self.root) else iter(())
-        for item in walk:
+        for item in self._list():
             if isinstance(item, FoundFile):
                 candidates.append(item)
                 continue
             self.counts.failed.append(item)
             if item.path in known_files:
-                stale_paths.append(item.path)  # e.g. a symlink whose target was deleted
+                self._stale_paths.append(item.path)  # e.g. a symlink whose target was deleted
             elif item.reason.startswith("cannot read folder"):
                 unreadable_folders.append(item.path)
         changed = [found for found in candidates if not self._unchanged(found)]
         done = len(candidates) - len(changed)
         self.counts.skipped_unchanged += done
         self.progress(EMBED_STAGE, done, len(candidates))
+        self._ingest_changed(changed, done, len(candidates))
 
-        for found, result in self._read_all(changed):
-            if isinstance(result, FileFailure):
-                self.counts.failed.append(result)
-                if found.path in known_files:
-                    stale_paths.append(found.path)
-            else:
-                self._accept(result)
-            if len(self._pending_images) + len(self._pending_files) >= self.options.commit_every:
-                self._commit()
-            done += 1
-            self.progress(EMBED_STAGE, done, len(candidates))
-        self._commit()
-
+        stale_paths = self._stale_paths
         if prune:
             seen = {found.path for found in candidates} | set(stale_paths)
             gone = [
                 path
                 for path in known_files
-                if _is_under(path, self.root)
+                if self.source.is_under(path)
                 and path not in seen
-                and not any(_is_under(path, folder) for folder in unreadable_folders)  # may come back
-                and not os.path.exists(path)
+                and not any(self.source.is_under(path, folder) for folder in unreadable_folders)  # may come back
+                and not self.source.exists(path)
             ]
             stale_paths.extend(gone)
             self.counts.pruned = len(gone)
@@ -187,11 +179,34 @@ class FolderIngest:
         self._catch_up_prompt_bank()
         return self.counts.report()
 
+    def _list(self) -> Iterator[FoundFile | FileFailure]:
+        """The source's candidate files and failures, in walk order."""
+        return self.source.walk()
+
+    def _ingest_changed(self, changed: list[FoundFile], done: int, total: int) -> None:
+        """Read, embed and commit the files that are new or changed (`done` of `total` are done already)."""
+        for found, result in self._read_all(changed):
+            self._record(found, result)
+            if len(self._pending_images) + len(self._pending_files) >= self.options.commit_every:
+                self._commit()
+            done += 1
+            self.progress(EMBED_STAGE, done, total)
+        self._commit()
+
+    def _record(self, found: FoundFile, result: "FileRead | FileFailure") -> None:
+        """One file's outcome, in walk order: a failure (a stored path that now fails loses its row) or a read."""
+        if isinstance(result, FileFailure):
+            self.counts.failed.append(result)
+            if found.path in self._known_files:
+                self._stale_paths.append(found.path)
+        else:
+            self._accept(result)
+
     def _unchanged(self, found: FoundFile) -> bool:
         row = self._known_files.get(found.path)
         return row is not None and row["size"] == found.size and row["mtime_ns"] == found.mtime_ns
 
-    def _read_all(self, changed: list[FoundFile]) -> Iterator[tuple[FoundFile, "_Read | FileFailure"]]:
+    def _read_all(self, changed: list[FoundFile]) -> Iterator[tuple[FoundFile, "FileRead | FileFailure"]]:
         """Read, hash and (when needed) decode files in worker threads, yielding results in order.
 
         Files go to the workers one chunk at a time (a batch's worth), and the chunk's results are yielded only
@@ -208,32 +223,18 @@ class FolderIngest:
             # On Ctrl-C or an error, drop queued reads instead of decoding them first.
             pool.shutdown(wait=True, cancel_futures=True)
 
-    def _read_one(self, found: FoundFile) -> "_Read | FileFailure":
-        try:
-            with open(found.path, "rb") as handle:
-                data = handle.read()
-                info = os.fstat(handle.fileno())
-        except OSError as exc:
-            return FileFailure(found.path, f"cannot read file: {exc.strerror or exc}")
-        # Record the size and mtime of the bytes actually read (the file may have changed since the walk).
-        found = FoundFile(found.path, info.st_size, info.st_mtime_ns)
-        image_id = hashlib.sha256(data).hexdigest()
-        if image_id in self._stored_ids:
-            return _Read(found, image_id)  # content already embedded: no need to decode
-        try:
-            decoded = decode_image(data, max_megapixels=self.options.max_megapixels, min_side=self.encoder.decode_min_side)
-        except InvalidImageError as exc:
-            return FileFailure(found.path, str(exc))
-        pixels = self.encoder.prepare(decoded.image)
-        return _Read(found, image_id, decoded.width, decoded.height, decoded.format, pixels, self._prompt_for(found.path, data))
+    def _read_one(self, found: FoundFile) -> "FileRead | FileFailure":
+        return read_file(
+            self.source,
+            found,
+            stored_ids=self._stored_ids,
+            max_megapixels=self.options.max_megapixels,
+            min_side=self.encoder.decode_min_side,
+            prepare=self.encoder.prepare,
+            manifest_prompts=self._manifest_prompts,
+        )
 
-    def _prompt_for(self, path: str, data: bytes) -> ImagePrompt | None:
-        """An explicit manifest entry first, then what the file itself says, then a sidecar caption."""
-        if path in self._manifest_prompts:
-            return ImagePrompt(self._manifest_prompts[path], "manifest")
-        return prompt_from_image_bytes(data) or prompt_from_sidecar(path)
-
-    def _accept(self, read: _Read) -> None:
+    def _accept(self, read: FileRead) -> None:
         previous = self._known_files.get(read.found.path)
         is_new_content = read.image_id not in self._stored_ids
         if is_new_content:
@@ -251,15 +252,7 @@ class FolderIngest:
         else:
             self.counts.duplicates += 1
         self._referenced_ids.add(read.image_id)
-        self._pending_files.append(
-            {
-                "path": read.found.path,
-                "size": read.found.size,
-                "mtime_ns": read.found.mtime_ns,
-                "image_id": read.image_id,
-                "ingested_at": tables.utc_now(),
-            }
-        )
+        self._pending_files.append(file_row(read.found, read.image_id, tables.utc_now()))
         if len(self._pending_images) >= self.options.batch_size:
             self._embed_pending()
 
@@ -269,46 +262,25 @@ class FolderIngest:
         batch, self._pending_images = self._pending_images, []
         vectors = self.encoder.encode_prepared([read.pixels for read in batch])
         now = tables.utc_now()
-        for read, vector in zip(batch, vectors):
-            self._image_rows.append(
-                {
-                    "id": read.image_id,
-                    "width": read.width,
-                    "height": read.height,
-                    "format": read.format,
-                    "embedding": vector,
-                    "added_at": now,
-                    "prompt": read.prompt.text if read.prompt else None,
-                    "prompt_source": read.prompt.source if read.prompt else None,
-                }
-            )
+        self._image_rows.extend(image_row(read, vector, now) for read, vector in zip(batch, vectors))
 
     def _commit(self) -> None:
         """Write pending rows: image rows first, then the file rows that reference them (both upserts), keeping
-        each image's `first_path` (see `clipstore.db.first_paths` for the order that survives a kill)."""
+        each image's `first_path` (see `commit_rows` for the order that survives a kill)."""
         import pyarrow as pa
 
         self._embed_pending()
-        gained: dict[str, list[str]] = {}  # image id -> paths this commit gives it
-        leaving: dict[str, list[str]] = {}  # image id -> its paths that now hold other content
-        for row in self._pending_files:
-            previous = self._known_files.get(row["path"])
-            if previous is None or previous["image_id"] != row["image_id"]:
-                gained.setdefault(row["image_id"], []).append(row["path"])
-            if previous is not None and previous["image_id"] != row["image_id"]:
-                leaving.setdefault(previous["image_id"], []).append(row["path"])
-        first_paths.before_removing(self.db, self.images, leaving)
-        if self._image_rows:
-            for image_row in self._image_rows:
-                image_row[layout.FIRST_PATH] = first_paths.first_of(gained.pop(image_row["id"], ()))
-            rows = pa.Table.from_pylist(self._image_rows, schema=self.images.schema)
-            self.images.merge_insert("id").when_not_matched_insert_all().execute(rows)
-            self._image_rows = []
-        if self._pending_files:
-            rows = pa.Table.from_pylist(self._pending_files, schema=self.files.schema)
-            self.files.merge_insert("path").when_matched_update_all().when_not_matched_insert_all().execute(rows)
-            self._pending_files = []
-        first_paths.after_adding(self.db, self.images, gained, leaving)
+
+        def write_images(gained: dict[str, list[str]]) -> None:
+            if self._image_rows:
+                for row in self._image_rows:
+                    row[layout.FIRST_PATH] = first_paths.first_of(gained.pop(row["id"], ()))
+                rows = pa.Table.from_pylist(self._image_rows, schema=self.images.schema)
+                self.images.merge_insert("id").when_not_matched_insert_all().execute(rows)
+                self._image_rows = []
+
+        commit_rows(self.db, self.images, self.files, self._known_files, self._pending_files, write_images)
+        self._pending_files = []
 
     def _catch_up_prompt_bank(self) -> None:
         """Offer the bank every stored prompt it has not been offered yet, then mark those image rows offered.
@@ -376,6 +348,98 @@ class FolderIngest:
             tables.delete_where_in(self.images, "id", orphans)
 
 
+def read_file(
+    source: "LocalFolder | ObjectPrefix",
+    found: FoundFile,
+    *,
+    stored_ids: Container[str],
+    max_megapixels: float,
+    min_side: int,
+    prepare: Callable[[Any], "np.ndarray"],
+    manifest_prompts: Mapping[str, str],
+) -> "FileRead | FileFailure":
+    """Read and SHA-256 one file; content not in `stored_ids` is also decoded with the guarded decoder (reduced
+    to `min_side`, at most `max_megapixels`), turned into model input pixels by `prepare`, and given its prompt.
+    A file that cannot be read or decoded is a `FileFailure` with the reason. Thread-safe."""
+    try:
+        data, found = source.read(found)  # size and mtime of the bytes actually read
+    except OSError as exc:
+        return FileFailure(found.path, f"cannot read file: {exc.strerror or exc}")
+    image_id = hashlib.sha256(data).hexdigest()
+    if image_id in stored_ids:
+        return FileRead(found, image_id)  # content already embedded: no need to decode
+    try:
+        decoded = decode_image(data, max_megapixels=max_megapixels, min_side=min_side)
+    except InvalidImageError as exc:
+        return FileFailure(found.path, str(exc))
+    prompt = _prompt_for(source, found.path, data, manifest_prompts)
+    return FileRead(found, image_id, decoded.width, decoded.height, decoded.format, prepare(decoded.image), prompt)
+
+
+def _prompt_for(source, path: str, data: bytes, manifest_prompts: Mapping[str, str]) -> ImagePrompt | None:
+    """An explicit manifest entry first, then what the file itself says, then a sidecar caption."""
+    if path in manifest_prompts:
+        return ImagePrompt(manifest_prompts[path], "manifest")
+    return prompt_from_image_bytes(data) or source.sidecar_prompt(path)
+
+
+def image_row(read: FileRead, vector: "np.ndarray", added_at, first_path: str | None = None) -> dict[str, Any]:
+    """The images-table row of newly embedded content (`first_path` as known so far; writers keep it)."""
+    return {
+        "id": read.image_id,
+        "width": read.width,
+        "height": read.height,
+        "format": read.format,
+        "embedding": vector,
+        "added_at": added_at,
+        "prompt": read.prompt.text if read.prompt else None,
+        "prompt_source": read.prompt.source if read.prompt else None,
+        layout.FIRST_PATH: first_path,
+    }
+
+
+def file_row(found: FoundFile, image_id: str, ingested_at) -> dict[str, Any]:
+    """The files-table row of a path holding the content `image_id`."""
+    return {"path": found.path, "size": found.size, "mtime_ns": found.mtime_ns, "image_id": image_id, "ingested_at": ingested_at}
+
+
+def commit_rows(
+    db: "lancedb.DBConnection",
+    images: "lancedb.table.Table",
+    files: "lancedb.table.Table",
+    known_files: Mapping[str, Mapping[str, Any]],
+    file_rows: list[dict[str, Any]],
+    write_images: Callable[[dict[str, list[str]]], None],
+) -> None:
+    """Commit new image rows and the file rows that point at them, in the order that leaves a consistent store
+    wherever a process is killed:
+
+    1. `write_images(gained)`: the new image rows (gained: {image id: paths this commit gives it}; it pops the
+       ids whose rows it wrote with their first path). Unreferenced until step 3, so a reader never reaches them,
+       and the next run links them instead of embedding again (or drops them when nothing links them);
+    2. the images losing paths to other content get the first of the paths they keep (`first_paths`);
+    3. the file rows, one upsert on `path`;
+    4. the images that gained paths get their first path from the stored paths.
+    `known_files`: the files table's rows as the run found them ({path: row}).
+    """
+    import pyarrow as pa
+
+    gained: dict[str, list[str]] = {}  # image id -> paths this commit gives it
+    leaving: dict[str, list[str]] = {}  # image id -> its paths that now hold other content
+    for row in file_rows:
+        previous = known_files.get(row["path"])
+        if previous is None or previous["image_id"] != row["image_id"]:
+            gained.setdefault(row["image_id"], []).append(row["path"])
+        if previous is not None and previous["image_id"] != row["image_id"]:
+            leaving.setdefault(previous["image_id"], []).append(row["path"])
+    write_images(gained)
+    first_paths.before_removing(db, images, leaving)
+    if file_rows:
+        rows = pa.Table.from_pylist(file_rows, schema=files.schema)
+        files.merge_insert("path").when_matched_update_all().when_not_matched_insert_all().execute(rows)
+    first_paths.after_adding(db, images, gained, leaving)
+
+
 def read_manifest_records(path: str | os.PathLike[str], what: str = "manifest") -> tuple[str, list]:
     """(the manifest's folder, its records) from a CSV/TSV (header row) or JSONL file."""
     import csv
@@ -412,7 +476,8 @@ def read_manifest_records(path: str | os.PathLike[str], what: str = "manifest") 
 def read_prompt_manifest(path: str | os.PathLike[str]) -> dict[str, str]:
     """{absolute image path: prompt} from a CSV/TSV (columns path and prompt) or JSONL manifest.
 
-    Relative paths are relative to the manifest's folder (a render-world manifest.jsonl works as it is).
+    Relative paths are relative to the manifest's folder (a render-world manifest.jsonl works as it is); object-store
+    URIs (`s3://bucket/photos/a.png`, for images ingested from object storage) are kept as they are.
     """
     base, records = read_manifest_records(path)
     columns = {key for record in records if isinstance(record, dict) for key in record}
@@ -427,24 +492,23 @@ def read_prompt_manifest(path: str | os.PathLike[str]) -> dict[str, str]:
     for record in records:
         if isinstance(record, dict) and isinstance(record.get("path"), str) and isinstance(record.get("prompt"), str):
             if record["prompt"].strip():
-                prompts[os.path.normpath(os.path.join(base, os.path.expanduser(record["path"])))] = record["prompt"].strip()
+                prompts[_manifest_path(base, record["path"])] = record["prompt"].strip()
     return prompts
 
 
-def prune_only_allowed_missing(root: str, prune: bool) -> bool:
-    """A root must exist, except when pruning (a deleted folder's rows can then be removed)."""
-    return prune or os.path.exists(root)
+def _manifest_path(base: str, path: str) -> str:
+    """A manifest's path as ingest names the file: an object-store URI as it is, a local path absolute."""
+    if is_uri(path):
+        return path
+    return os.path.normpath(os.path.join(base, os.path.expanduser(path)))
 
 
-def check_source(folder: str | os.PathLike[str], *, prune: bool = False) -> str:
-    """Absolute path of an ingest source; SourceNotFoundError when it does not exist (and we are not pruning)."""
-    from clipstore.paths import expand
-
-    root = expand(folder)
-    if not prune_only_allowed_missing(root, prune):
-        raise SourceNotFoundError(f"Cannot ingest {root}: no such file or folder. Check the path.")
-    return root
-
-
-def _is_under(path: str, root: str) -> bool:
-    return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
+def check_source(
+    folder: str | os.PathLike[str], *, prune: bool = False, storage_options: Mapping[str, str] | None = None
+) -> str:
+    """Where an ingest source is (an absolute path, or an object-store URI without a trailing `/`);
+    SourceNotFoundError when it does not exist (and we are not pruning). `storage_options`: for a source on
+    object storage (else the standard environment variables)."""
+    source = open_source(folder, storage_options=storage_options)
+    check_source_exists(source, prune=prune)
+    return source.root

@@ -59,9 +59,18 @@ def prompt_from_sidecar(image_path: str) -> ImagePrompt | None:
     sidecar = os.path.splitext(image_path)[0] + ".txt"
     try:
         with open(sidecar, encoding="utf-8", errors="replace") as handle:
-            text = _clean(handle.read(_MAX_PROMPT_CHARS * 2))
+            return caption_prompt(handle.read(CAPTION_CHARS))
     except OSError:
         return None
+
+
+CAPTION_CHARS = _MAX_PROMPT_CHARS * 2
+"""How much of a caption file is read (characters; a reader of bytes reads up to 4 bytes a character)."""
+
+
+def caption_prompt(text: str) -> ImagePrompt | None:
+    """The prompt of a caption file's text (its first `CAPTION_CHARS` characters), or None when it holds none."""
+    text = _clean(text[:CAPTION_CHARS])
     return ImagePrompt(text, "sidecar") if text else None
 
 

@@ -9,12 +9,13 @@ from typing import TYPE_CHECKING, Callable, Iterable, Union
 import numpy as np  # loaded with the searcher anyway; named in signatures
 
 from clipstore.db import layout, migrate, tables, vector_index
-from clipstore.errors import ModelMismatchError, StoreDamagedError, StoreNotFoundError
+from clipstore.errors import InvalidOptionError, ModelMismatchError, StoreDamagedError, StoreNotFoundError
 from clipstore.db.context import StoreContext
 from clipstore.db.identities import locate
 from clipstore.db.location import StoreLocation
 from clipstore.imaging import DEFAULT_MAX_MEGAPIXELS, load_image
 from clipstore.ingest.run import FolderIngest, IngestOptions, check_source, read_prompt_manifest
+from clipstore.ingest.sources import check_source_exists, open_source
 from clipstore.prompts.files import read_prompt_file
 from clipstore.prompts.bank import PromptBank, PromptHit, PromptInsertReport, PromptRemoveReport, StoredPrompt, dedup_threshold
 from clipstore.prompts.nearest import update_bank_index
@@ -31,7 +32,9 @@ if TYPE_CHECKING:
     import lancedb
     from PIL import Image
 
+    from clipstore.db.fragments import GcReport
     from clipstore.describe.describer import DescribedFile, Describer, Description
+    from clipstore.ingest.distributed import RayOptions
     from clipstore.describe.evaluate import EvalReport
     from clipstore.finetune.options import FinetuneOptions
     from clipstore.finetune.run import FinetuneReport
@@ -91,16 +94,21 @@ class Store:
         progress: Progress | None = None,
         on_lock_wait: Callable[[], None] | None = None,
         manifest: str | os.PathLike[str] | None = None,
+        engine: str = "local",
+        ray: "RayOptions | None" = None,
     ) -> IngestReport:
         """Embed every new or changed image under `folder` (recursively; a single file works too).
 
-        Unchanged files (same path, size and mtime) are skipped without being read; identical bytes under
-        several paths are embedded once. Files that cannot be ingested are listed in `report.failed` and never
-        stop the run. With `prune=True`, rows of files under `folder` that no longer exist are removed.
-        `max_megapixels` rejects larger images (decompression-bomb guard). `progress(stage, done, total)` is
-        called as the work goes on: stage "embed images" counts the files found (total) and processed (done),
-        then stage "prompt bank" counts the prompts being offered to the bank. Only one process writes to a
-        store at a time: when another one is writing, `on_lock_wait()` is called once and the ingest waits.
+        `folder`: a local folder or file, or an object-store prefix (`s3://bucket/photos`; read with the store's
+        storage options when the store is on the same kind of storage, else with the standard environment
+        variables AWS_ENDPOINT, AWS_ACCESS_KEY_ID, ...). Unchanged files (same path, size and mtime) are skipped
+        without being read; identical bytes under several paths are embedded once. Files that cannot be ingested
+        are listed in `report.failed` and never stop the run. With `prune=True`, rows of files under `folder`
+        that no longer exist are removed. `max_megapixels` rejects larger images (decompression-bomb guard).
+        `progress(stage, done, total)` is called as the work goes on: stage "embed images" counts the files
+        found (total) and processed (done), then stage "prompt bank" counts the prompts being offered to the
+        bank. Only one process writes to a store at a time: when another one is writing, `on_lock_wait()` is
+        called once and the ingest waits.
 
         Prompts: a newly embedded image's prompt is read from `manifest` (CSV/TSV/JSONL with `path` and
         `prompt`), else from its metadata (Stable Diffusion `parameters` PNG chunk, ComfyUI workflow, EXIF
@@ -108,26 +116,59 @@ class Store:
         (`prompt`, `prompt_source`) and offered to the prompt bank through its dedup gate. The bank catches up
         at the end of every run from every stored image whose prompt it was not offered yet (`prompt_offered`),
         so prompts of an earlier run that was interrupted, crashed or could not update the bank are not lost.
+
+        `engine="ray"` reads, decodes and embeds on a Ray cluster (`ray`: a `RayOptions`, default a cluster
+        found or started on this machine; needs `pip install 'clipstore[distributed]'`), with the same result
+        as the local engine (see `clipstore.ingest.distributed`). DistributedError when Ray is missing or the
+        cluster cannot be reached.
         """
+        from clipstore.db.fragments import clean_interrupted
         from clipstore.db.locking import write_lock
 
-        root = check_source(folder, prune=prune)
+        if engine not in ("local", "ray"):
+            raise InvalidOptionError(f"Unknown ingest engine {engine!r}: use 'local' (this process) or 'ray' (a Ray cluster).")
+        source = open_source(folder, exclude=(self.path,), storage_options=self._source_options(folder))
+        check_source_exists(source, prune=prune)
         manifest_prompts = read_prompt_manifest(manifest) if manifest is not None else None
         options = IngestOptions(max_megapixels=max_megapixels, batch_size=batch_size)
+        arguments = dict(options=options, progress=progress, manifest_prompts=manifest_prompts, prompt_bank=self._prompt_bank, source=source)
         with write_lock(self.location, on_wait=on_lock_wait):
-            run = FolderIngest(
-                self.db,
-                lambda: self.encoder,
-                root,
-                exclude=(self.path,),
-                options=options,
-                progress=progress,
-                manifest_prompts=manifest_prompts,
-                prompt_bank=self._prompt_bank,
-            )
-            report = run.run(prune=prune)
+            clean_interrupted(self.db)  # fragments a killed distributed ingest wrote and never committed
+            if engine == "ray":
+                from clipstore.ingest.distributed import RayIngest, RayOptions, ray_connection
+
+                ray = ray or RayOptions()
+                with ray_connection(ray):
+                    context = self.context
+                    run = RayIngest(
+                        self.db, source.root, location=self.location, model=self.model, device=context.device,
+                        precision=context.precision, ray_options=ray, **arguments,
+                    )
+                    report = run.run(prune=prune)
+            else:
+                report = FolderIngest(self.db, lambda: self.encoder, source.root, **arguments).run(prune=prune)
             update_index(self.db, tables.open_images(self.db), progress)  # indexed past the threshold, kept current
             return report
+
+    def _source_options(self, folder: str | os.PathLike[str]) -> "dict[str, str] | None":
+        """Storage options to read an object-store source with: the store's, when it is on the same kind of
+        storage (the usual case: one bucket, one set of credentials); else the environment's."""
+        from clipstore.paths import is_uri
+
+        text = os.fspath(folder)
+        if self.location.remote and is_uri(text) and text.partition("://")[0] == self.path.partition("://")[0]:
+            return self.location.storage_options
+        return None
+
+    def gc(self) -> "GcReport":
+        """Delete the files no version of the store's tables names: fragments a distributed ingest wrote and
+        never committed (it was killed, or a worker died and ran its batch again), what failed commits left.
+        Keeps every table version. Takes the store's write lock (no writer is between writing and committing)."""
+        from clipstore.db.fragments import collect_garbage
+        from clipstore.db.locking import write_lock
+
+        with write_lock(self.location):
+            return collect_garbage(self.db)
 
     # --- the prompt bank ------------------------------------------------------------------------------------
 

@@ -139,3 +139,60 @@ def test_malformed_manifest_names_file_and_line(run, photo_folder, tmp_path, nam
     assert result.exit_code == 1 and "Traceback" not in result.output
     assert str(manifest) in result.output and where in result.output
     assert "JSONDecodeError" not in result.output and len(result.output.strip().splitlines()) == 1
+
+
+def test_gc_removes_fragments_nothing_committed_and_keeps_every_version(run, photo_folder, store_path):
+    import pyarrow as pa
+
+    from clipstore.db import fragments, layout, tables
+
+    run("ingest", str(photo_folder), "--model", "clipstore-mini", "--quiet")
+    store = clipstore.connect(store_path)
+    images = tables.open_images(store.db)
+    versions, rows = len(images.to_lance().versions()), images.count_rows()
+    written = fragments.write_fragments(images.uri, images.to_arrow().slice(0, 2))  # as a killed ingest's worker would
+    assert written
+
+    result = run("gc", "--json")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["files_removed"] == 1 and report["bytes_removed"] > 0
+    assert [table["table"] for table in report["tables"]] == [layout.IMAGES]
+    assert (len(images.to_lance().versions()), images.count_rows()) == (versions, rows)  # nothing committed is touched
+    assert store.search_image(photo_folder / "a" / "img1.png", k=1)[0].score > 0.99
+    assert json.loads(run("gc", "--json").stdout)["files_removed"] == 0
+    assert "Removed 0 unreferenced files" in run("gc").stdout
+
+
+def test_ingest_ray_workers_needs_ray(run, photo_folder):
+    result = run("ingest", str(photo_folder), "--model", "clipstore-mini", "--ray-workers", "2")
+    assert result.exit_code == 2 and "--ray-workers needs --ray" in result.output
+
+
+@pytest.mark.slow  # a Ray pipeline starts workers that load the model (seconds)
+def test_ingest_an_s3_prefix_on_ray(ray_cluster, s3, tmp_path, photo_folder, monkeypatch):
+    """`clipstore ingest s3://bucket/photos --store ... --ray auto`, endpoint and credentials from the AWS variables."""
+    import boto3
+
+    from object_storage import ACCESS_KEY, REGION, SECRET_KEY
+
+    for key, value in s3.env.items():
+        monkeypatch.setenv(key, value)
+    uri = s3.uri("photos")
+    prefix = uri.split("/", 3)[3]
+    client = boto3.client("s3", endpoint_url=s3.endpoint, aws_access_key_id=ACCESS_KEY, aws_secret_access_key=SECRET_KEY, region_name=REGION)
+    for path in sorted(photo_folder.rglob("*.png")):
+        client.upload_file(str(path), s3.bucket, f"{prefix}/{path.relative_to(photo_folder).as_posix()}")
+    store = s3.uri("store")
+    runner = CliRunner()
+    result = runner.invoke(main, ["ingest", uri, "--store", store, "--model", "clipstore-mini", "--ray", "auto", "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["added"] == 6
+    remote = clipstore.connect(store)
+    assert sorted(remote.image_paths(remote.search_image(photo_folder / "a" / "img1.png", k=1)[0].id)) == [f"{uri}/a/img1.png"]
+    again = runner.invoke(main, ["ingest", uri + "/", "--store", store, "--ray", "auto", "--json"])
+    assert json.loads(again.stdout)["skipped_unchanged"] == 6
+
+    missing = runner.invoke(main, ["ingest", s3.uri("nothing-here"), "--store", str(tmp_path / "x.clipstore"), "--ray", "auto"])
+    assert missing.exit_code == 1 and "no object there and none under it" in missing.output
+    assert not (tmp_path / "x.clipstore").exists()  # a mistyped source creates no store
