@@ -206,7 +206,7 @@ def describe_partial(scene: Scene, rng: random.Random) -> tuple[str, frozenset[s
     """
     stated = {"count"}
     shape_named = rng.random() < 0.9
-    colour_named = rng.random() < 0.9 or not shape_named
+    colour_named = rng.random() < 0.65 or not shape_named  # "two stars": shape alone, whatever the colour
     if scene.count == 1:
         noun = scene.shape if shape_named else rng.choice(_VAGUE_NOUNS)
         count = rng.choice(("a", "a", "one", "a single"))

@@ -58,12 +58,13 @@ class PretrainConfig:
     checkpoint_every: int = 0  # > 0: write the weights every this many steps too (v2)
     colour_groups: int = 16  # v2: this many groups of `group_size` same-colour samples in each batch (hard negatives)
     group_size: int = 8
+    shape_weight: float = 0.3  # v2: weight of the image-image loss that pulls images of one shape together
     init: str = "clipstore-mini:world-v1"  # start from these weights (a model spec); "" starts from random ones
 
 
 V1_CONFIG = PretrainConfig(
     world="v1", steps=1500, batch_size=256, train_pairs=40_000, paraphrases=3, partial_prompts=0, lr=1e-3,
-    warmup_steps=100, eval_every=250, workers=1, colour_groups=0, init="",
+    warmup_steps=100, eval_every=250, workers=1, colour_groups=0, shape_weight=0.0, init="",
 )
 """The recipe of the world-v1 weights (CPU, 2 threads)."""
 
@@ -264,7 +265,10 @@ def pretrain(
         if codes is None:
             target = torch.arange(len(index), device=device)
             return (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)) / 2
-        return multi_positive_loss(logits, positive_pairs(codes[index], stated[index, choice]))
+        loss = multi_positive_loss(logits, positive_pairs(codes[index], stated[index, choice]))
+        if config.shape_weight > 0:  # images of one shape, whatever else differs, are pulled together
+            loss = loss + config.shape_weight * same_label_loss(image_features, codes[index][:, ATTRIBUTES.index("shape")])
+        return loss
 
     steps = config.steps
     if config.time_budget_s > 0:  # probe the step time on a throwaway model, then fit the steps to the budget
@@ -329,6 +333,25 @@ def multi_positive_loss(logits, positives):
     image_to_text = -(positives / positives.sum(1, keepdim=True) * F.log_softmax(logits, dim=1)).sum(1).mean()
     text_to_image = -(positives / positives.sum(0, keepdim=True) * F.log_softmax(logits, dim=0)).sum(0).mean()
     return (image_to_text + text_to_image) / 2
+
+
+def same_label_loss(features, labels, temperature: float = 0.1):
+    """Supervised contrastive loss among images: each image's positives are the other images with its label
+    (mean log-probability of them among all other images); images whose label is alone in the batch add nothing."""
+    import torch
+    import torch.nn.functional as F
+
+    similarity = features @ features.T / temperature
+    eye = torch.eye(len(labels), dtype=torch.bool, device=features.device)
+    similarity = similarity.masked_fill(eye, float("-inf"))
+    positives = (labels[:, None] == labels[None, :]) & ~eye
+    log_probability = F.log_softmax(similarity, dim=1).masked_fill(eye, 0.0)
+    counts = positives.sum(1)
+    has = counts > 0
+    if not bool(has.any()):
+        return features.sum() * 0.0
+    per_image = (log_probability * positives).sum(1)[has] / counts[has]
+    return -per_image.mean()
 
 
 def save_weights(model, out: str | Path, config: PretrainConfig, steps_run: int) -> None:

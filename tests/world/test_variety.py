@@ -102,3 +102,14 @@ def test_a_v2_training_chunk_has_images_tokens_codes_and_stated_attributes():
     assert stated[:, :2].all() and not stated[:, 2].all()  # two full descriptions, then a partial prompt
     again = render_chunk((5, 6, 0, "train", (64, 96), 3, 1))
     assert np.array_equal(images, again[0]) and np.array_equal(tokens, again[1])
+
+
+def test_same_label_loss_is_low_when_images_of_one_label_cluster():
+    torch = pytest.importorskip("torch")
+    from clipstore.world.pretrain import same_label_loss
+
+    labels = torch.tensor([0, 0, 1, 1, 2])
+    clustered = torch.nn.functional.normalize(torch.tensor([[1.0, 0, 0], [0.99, 0.1, 0], [0, 1.0, 0], [0.1, 0.99, 0], [0, 0, 1.0]]), dim=-1)
+    mixed = clustered[[0, 2, 1, 3, 4]]  # the same vectors, each pair of one label now far apart
+    assert same_label_loss(clustered, labels) < same_label_loss(mixed, labels)
+    assert same_label_loss(clustered, torch.tensor([0, 1, 2, 3, 4])) == 0  # no image shares its label
