@@ -34,14 +34,12 @@ RANDOM_WEIGHTS = "random"
 
 MINI_WEIGHTS: dict[str, tuple[str, str]] = {
     "world-v1": ("clipstore-mini-world-v1.safetensors", "a2f929a440f3d3b962afd83b35ed1b84d0791fa771ef093ad888460b6285619f"),
-    "world-v2": ("clipstore-mini-world-v2.safetensors", "V2_SHA256"),
 }
 """The clipstore-mini weights bundled in the package: pretrained tag -> (file in clipstore/weights, its SHA-256,
-checked on load; scripts/train_clipstore_mini.py prints it). world-v1 knows only the render world's style;
-world-v2 (trained on the varied render world, `clipstore.world.variety`) also tells shapes and colours apart in
-drawings made by other programs."""
+checked on load; scripts/train_clipstore_mini.py prints it). Weights trained with another recipe ship under a
+tag of their own beside the old ones, so stores made with the old ones keep working."""
 
-MINI_WEIGHTS_TAG = "world-v2"
+MINI_WEIGHTS_TAG = "world-v1"
 """The pretrained tag `clipstore-mini` means when no tag is given (new stores); stores keep the tag they were made with."""
 
 MINI_WEIGHTS_SHA256 = MINI_WEIGHTS[MINI_WEIGHTS_TAG][1]

@@ -7,12 +7,13 @@ decay, and writes the weights as float16 safetensors. `scripts/train_clipstore_m
 Two recipes:
 - world v1 (`V1_CONFIG`, the weights tagged `world-v1`): the v1 renderer, full descriptions only, one positive
   per row; on CPU, seeded, so the same config, torch version and thread count reproduce the same weights.
-- world v2 (`PretrainConfig()`, tagged `world-v2`): scenes drawn by `clipstore.world.variety.render_varied`
-  (rendered in parallel worker processes) and, besides full descriptions, short prompts that state only some
-  attributes ("two red stars"). Such a prompt is true of every image in the batch that has the attributes it
-  states, so the loss takes all of those as positives (a multi-positive InfoNCE) instead of pushing them
-  away. Runs on a GPU when one is there (bf16 autocast); `time_budget_s` fits the number of steps to the time
-  available after a short probe of the step time.
+- world v2 (`PretrainConfig()`; its weights are not shipped yet): world-v1's weights trained further on scenes
+  drawn by `clipstore.world.variety.render_varied` (rendered in parallel worker processes) and, besides full
+  descriptions, short prompts that state only some attributes ("two red stars"). Such a prompt is true of
+  every image in the batch that has the attributes it states, so the loss takes all of those as positives (a
+  multi-positive InfoNCE) instead of pushing them away; half of each batch is groups of one colour, and an
+  image-image loss pulls images of one shape together. Runs on a GPU when one is there (bf16 autocast);
+  `time_budget_s` fits the number of steps to the time available after a short probe of the step time.
 """
 
 from __future__ import annotations
@@ -36,8 +37,8 @@ WORLDS = ("v1", "v2")
 
 @dataclass(frozen=True)
 class PretrainConfig:
-    """Hyper-parameters of a clipstore-mini pretraining run (defaults: the shipped world-v2 recipe, which starts
-    from the world-v1 weights; `V1_CONFIG`: world v1's, from scratch)."""
+    """Hyper-parameters of a clipstore-mini pretraining run (defaults: the world-v2 recipe, which starts from the
+    world-v1 weights; `V1_CONFIG`: world v1's, from scratch)."""
 
     world: str = "v2"
     steps: int = 1000

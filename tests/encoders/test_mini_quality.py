@@ -9,7 +9,7 @@ import pytest
 
 import clipstore
 from clipstore.encoders.clip import load_clip_encoder
-from clipstore.encoders.identity import MINI_WEIGHTS_SHA256, bundled_mini_weights, file_sha256, resolve_model
+from clipstore.encoders.identity import MINI_WEIGHTS, MINI_WEIGHTS_SHA256, MINI_WEIGHTS_TAG, bundled_mini_weights, file_sha256, resolve_model
 from clipstore.world import Scene, generate, render_scene
 
 
@@ -17,6 +17,11 @@ def test_bundled_weights_are_small_and_match_their_recorded_hash():
     path = bundled_mini_weights()
     assert path.stat().st_size <= 25 * 1024 * 1024
     assert file_sha256(path) == MINI_WEIGHTS_SHA256
+    for tag, (name, sha256) in MINI_WEIGHTS.items():  # every tag ships its file, and `clipstore-mini:TAG` names it
+        assert bundled_mini_weights(tag).name == name and file_sha256(bundled_mini_weights(tag)) == sha256
+        identity = resolve_model(f"clipstore-mini:{tag}")
+        assert (identity.pretrained, identity.checkpoint_sha256) == (tag, sha256)
+    assert resolve_model("clipstore-mini").pretrained == MINI_WEIGHTS_TAG
 
 
 def test_damaged_bundled_weights_are_refused(monkeypatch, tmp_path):
@@ -24,7 +29,7 @@ def test_damaged_bundled_weights_are_refused(monkeypatch, tmp_path):
 
     damaged = tmp_path / "clipstore-mini.safetensors"
     damaged.write_bytes(bundled_mini_weights().read_bytes()[:-4] + b"oops")
-    monkeypatch.setattr("clipstore.encoders.clip.bundled_mini_weights", lambda: damaged)
+    monkeypatch.setattr("clipstore.encoders.clip.bundled_mini_weights", lambda tag: damaged)
     with pytest.raises(clipstore.ModelUnavailableError, match="missing or damaged"):
         ClipEncoder(resolve_model("clipstore-mini"), device="cpu")
 
