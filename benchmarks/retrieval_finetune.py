@@ -56,7 +56,7 @@ def main() -> None:
     for method in ("mcip", "2sft"):
         t = time.perf_counter()
         report = store.finetune(method=method, epochs=args.epochs, realign_epochs=max(1, args.epochs // 2),
-                                lr_backbone=args.lr_backbone, lr_head=args.lr_head, **labels)
+                                lr_backbone=args.lr_backbone, lr_head=args.lr_head, lr_probe=False, **labels)
         print(f"{method}: {report.train_images} train / {report.validation_images} validation images, "
               f"{report.captions_per_image:.1f} pseudo-captions each; {report.validation_metric} "
               f"{report.validation_before:.4f} -> {report.validation_after:.4f}; {time.perf_counter() - t:.0f} s")
