@@ -1,7 +1,8 @@
 """Fine-tuning learning rates on drawings from outside the render world: fixed scales vs the probe.
 
 Issue #16's case: a few hundred simple drawings of coloured shapes made by another program
-(`tests/outside_world.py`, evaluation-only code), in one folder per shape, fine-tuned with
+(`tests/outside_world.py`, evaluation-only code; each with its prompt "a <colour> <shape> on a white
+background" in a sidecar caption file), in one folder per shape, fine-tuned with
 `--labels-from-folders` (MCIP + ArcMargin on the shape labels) on clipstore-mini. The same store is
 fine-tuned at 1x, 10x and 100x the default learning rates (`lr_probe=False`), and with the defaults as a user
 gets them (the probe on); each row gives the validation image->image mAP@10 before and after, the scale used,
@@ -38,9 +39,10 @@ def drawings_by_shape(folder: Path, n: int) -> None:
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
     from outside_world import render_drawings
 
-    for drawing in render_drawings(folder / "all", n, seed=16, sidecar=False):
+    for drawing in render_drawings(folder / "all", n, seed=16):  # each with its plain prompt in a sidecar .txt
         (folder / drawing.shape).mkdir(exist_ok=True)
-        shutil.move(str(drawing.path), folder / drawing.shape / drawing.path.name)
+        for path in (drawing.path, drawing.path.with_suffix(".txt")):
+            shutil.move(str(path), folder / drawing.shape / path.name)
     (folder / "all").rmdir()
 
 
