@@ -74,12 +74,13 @@ def test_importing_the_surface_stays_light():
     assert out == "[]"
 
 
-def test_ray_is_imported_only_by_a_distributed_ingest():
+def test_ray_is_imported_only_by_a_distributed_ingest(tmp_path):
     code = (
         "import sys, clipstore, clipstore.store.facade, clipstore.ingest.distributed, clipstore.cli; "
         "clipstore.RayOptions(); print('ray' in sys.modules)"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    # cwd: not the checkout, whose source tree would shadow the installed package
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=tmp_path).stdout.strip()
     assert out == "False"
 
 

@@ -226,7 +226,7 @@ def finetune(store: "StoreContext", options: FinetuneOptions, progress: Progress
             if len(rows) < 2:
                 continue
             loss = batch_loss(rows, encode_rows(rows, True, py_rng), rng)
-            if loss is not None:  # nothing in this batch to learn from (no captions, no labels)
+            if loss is not None:  # None: nothing in this batch to learn from (no captions, no labels)
                 yield step, loss
 
     key = _run_key(store, options, images)

@@ -142,7 +142,10 @@ def _killed_driver(store_path: Path, source: Path, address: str, point: str) -> 
     from clipstore.ingest.distributed import KILL_AT_ENV
 
     env = {**os.environ, KILL_AT_ENV: point, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
-    child = subprocess.run([sys.executable, "-c", _DRIVER, str(store_path), str(source), address], env=env, capture_output=True, text=True, timeout=300)
+    child = subprocess.run(  # cwd: not the checkout, whose source tree would shadow the installed package
+        [sys.executable, "-c", _DRIVER, str(store_path), str(source), address], env=env, capture_output=True, text=True,
+        timeout=300, cwd=store_path.parent,
+    )
     assert child.returncode == -9, child.stderr[-3000:]
 
 
