@@ -7,7 +7,7 @@ depend on the weight values, and this runs offline) and the same precision:
 
 - single process: `Store.ingest(folder)` (read, hash, decode in threads; embed on every core; commit);
 - Ray: `Store.ingest(folder, engine="ray")` on a local Ray cluster with --cpus CPUs (127.0.0.1 only, no
-  dashboard), --workers embed actors (default half the CPUs). The cluster is started before the clock runs
+  dashboard), --workers embed actors (default one per CPU). The cluster is started before the clock runs
   (its start is reported on its own); the time includes starting the pipeline's workers and loading the model
   in them, listing, the one commit and the prompt-bank/index steps every ingest ends with.
 
@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> str:
     parser.add_argument("--size", default="640x480", help="WIDTHxHEIGHT of each JPEG")
     parser.add_argument("--model", default="ViT-B-32:random", help="model spec (default: ViT-B-32, seeded random weights)")
     parser.add_argument("--cpus", type=int, default=2, help="CPUs of the local Ray cluster")
-    parser.add_argument("--workers", type=int, default=None, help="Ray embed workers (default: half the CPUs)")
+    parser.add_argument("--workers", type=int, default=None, help="Ray embed workers (default: one per CPU)")
     parser.add_argument("--cache", type=Path, default=None, help="folder for the photos (reused) and the stores")
     args = parser.parse_args(argv)
     width, height = (int(part) for part in args.size.lower().split("x"))
@@ -97,7 +97,7 @@ def main(argv: list[str] | None = None) -> str:
             ray.shutdown()
     agreement = same_store(distributed, local)
 
-    workers = args.workers or max(1, cpus // 2)
+    workers = args.workers or cpus
     lines = [
         f"{args.n} JPEGs {width}x{height}, {args.model}, CPU: {cpu_name()}",
         f"Ray: a local cluster of {cpus} CPUs ({workers} embed worker{'s' if workers > 1 else ''}), started in "

@@ -74,18 +74,21 @@ class RayOptions(_AsDict):
     address: "auto" (the cluster in RAY_ADDRESS, or one `ray start` runs on this machine; else a new local one),
         "local" (always a new local cluster), or a cluster's address (`ray://head:10001`, `head:6379`).
         A local cluster binds to 127.0.0.1 only and stops when the ingest ends.
-    workers: embed actors (default: one per GPU when the cluster has GPUs, else half its CPUs, at least 1).
+    workers: embed actors (default: one per GPU when the cluster has GPUs, else one per CPU, each with one torch
+        thread and its own copy of the model: on CPUs, processes that each read, decode and embed keep every core
+        busy, where threads of one forward pass leave cores idle while a batch is decoded).
     num_cpus: CPUs of a new local cluster (default: all of this machine's).
     files_per_task: files one read/decode task takes.
     rows_per_fragment: new images an embed worker gathers into one fragment (embedded `batch_size` at a time):
-        larger fragments keep the table's manifest and the one commit small.
+        larger fragments keep the table's manifest and the one commit small, smaller ones start the first
+        embedding sooner (256: the local ingest's commit size; the vector index's update compacts them).
     """
 
     address: str = "auto"
     workers: int | None = None
     num_cpus: int | None = None
-    files_per_task: int = 64
-    rows_per_fragment: int = 1024
+    files_per_task: int = 16
+    rows_per_fragment: int = 256
 
 
 class RayIngest(FolderIngest):
@@ -144,7 +147,7 @@ class RayIngest(FolderIngest):
         manifest = ray.put(dict(self._manifest_prompts))
         gpus = int(ray.cluster_resources().get("GPU", 0))
         cpus = int(ray.cluster_resources().get("CPU", 1))
-        workers = self.ray_options.workers or (gpus if gpus else max(1, cpus // 2))
+        workers = self.ray_options.workers or (gpus if gpus else cpus)
         per_task = max(1, self.ray_options.files_per_task)
         work = [{"order": i, "path": f.path, "size": f.size, "mtime_ns": f.mtime_ns} for i, f in enumerate(changed)]
         dataset = ray.data.from_items(work, override_num_blocks=max(1, -(-len(work) // per_task)))
