@@ -119,7 +119,8 @@ def retrieval_scores(image_vectors: np.ndarray, text_vectors: np.ndarray, ks: tu
 
 
 def scene_codes(scene: Scene) -> list[int]:
-    """The scene's attributes as small integers, in `ATTRIBUTES` order (values hashed into int32)."""
+    """The scene's attributes as integers, in `ATTRIBUTES` order (a 31-bit hash of each `name=value`): two scenes
+    agree on an attribute exactly when its codes are equal."""
     import zlib
 
     return [zlib.crc32(f"{name}={getattr(scene, name)}".encode()) & 0x7FFFFFFF for name in ATTRIBUTES]
@@ -184,7 +185,8 @@ def pretrain(
     config: PretrainConfig = PretrainConfig(),
     log: Callable[[str], None] = lambda line: None,
 ) -> dict[str, Any]:
-    """Train clipstore-mini from scratch and save float16 safetensors to `out`. Returns a summary dict."""
+    """Train clipstore-mini (from scratch, or from `config.init`'s weights) and save float16 safetensors to `out`.
+    Returns a summary dict."""
     import open_clip
     import torch
     import torch.nn.functional as F
