@@ -18,7 +18,11 @@ cached MiniLM vectors, and inserts; the bank it reads, the dedup and the index u
 (corpora, the bank top-up, the agreement check) is not measured. "index s" is the part of the insert spent
 building or updating the bank's vector indexes (included in "seconds").
 
+After the last insert, the recall of the bank's indexed neighbour searches (Model B's CLIP neighbours, `prompts
+search`'s MiniLM neighbours) against an exact scan is measured on the bank's real embeddings (untimed).
+
     python benchmarks/prompt_bank_insert.py [--n 1000000] [--cache ~/.cache/clipstore-bench] [--empty-only]
+                                            [--recall-queries 100]
 """
 
 from __future__ import annotations
@@ -109,6 +113,7 @@ def main() -> None:
     parser.add_argument("--cache", type=Path, default=Path("~/.cache/clipstore-bench").expanduser())
     parser.add_argument("--sample", type=int, default=10_000)
     parser.add_argument("--empty-only", action="store_true", help="Only the insert into an empty bank.")
+    parser.add_argument("--recall-queries", type=int, default=100, help="after the inserts: queries of the bank's recall check (0: none)")
     parser.add_argument("--insert", type=Path, help=argparse.SUPPRESS)  # the measured child: its result file
     parser.add_argument("--store", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--seed", type=int, help=argparse.SUPPRESS)
@@ -140,6 +145,7 @@ def main() -> None:
             rows.append((label, bank_size, int(accepted.sum()), int((~accepted).sum()), measured["seconds"],
                          measured["index_seconds"], len(texts) / measured["seconds"], rss, agreement))
             del bank, vectors
+        recall = bank_recall(store, Path(tmp), args.recall_queries) if args.recall_queries and rows else None
 
     print(f"{args.n:,} generated prompts per insert, clipstore-mini CLIP text embeddings; {cpu_name()}\n")
     print("| insert into | bank before | kept | rejected | seconds | index s | prompts/s | peak RSS (MiB) | agreement (sample) |")
@@ -147,6 +153,50 @@ def main() -> None:
     for label, bank_size, kept, rejected, seconds, index_seconds, rate, rss, agreement in rows:
         print(f"| {label} | {bank_size:,} | {kept:,} | {rejected:,} | {seconds:.0f} | {index_seconds:.0f} | {rate:,.0f} | "
               f"{rss:,.0f} | {agreement:.4f} |")
+    if recall:
+        print(f"\nThe bank's neighbour searches after the last insert ({recall['rows']:,} prompts, real embeddings), "
+              "recall against an exact scan:\n")
+        print("| search | queries | recall |")
+        print("| --- | ---: | ---: |")
+        for name, queries, value in recall["searches"]:
+            print(f"| {name} | {queries} | {value:.3f} |")
+
+
+def bank_recall(store, workdir: Path, n: int) -> dict:
+    """Recall of the bank's indexed neighbour searches against an exact LanceDB scan, on the bank's real
+    embeddings: Model B's neighbours (CLIP column, k of the describer) for rendered held-out images and for
+    held-out prompts' CLIP text embeddings, and `prompts search` (MiniLM column, k=10) for held-out prompts."""
+    from describe_scale import exact_ids
+
+    from clipstore.db import tables
+    from clipstore.describe.model_b import bank_neighbours
+    from clipstore.imaging import load_image
+    from clipstore.prompts.nearest import CLIP_COLUMN, MINILM_COLUMN
+    from clipstore.world import render_folder
+    from clipstore.world.corpus import prompt_corpus
+
+    table = tables.open_prompts(store.db)
+    k = store.describer().knn.k
+    render_folder(workdir / "queries", n, seed=29, split="heldout")
+    paths = sorted(str(path) for path in (workdir / "queries").rglob("*.png"))[:n]
+    images = [store.encoder.encode_images([load_image(path).image])[0] for path in paths]
+    texts = prompt_corpus(n, seed=31)  # a seed no insert used
+    clip_texts = store.encoder.encode_texts(texts)
+
+    def neighbour_recall(queries) -> float:
+        return float(np.mean([len(set(bank_neighbours(store.db, q, k).ids) & exact_ids(table, CLIP_COLUMN, q, k)) / k for q in queries]))
+
+    minilm = store.minilm.encode(texts)
+    hits = [store.search_prompts(text, k=10) for text in texts]
+    search = float(np.mean([len({h.id for h in found} & exact_ids(table, MINILM_COLUMN, q, 10)) / 10 for found, q in zip(hits, minilm)]))
+    return {
+        "rows": table.count_rows(),
+        "searches": [
+            (f"Model B neighbours (CLIP, k={k}), rendered held-out images", len(images), neighbour_recall(images)),
+            (f"Model B neighbours (CLIP, k={k}), held-out prompts' text embeddings", len(texts), neighbour_recall(clip_texts)),
+            ("prompts search (MiniLM, k=10), held-out prompts", len(texts), search),
+        ],
+    }
 
 
 def insert(store_path: Path, texts: list[str], cache: Path, name: str, result: Path) -> None:

@@ -12,6 +12,7 @@ crop, the geometric half of the model's preprocessing, to uint8 pixels; thread-s
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 from contextlib import contextmanager
@@ -65,6 +66,24 @@ def resolve_precision(precision: str, device: str) -> str:
     if device.startswith("cuda"):
         return "bf16"
     return "bf16" if device == "cpu" and cpu_supports_bf16() else "fp32"
+
+
+def limit_torch_threads(threads: int) -> None:
+    """Run this thread's torch operations on at most `threads` cores (torch's OpenMP team is per calling thread;
+    MKL's count is process-wide, so the caller restores it with `torch_threads`' value when its threads end)."""
+    import torch
+
+    torch.set_num_threads(max(1, threads))
+
+
+def torch_threads() -> int:
+    """How many cores this thread's torch operations use."""
+    import torch
+
+    return torch.get_num_threads()
+
+
+_no_lock = contextlib.nullcontext()
 
 
 def default_device() -> str:
@@ -123,11 +142,16 @@ class ClipEncoder:
         """One RGB PIL image -> float32 tensor (3, H, W), resized, cropped and normalised for this model."""
         return self._normalise_pixels([self.prepare(image)])[0]
 
-    def encode_prepared(self, prepared: Sequence[np.ndarray]) -> np.ndarray:
-        """A batch of `prepare` outputs (each (H, W, 3) uint8) -> (n, embed_dim) float32, L2-normalised."""
+    def encode_prepared(self, prepared: Sequence[np.ndarray], *, concurrent: bool = False) -> np.ndarray:
+        """A batch of `prepare` outputs (each (H, W, 3) uint8) -> (n, embed_dim) float32, L2-normalised.
+
+        `concurrent=True`: the caller runs several batches at once from its own threads, each already limited
+        to its share of the cores (`limit_torch_threads`), so the encoder's lock is not taken (the model is
+        read-only in inference). Ingest's lanes do this on the CPU; elsewhere calls take turns.
+        """
         if not len(prepared):
             return np.zeros((0, self.dim), dtype=np.float32)
-        return self.encode_pixels(self._normalise_pixels(prepared))
+        return self.encode_pixels(self._normalise_pixels(prepared), concurrent=concurrent and self.device == "cpu")
 
     def _normalise_pixels(self, prepared: Sequence[np.ndarray]) -> "torch.Tensor":
         """uint8 (n of (H, W, 3)) -> float32 (n, 3, H, W): the same operations as open_clip's ToTensor and
@@ -137,11 +161,12 @@ class ClipEncoder:
         pixels = torch.from_numpy(np.stack(prepared)).permute(0, 3, 1, 2).contiguous()
         return pixels.to(torch.float32).div_(255).sub_(self._mean).div_(self._std)
 
-    def encode_pixels(self, pixels: "torch.Tensor") -> np.ndarray:
-        """A batch of preprocessed images (n, 3, H, W) -> (n, embed_dim) float32, L2-normalised."""
+    def encode_pixels(self, pixels: "torch.Tensor", *, concurrent: bool = False) -> np.ndarray:
+        """A batch of preprocessed images (n, 3, H, W) -> (n, embed_dim) float32, L2-normalised.
+        `concurrent`: see `encode_prepared`."""
         import torch
 
-        with self._lock, torch.inference_mode():
+        with (_no_lock if concurrent else self._lock), torch.inference_mode():
             features = self.model.encode_image(pixels.to(device=self.device, dtype=self._dtype))
         return _normalise(features)
 

@@ -9,18 +9,22 @@ Work is incremental and crash-safe:
 - the prompt bank catches up at the end of every run from every stored image whose prompt it has not been
   offered yet (the `prompt_offered` flag), so prompts of images committed by a run that was killed, crashed or
   could not update the bank reach it with the next run, even one that finds every file unchanged.
-Throughput: reading, hashing, decoding and the resize/crop run in worker threads (hashlib and Pillow release the
-GIL), one chunk of files at a time, and the model embeds while no worker runs. The model's forward pass already
-uses every core (torch's intra-op threads); decoding beside it would only take cores from it, and a thread pool
-whose barrier waits for a descheduled thread stalls all of them (see BENCHMARKS.md, "Ingest throughput").
+Throughput: files go through *lanes*, one chunk (a batch) at a time. A lane reads, hashes, decodes and
+resizes/crops its chunk in worker threads (hashlib and Pillow release the GIL), then embeds it. With two lanes
+(the default on a machine with two or more cores) one lane decodes while the other runs the model, and on the
+CPU each lane's forward pass uses its share of the cores (one torch thread each on two cores): a forward pass
+that spans every core would make its threads wait at each barrier for a thread the decoder descheduled (see
+BENCHMARKS.md, "Ingest throughput"). Results are accepted and committed in walk order whatever lane finishes
+first, so the store's rows, the counts and the kill-safe commit order are those of a one-lane run.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Callable, Container, Iterator, Mapping
 
 from clipstore.db import first_paths, tables
@@ -48,14 +52,22 @@ BANK_STAGE = "prompt bank"
 embedding and dedup work, spread over them)."""
 
 
+def default_lanes() -> int:
+    """Two lanes where there are two cores or more (one decodes while the other embeds), else one."""
+    return 2 if (os.cpu_count() or 1) >= 2 else 1
+
+
 @dataclass(frozen=True)
 class IngestOptions(_AsDict):
-    """Tuning knobs. batch_size: images per model forward pass; commit_every: images per table commit."""
+    """Tuning knobs. batch_size: images embedded at once (on the CPU, split between the lanes: each lane's forward
+    pass takes batch_size / lanes); commit_every: images per table commit; workers: read/decode threads; lanes:
+    chunks read and embedded at once (see the module's docstring)."""
 
     max_megapixels: float = DEFAULT_MAX_MEGAPIXELS
     batch_size: int = 32
     commit_every: int = 256
     workers: int = max(1, min(4, os.cpu_count() or 1))
+    lanes: int = default_lanes()
 
 
 @dataclass(frozen=True)
@@ -70,6 +82,8 @@ class FileRead:
     format: str = ""
     pixels: "np.ndarray | None" = None
     prompt: ImagePrompt | None = None
+    embedding: "np.ndarray | None" = None
+    """Set by ingest's lanes once `pixels` are embedded (the pixels are then dropped)."""
 
 
 @dataclass
@@ -207,21 +221,58 @@ class FolderIngest:
         return row is not None and row["size"] == found.size and row["mtime_ns"] == found.mtime_ns
 
     def _read_all(self, changed: list[FoundFile]) -> Iterator[tuple[FoundFile, "FileRead | FileFailure"]]:
-        """Read, hash and (when needed) decode files in worker threads, yielding results in order.
+        """Read, hash, decode and embed files in lanes (see the module's docstring), yielding results in order.
 
-        Files go to the workers one chunk at a time (a batch's worth), and the chunk's results are yielded only
-        when all of it is done: the caller embeds (on every core) while no worker runs.
+        Each chunk (a batch's worth of files) is read by the worker threads, then its new content is embedded
+        by the lane; one more chunk than there are lanes is queued, so a lane starts its next chunk while the
+        caller accepts and commits. Reads embedded here carry their `embedding`.
         """
-        chunk = max(self.options.batch_size, 1)
-        pool = ThreadPoolExecutor(max_workers=self.options.workers, thread_name_prefix="clipstore-read")
+        import numpy as np
+
+        lanes = max(1, self.options.lanes)
+        concurrent = lanes > 1 and self.encoder.device == "cpu"
+        # On the CPU the batch is shared between the lanes: two one-thread forward passes of 16 images run at the
+        # two-thread rate of 32, where two of 32 each lose ~7% and of 64 ~25% (their activations outgrow the caches).
+        chunk = max(1, self.options.batch_size // lanes if concurrent else self.options.batch_size)
+        from clipstore.encoders.clip import limit_torch_threads, torch_threads
+
+        threads = torch_threads()
+        reads = ThreadPoolExecutor(max_workers=self.options.workers, thread_name_prefix="clipstore-read")
+        lane_pool = ThreadPoolExecutor(
+            max_workers=lanes,
+            thread_name_prefix="clipstore-lane",
+            initializer=limit_torch_threads if concurrent else None,
+            initargs=(max(1, threads // lanes),) if concurrent else (),
+        )
+
+        def read_and_embed(files: list[FoundFile]) -> list["FileRead | FileFailure"]:
+            results = list(reads.map(self._read_one, files))
+            new = [i for i, result in enumerate(results) if isinstance(result, FileRead) and result.pixels is not None]
+            if new:
+                vectors = self.encoder.encode_prepared([results[i].pixels for i in new], concurrent=concurrent)
+                for i, vector in zip(new, np.asarray(vectors)):
+                    results[i] = replace(results[i], pixels=None, embedding=vector)
+            return results
+
+        queued: deque[tuple[list[FoundFile], Future]] = deque()
+        starts = iter(range(0, len(changed), chunk))
         try:
-            for start in range(0, len(changed), chunk):
-                files = changed[start : start + chunk]
-                results = list(pool.map(self._read_one, files))  # the whole chunk, before the caller embeds
-                yield from zip(files, results)
+            while True:
+                for start in starts:
+                    files = changed[start : start + chunk]
+                    queued.append((files, lane_pool.submit(read_and_embed, files)))
+                    if len(queued) > lanes:
+                        break
+                if not queued:
+                    return
+                files, future = queued.popleft()
+                yield from zip(files, future.result())
         finally:
-            # On Ctrl-C or an error, drop queued reads instead of decoding them first.
-            pool.shutdown(wait=True, cancel_futures=True)
+            # On Ctrl-C or an error, drop queued chunks instead of reading them first.
+            lane_pool.shutdown(wait=True, cancel_futures=True)
+            reads.shutdown(wait=True, cancel_futures=True)
+            if concurrent:
+                limit_torch_threads(threads)  # MKL's thread count is process-wide: back to this thread's
 
     def _read_one(self, found: FoundFile) -> "FileRead | FileFailure":
         return read_file(
@@ -260,9 +311,12 @@ class FolderIngest:
         if not self._pending_images:
             return
         batch, self._pending_images = self._pending_images, []
-        vectors = self.encoder.encode_prepared([read.pixels for read in batch])
+        waiting = [read for read in batch if read.embedding is None]
+        computed = iter(self.encoder.encode_prepared([read.pixels for read in waiting]) if waiting else ())
         now = tables.utc_now()
-        self._image_rows.extend(image_row(read, vector, now) for read, vector in zip(batch, vectors))
+        self._image_rows.extend(
+            image_row(read, read.embedding if read.embedding is not None else next(computed), now) for read in batch
+        )
 
     def _commit(self) -> None:
         """Write pending rows: image rows first, then the file rows that reference them (both upserts), keeping

@@ -138,6 +138,34 @@ def sample_scene(rng: random.Random, split: str = "train") -> Scene:
     )
 
 
+_LIGHT_BACKGROUNDS = {"white": 6, "beige": 1, "light blue": 1, "lavender": 1, "grey": 1}  # name: weight
+
+
+def sample_simple_scene(rng: random.Random, split: str = "train") -> Scene:
+    """A scene as most people draw one: a single medium or large shape, usually filled, on a plain light
+    background (mostly white), anywhere in the image. `sample_scene` makes these rarely (about 1 in 40);
+    world v2 mixes in a share of them (`PretrainConfig.simple_share`). Same split rule as `sample_scene`."""
+    if split not in SPLITS:
+        raise InvalidOptionError(f"split must be one of {SPLITS}, not {split!r}")
+    while True:
+        shape, colour = rng.choice(SHAPES), rng.choice(list(COLOURS))
+        if is_heldout_combination(shape, colour) == (split == "heldout"):
+            break
+    backgrounds = [name for name in _LIGHT_BACKGROUNDS if _contrasts(colour, name)] or ["black"]  # white on black
+    background = rng.choices(backgrounds, weights=[_LIGHT_BACKGROUNDS.get(name, 1) for name in backgrounds])[0]
+    return Scene(
+        shape=shape,
+        colour=colour,
+        size=rng.choices(SIZES, weights=(1, 3, 3))[0],
+        count=1,
+        position=rng.choices(POSITIONS, weights=[4] + [1] * (len(POSITIONS) - 1))[0],
+        background=background,
+        pattern="plain",
+        style=rng.choices(STYLES, weights=(13, 6, 1))[0],
+        texture="solid",
+    )
+
+
 def describe(scene: Scene, rng: random.Random) -> str:
     """One paraphrase of a prompt that states every attribute the scene shows."""
     size = rng.choice(_SIZE_WORDS[scene.size])

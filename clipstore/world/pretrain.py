@@ -28,7 +28,7 @@ from typing import Any, Callable
 import numpy as np
 
 from clipstore.encoders.identity import MINI_ARCHITECTURE, RANDOM_WEIGHTS, resolve_model
-from clipstore.world.grammar import ATTRIBUTES, Scene, describe, describe_partial, sample_scene
+from clipstore.world.grammar import ATTRIBUTES, Scene, describe, describe_partial, sample_scene, sample_simple_scene
 from clipstore.training.loop import warmup_cosine
 from clipstore.world.samples import generate, sample_rng
 
@@ -60,12 +60,13 @@ class PretrainConfig:
     colour_groups: int = 16  # v2: this many groups of `group_size` same-colour samples in each batch (hard negatives)
     group_size: int = 8
     shape_weight: float = 0.3  # v2: weight of the image-image loss that pulls images of one shape together
+    simple_share: float = 0.25  # v2: share of scenes drawn as simple drawings (`grammar.sample_simple_scene`)
     init: str = "clipstore-mini:world-v1"  # start from these weights (a model spec); "" starts from random ones
 
 
 V1_CONFIG = PretrainConfig(
     world="v1", steps=1500, batch_size=256, train_pairs=40_000, paraphrases=3, partial_prompts=0, lr=1e-3,
-    warmup_steps=100, eval_every=250, workers=1, colour_groups=0, shape_weight=0.0, init="",
+    warmup_steps=100, eval_every=250, workers=1, colour_groups=0, shape_weight=0.0, simple_share=0.0, init="",
 )
 """The recipe of the world-v1 weights (CPU, 2 threads)."""
 
@@ -126,10 +127,11 @@ def scene_codes(scene: Scene) -> list[int]:
     return [zlib.crc32(f"{name}={getattr(scene, name)}".encode()) & 0x7FFFFFFF for name in ATTRIBUTES]
 
 
-def render_chunk(task: tuple[int, int, int, str, tuple[int, ...], int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def render_chunk(task: tuple[int, int, int, str, tuple[int, ...], int, int, float]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Samples start..start+n-1 of a v2 training set: images (uint8, (n, 3, S, S), preprocessed but not
     normalised), tokenised prompts ((n, paraphrases, context) int32: full descriptions, then `partial` short
     ones), the scenes' attribute codes (n, A) and which attributes each prompt states ((n, paraphrases, A)).
+    A `simple` share of the scenes are simple drawings (`grammar.sample_simple_scene`), the rest `sample_scene`'s.
 
     A module-level function so worker processes can run it."""
     import open_clip
@@ -138,7 +140,7 @@ def render_chunk(task: tuple[int, int, int, str, tuple[int, ...], int, int]) -> 
 
     from clipstore.world.variety import render_varied
 
-    start, n, seed, split, sizes, paraphrases, partial = task
+    start, n, seed, split, sizes, paraphrases, partial, simple = task
     identity = resolve_model(f"{MINI_ARCHITECTURE}:{RANDOM_WEIGHTS}")
     tokenizer = open_clip.get_tokenizer(MINI_ARCHITECTURE)
     side = identity.image_size
@@ -147,7 +149,7 @@ def render_chunk(task: tuple[int, int, int, str, tuple[int, ...], int, int]) -> 
     stated = np.zeros((n, paraphrases, len(ATTRIBUTES)), bool)
     for row, index in enumerate(range(start, start + n)):
         rng = sample_rng(seed, split, index)
-        scene = sample_scene(rng, split)
+        scene = sample_simple_scene(rng, split) if rng.random() < simple else sample_scene(rng, split)
         image = render_varied(scene, sizes[index % len(sizes)], rng)
         image = image.resize((side, side), Image.Resampling.BICUBIC) if image.size != (side, side) else image
         images[row] = np.asarray(TF.pil_to_tensor(image))
@@ -170,7 +172,7 @@ def _render_v2(config: PretrainConfig, n: int, seed: int) -> tuple[np.ndarray, n
     import multiprocessing
 
     chunk = 2000
-    tasks = [(start, min(chunk, n - start), seed, "train", config.render_sizes, config.paraphrases, config.partial_prompts)
+    tasks = [(start, min(chunk, n - start), seed, "train", config.render_sizes, config.paraphrases, config.partial_prompts, config.simple_share)
              for start in range(0, n, chunk)]
     if config.workers > 1:
         with multiprocessing.get_context("spawn").Pool(config.workers) as pool:

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from clipstore.world import COLOURS, SHAPES, Scene, sample_scene
-from clipstore.world.grammar import ATTRIBUTES, describe_partial
+from clipstore.world.grammar import ATTRIBUTES, BACKGROUNDS, describe_partial, is_heldout_combination, sample_simple_scene
 from clipstore.world.variety import render_varied, varied_colour
 
 
@@ -96,12 +96,23 @@ def test_a_v2_training_chunk_has_images_tokens_codes_and_stated_attributes():
     pytest.importorskip("open_clip")
     from clipstore.world.pretrain import render_chunk
 
-    images, tokens, codes, stated = render_chunk((5, 6, 0, "train", (64, 96), 3, 1))
+    images, tokens, codes, stated = render_chunk((5, 6, 0, "train", (64, 96), 3, 1, 0.5))
     assert images.shape == (6, 3, 64, 64) and images.dtype == np.uint8
     assert tokens.shape[:2] == (6, 3) and codes.shape == (6, len(ATTRIBUTES)) and stated.shape == (6, 3, len(ATTRIBUTES))
     assert stated[:, :2].all() and not stated[:, 2].all()  # two full descriptions, then a partial prompt
-    again = render_chunk((5, 6, 0, "train", (64, 96), 3, 1))
+    again = render_chunk((5, 6, 0, "train", (64, 96), 3, 1, 0.5))
     assert np.array_equal(images, again[0]) and np.array_equal(tokens, again[1])
+
+
+def test_simple_scenes_are_one_plain_shape_on_a_light_background_and_keep_the_split():
+    scenes = [sample_simple_scene(random.Random(seed), "train") for seed in range(400)]
+    assert all(scene.count == 1 and scene.pattern == "plain" and scene.texture == "solid" for scene in scenes)
+    assert not any(is_heldout_combination(scene.shape, scene.colour) for scene in scenes)
+    light = [scene for scene in scenes if sum(BACKGROUNDS[scene.background]) > 3 * 140]
+    assert len(light) >= 0.95 * len(scenes)  # white objects have nowhere light to go
+    assert sum(scene.background == "white" for scene in scenes) > len(scenes) / 2
+    assert {scene.shape for scene in scenes} == set(SHAPES) and {scene.size for scene in scenes} >= {"medium", "large"}
+    assert all(is_heldout_combination(s.shape, s.colour) for s in (sample_simple_scene(random.Random(k), "heldout") for k in range(50)))
 
 
 def test_same_label_loss_is_low_when_images_of_one_label_cluster():
