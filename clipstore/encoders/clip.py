@@ -310,8 +310,11 @@ def _quiet_random_init_warning() -> Iterator[None]:
 def image_geometry(identity: ModelIdentity):
     """The geometric half of `identity`'s preprocessing (resize and crop, a callable on RGB PIL images) without
     loading any weights: `ClipEncoder.prepare` as a function, for processes that decode images but never embed
-    them (the decode workers of a distributed ingest). `np.asarray(geometry(image))` equals `prepare(image)`."""
-    return _split_image_transform(_image_transform(identity))[0]
+    them (the decode workers of a distributed ingest). `np.asarray(geometry(image))` equals `prepare(image)`.
+    For the usual resize modes it is Pillow alone (`encoders.geometry`: no torch or open_clip import)."""
+    from clipstore.encoders.geometry import geometry_for
+
+    return geometry_for(identity) or _split_image_transform(_image_transform(identity))[0]
 
 
 def _image_transform(identity: ModelIdentity):
