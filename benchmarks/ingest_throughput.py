@@ -8,10 +8,12 @@ runs offline):
 - forward-only: the model alone on preprocessed pixels already in memory, batches of 32, per precision, run
   as one call on all of torch's threads and as ingest's two lanes run it (two threads, each on half the cores,
   each with half the batch) — the better of the two is the ceiling any ingest can reach at that precision;
+- forward-only, cached tower: the same with the model's cached vision tower run by torch
+  (`encoders/torch_tower.py`, what ingest embeds with once the tower is cached here), fp32 and bf16;
 - clipstore ingest: `Store.ingest` into a new store (read, hash, decode, resize, embed, commit), fp32 (what a
   CPU without native bf16 gets), `precision="auto"` (what users get: bf16 on CPUs with native bf16) and the
-  opt-in `precision="int8"`; fp32 and auto also with one lane (decode, then embed on every core: the pipeline
-  before lanes);
+  opt-in `precision="int8"`; fp32 and auto also with one lane and open_clip's full model (the pipeline before
+  lanes and the cached tower), and auto with lanes but the full model;
 - LanceDB open-clip: LanceDB's own `open-clip` embedding function (`lancedb.embeddings` registry) computing the
   vector column while `table.add` adds the image paths to a LanceDB table. It loads pretrained weights through
   open_clip, so it is given the same seeded random weights as a local checkpoint file (offline);
@@ -33,6 +35,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
 from PIL import Image, ImageDraw
 
 import clipstore
@@ -81,35 +84,44 @@ def cpu_name() -> str:
     return f"{model}, {os.cpu_count()} cores, {simd}, {'+'.join(native) if native else 'no native bf16'}"
 
 
-def forward_only(paths: list[Path], spec: str, precision: str) -> Callable[[], float]:
-    """The model alone: one batch of preprocessed pixels in memory, run until len(paths) images are embedded."""
-    import torch
-
+def embedder(spec: str, precision: str, tower: bool):
+    """open_clip's full model (`ClipEncoder`), or with `tower` the model's cached vision tower run by torch
+    (`TorchVisionTower`, what ingest uses once the tower is cached; loading the full model caches it)."""
     encoder = ClipEncoder(resolve_model(spec), device="cpu", precision=precision)
-    batch = [load_image(paths[i % len(paths)]).image for i in range(FORWARD_BATCH)]
-    pixels = torch.stack([encoder.preprocess(image) for image in batch])
-    encoder.encode_pixels(pixels)  # warm-up
+    if not tower:
+        return encoder
+    from clipstore.encoders.torch_tower import cached_torch_tower
+
+    cached = cached_torch_tower(resolve_model(spec), device="cpu", precision=precision)
+    if cached is None:
+        raise SystemExit(f"{spec} has no cached vision tower (a model the numpy towers cannot represent)")
+    return cached
+
+
+def forward_only(paths: list[Path], spec: str, precision: str, tower: bool = False) -> Callable[[], float]:
+    """The model alone: one batch of preprocessed pixels in memory, run until len(paths) images are embedded."""
+    encoder = embedder(spec, precision, tower)
+    batch = [np.asarray(encoder.prepare(load_image(paths[i % len(paths)]).image)) for i in range(FORWARD_BATCH)]
+    encoder.encode_prepared(batch)  # warm-up
     passes = max(1, round(len(paths) / FORWARD_BATCH))
 
     def run() -> float:
         start = time.perf_counter()
         for _ in range(passes):
-            encoder.encode_pixels(pixels)
+            encoder.encode_prepared(batch)
         return passes * FORWARD_BATCH / (time.perf_counter() - start)
 
     return run
 
 
-def forward_only_lanes(paths: list[Path], spec: str, precision: str, lanes: int = 2) -> Callable[[], float]:
+def forward_only_lanes(paths: list[Path], spec: str, precision: str, tower: bool = False, lanes: int = 2) -> Callable[[], float]:
     """The model alone as ingest's lanes run it: `lanes` threads, each on its share of torch's threads, each
     embedding its share of a batch of 32 preprocessed images at the same time (no decoding)."""
     from concurrent.futures import ThreadPoolExecutor
 
-    import numpy as np
-
     from clipstore.encoders.clip import limit_torch_threads, torch_threads
 
-    encoder = ClipEncoder(resolve_model(spec), device="cpu", precision=precision)
+    encoder = embedder(spec, precision, tower)
     share = FORWARD_BATCH // lanes
     batch = [np.asarray(encoder.prepare(load_image(paths[i % len(paths)]).image)) for i in range(share)]
     passes = max(lanes, round(len(paths) / share))
@@ -129,13 +141,16 @@ def forward_only_lanes(paths: list[Path], spec: str, precision: str, lanes: int 
 
 
 def clipstore_ingest(
-    folder: Path, paths: list[Path], spec: str, precision: str, workdir: Path, lanes: int | None = None
+    folder: Path, paths: list[Path], spec: str, precision: str, workdir: Path, lanes: int | None = None, full_model: bool = False
 ) -> Callable[[], float]:
     """`Store.ingest` of the folder into a new store (model loaded and warmed up beforehand); `lanes`: force a
-    number of lanes instead of the default."""
+    number of lanes instead of the default; `full_model`: embed with open_clip's model even though its vision
+    tower is cached (the ingest before the cached tower was used)."""
     import functools
 
+    import clipstore.encoders.torch_tower as torch_tower
     import clipstore.store.facade as facade
+    from clipstore.encoders.clip import load_clip_encoder
     from clipstore.ingest.run import IngestOptions
 
     runs = iter(range(1_000_000))
@@ -145,12 +160,16 @@ def clipstore_ingest(
     def run() -> float:
         store = clipstore.connect(workdir / f"{precision}-lanes{lanes}-{next(runs)}.clipstore", model=spec, device="cpu", precision=precision)
         facade.IngestOptions = IngestOptions if lanes is None else functools.partial(IngestOptions, lanes=lanes)
+        load_image_embedder = torch_tower.load_image_embedder
+        if full_model:
+            torch_tower.load_image_embedder = load_clip_encoder
         try:
             start = time.perf_counter()
             report = store.ingest(folder)
             elapsed = time.perf_counter() - start
         finally:
             facade.IngestOptions = IngestOptions
+            torch_tower.load_image_embedder = load_image_embedder
         assert report.added == len(paths) and not report.failed, report
         return len(paths) / elapsed
 
@@ -226,10 +245,14 @@ def main(argv: list[str] | None = None) -> str:
         for p in precisions:
             rows.append((f"forward-only, batch {FORWARD_BATCH}", p, forward_only(paths, spec, p)))
             rows.append((f"forward-only, 2 lanes x batch {FORWARD_BATCH // 2}", p, forward_only_lanes(paths, spec, p)))
+            if p != "int8":  # the opt-in int8 path runs open_clip's quantised modules
+                rows.append((f"forward-only, cached tower, batch {FORWARD_BATCH}", p, forward_only(paths, spec, p, tower=True)))
+                rows.append((f"forward-only, cached tower, 2 lanes x batch {FORWARD_BATCH // 2}", p, forward_only_lanes(paths, spec, p, tower=True)))
         rows += [
-            ("clipstore ingest, one lane (before)", "fp32", clipstore_ingest(folder, paths, spec, "fp32", workdir, lanes=1)),
+            ("clipstore ingest, one lane, full model (before)", "fp32", clipstore_ingest(folder, paths, spec, "fp32", workdir, lanes=1, full_model=True)),
             ("clipstore ingest", "fp32", clipstore_ingest(folder, paths, spec, "fp32", workdir)),
-            (f"clipstore ingest, precision=auto ({auto}), one lane (before)", auto, clipstore_ingest(folder, paths, spec, "auto", workdir, lanes=1)),
+            (f"clipstore ingest, precision=auto ({auto}), one lane, full model (before)", auto, clipstore_ingest(folder, paths, spec, "auto", workdir, lanes=1, full_model=True)),
+            (f"clipstore ingest, precision=auto ({auto}), full model", auto, clipstore_ingest(folder, paths, spec, "auto", workdir, full_model=True)),
             (f"clipstore ingest, precision=auto ({auto})", auto, clipstore_ingest(folder, paths, spec, "auto", workdir)),
             ("clipstore ingest, precision=int8 (opt-in)", "int8", clipstore_ingest(folder, paths, spec, "int8", workdir)),
             ("LanceDB `open-clip` function, table.add", "fp32", lancedb_open_clip(paths, spec, workdir)),

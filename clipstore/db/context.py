@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 
     from clipstore.encoders.clip import ClipEncoder
     from clipstore.encoders.minilm import MiniLMEncoder
+    from clipstore.encoders.torch_tower import TorchVisionTower
 
 
 class StoreContext:
@@ -65,6 +66,14 @@ class StoreContext:
     def encoder(self) -> "ClipEncoder":
         """The store's CLIP encoder (loaded on first use, shared across stores in this process)."""
         return self.encoder_for(self.model)
+
+    @property
+    def image_embedder(self) -> "ClipEncoder | TorchVisionTower":
+        """What ingest embeds images with: the model's cached vision tower run by torch when this machine has it
+        (no open_clip import; `clipstore.encoders.torch_tower`), else the encoder."""
+        from clipstore.encoders.torch_tower import load_image_embedder
+
+        return load_image_embedder(self.loadable(self.model), device=self.device, precision=self.precision)
 
     def encoder_for(self, identity: ModelIdentity) -> "ClipEncoder":
         """The CLIP encoder of another model (a re-embed target, a fine-tuned model), on this store's device."""

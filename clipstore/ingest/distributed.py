@@ -313,14 +313,16 @@ class _EmbedAndWrite:
     def __init__(
         self, model_json: str, device: str, precision: str, torch_threads: int, batch_size: int, table_uri: str, schema, storage_options, crash_marker
     ):
-        from clipstore.encoders.clip import load_clip_encoder
         from clipstore.encoders.identity import ModelIdentity
+        from clipstore.encoders.torch_tower import load_image_embedder
 
         if torch_threads:
             import torch
 
             torch.set_num_threads(torch_threads)
-        self.encoder = load_clip_encoder(ModelIdentity.from_json(model_json), device=device, precision=precision)
+        # The vision tower from this machine's tower cache when it is there (no open_clip import, no text tower:
+        # a worker starts seconds sooner), else the full model.
+        self.encoder = load_image_embedder(ModelIdentity.from_json(model_json), device=device, precision=precision)
         self.batch_size = max(1, batch_size)
         self.table_uri, self.schema, self.storage_options = table_uri, schema, storage_options
         self.crash_marker = crash_marker

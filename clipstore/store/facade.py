@@ -146,7 +146,8 @@ class Store:
                     )
                     report = run.run(prune=prune)
             else:
-                report = FolderIngest(self.db, lambda: self.encoder, source.root, **arguments).run(prune=prune)
+                context = self.context
+                report = FolderIngest(self.db, lambda: context.image_embedder, source.root, **arguments).run(prune=prune)
             update_index(self.db, tables.open_images(self.db), progress)  # indexed past the threshold, kept current
             return report
 
