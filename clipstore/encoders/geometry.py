@@ -25,15 +25,19 @@ _FILTERS = {"bicubic": Image.Resampling.BICUBIC, "bilinear": Image.Resampling.BI
 def geometry_for(identity: "ModelIdentity") -> Callable[[Image.Image], Image.Image] | None:
     """`identity`'s resize/crop/RGB step as a function on Pillow images, or None when its resize mode is one
     this module does not reproduce (then use open_clip's transform)."""
-    resample = _FILTERS.get(identity.interpolation or "bicubic")
-    if resample is None:
+    if (identity.interpolation or "bicubic") not in _FILTERS or identity.resize_mode not in ("shortest", "squash", "", None):
         return None
-    size = identity.image_size
-    if identity.resize_mode in ("shortest", "", None):
-        return lambda image: _shortest_side(image, size, resample)
-    if identity.resize_mode == "squash":
-        return lambda image: _squash(image, size, resample)
-    return None
+    size, interpolation, mode = identity.image_size, identity.interpolation or "bicubic", identity.resize_mode or "shortest"
+    return lambda image: resize_and_crop(image, size, interpolation, mode)
+
+
+def resize_and_crop(image: Image.Image, size: int, interpolation: str, resize_mode: str) -> Image.Image:
+    """open_clip's inference geometry of one image: "shortest" (the shorter side to `size`, then the centred
+    square) or "squash" (to `size` x `size`), with `interpolation` ("bicubic" or "bilinear"), as RGB."""
+    resample = _FILTERS[interpolation]
+    if resize_mode == "squash":
+        return _squash(image, size, resample)
+    return _shortest_side(image, size, resample)
 
 
 def _shortest_side(image: Image.Image, size: int, resample: int) -> Image.Image:

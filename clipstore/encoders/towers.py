@@ -209,23 +209,11 @@ class VisionTower:
     def preprocess(self, image: "Image.Image") -> np.ndarray:
         """One PIL image -> float32 (3, H, W): open_clip's inference transform (resize, centre crop, RGB,
         scale to [0, 1], normalise by mean and std), with the same PIL calls torchvision makes."""
-        from PIL import Image
+        from clipstore.encoders.geometry import resize_and_crop
 
         config = self.spec["preprocess"]
-        size = int(config["image_size"])
-        resample = Image.Resampling.BICUBIC if config["interpolation"] == "bicubic" else Image.Resampling.BILINEAR
-        width, height = image.size
-        if config["resize_mode"] == "squash":
-            target = (size, size)
-        else:  # "shortest": the shorter side becomes `size`, the longer one keeps the aspect ratio (rounded down)
-            short, long = min(width, height), max(width, height)
-            scaled = int(size * long / short)
-            target = (size, scaled) if width <= height else (scaled, size)
-        if target != (width, height):
-            image = image.resize(target, resample)
-        if config["resize_mode"] == "shortest":
-            image = _centre_crop(image, size)
-        pixels = np.asarray(image.convert("RGB"), dtype=np.float32) / np.float32(255.0)
+        image = resize_and_crop(image, int(config["image_size"]), config["interpolation"], config["resize_mode"])
+        pixels = np.asarray(image, dtype=np.float32) / np.float32(255.0)
         mean = np.asarray(config["mean"], dtype=np.float32)
         std = np.asarray(config["std"], dtype=np.float32)
         return ((pixels - mean) / std).transpose(2, 0, 1)
@@ -260,11 +248,3 @@ class VisionTower:
             x = _layer_norm(x, self.weights, "ln_post", eps)
             pooled = x[0] if pool == "tok" else x[1:].mean(axis=0)
         return pooled @ self.weights["proj"] if self.spec["projection"] else pooled
-
-
-def _centre_crop(image: "Image.Image", size: int) -> "Image.Image":
-    """torchvision's CenterCrop(size) of a PIL image at least `size` on both sides (as after the resize)."""
-    width, height = image.size
-    top = int(round((height - size) / 2.0))
-    left = int(round((width - size) / 2.0))
-    return image.crop((left, top, left + size, top + size))
