@@ -29,6 +29,7 @@ may be shared; the best of a few runs is the least disturbed one).
 from __future__ import annotations
 
 import argparse
+import itertools
 import random
 import tempfile
 import time
@@ -44,6 +45,7 @@ from clipstore.encoders.identity import resolve_model
 from clipstore.imaging import load_image
 
 FORWARD_BATCH = 32
+_STORES = itertools.count()  # a new store for every ingest run
 
 
 def write_photos(folder: Path, n: int, size: tuple[int, int]) -> list[Path]:
@@ -153,12 +155,11 @@ def clipstore_ingest(
     from clipstore.encoders.clip import load_clip_encoder
     from clipstore.ingest.run import IngestOptions
 
-    runs = iter(range(1_000_000))
     encoder = clipstore.connect(workdir / "warm-up.clipstore", model=spec, device="cpu", precision=precision).encoder
     encoder.encode_images([load_image(paths[0]).image])  # warm-up: loading the model is not ingest time
 
     def run() -> float:
-        store = clipstore.connect(workdir / f"{precision}-lanes{lanes}-{next(runs)}.clipstore", model=spec, device="cpu", precision=precision)
+        store = clipstore.connect(workdir / f"store-{next(_STORES)}.clipstore", model=spec, device="cpu", precision=precision)
         facade.IngestOptions = IngestOptions if lanes is None else functools.partial(IngestOptions, lanes=lanes)
         load_image_embedder = torch_tower.load_image_embedder
         if full_model:
