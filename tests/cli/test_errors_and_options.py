@@ -25,7 +25,7 @@ def _option_defaults(command_name: str) -> dict:
     [
         ("train", TrainOptions, {"dropout"}),
         ("finetune", FinetuneOptions, {"weight_decay", "warmup_fraction", "patience", "max_centres"}),
-        ("ingest", IngestOptions, {"commit_every", "workers"}),
+        ("ingest", IngestOptions, {"commit_every", "workers", "lanes"}),
     ],
 )
 def test_each_cli_default_is_the_dataclass_default(command, options, not_on_the_cli):
