@@ -35,8 +35,10 @@ _towers_lock = threading.Lock()
 
 def load_image_embedder(identity: ModelIdentity, *, device: str | None = None, precision: str = "auto") -> "TorchVisionTower | ClipEncoder":
     """What embeds a batch of images for ingest (`prepare`, `encode_prepared`, `decode_min_side`, `device`):
-    the model's cached vision tower in torch when this machine has it (see the module docstring), else the full
-    `ClipEncoder` (whose loading caches the tower for next time). Loaded once per process."""
+    the model's vision tower in torch from this machine's tower cache (see the module docstring); when the
+    cache does not hold it yet, the full `ClipEncoder` is loaded, which caches it, and then the tower is used.
+    So every image is embedded the same way whether or not the cache was warm; `ClipEncoder` itself only for
+    models the tower cache cannot hold (or cannot be written), and for int8. Loaded once per process."""
     from clipstore.encoders.clip import default_device, load_clip_encoder, resolve_precision
 
     device = device or default_device()
@@ -45,7 +47,10 @@ def load_image_embedder(identity: ModelIdentity, *, device: str | None = None, p
         if key not in _towers:
             tower = cached_torch_tower(identity, device=device, precision=key[2])
             if tower is None:
-                return load_clip_encoder(identity, device=device, precision=precision)
+                encoder = load_clip_encoder(identity, device=device, precision=precision)  # caches the towers
+                tower = cached_torch_tower(identity, device=device, precision=key[2])
+                if tower is None:
+                    return encoder
             _towers[key] = tower
         return _towers[key]
 

@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     import numpy as np
 
     from clipstore.encoders.clip import ClipEncoder
+    from clipstore.encoders.torch_tower import TorchVisionTower
     from clipstore.encoders.identity import ModelIdentity
     from clipstore.store.facade import Store
 
@@ -141,7 +142,7 @@ class ClipstoreEmbeddings(_DirectCalls, EmbeddingFunction):
     def compute_source_embeddings(self, images: Any, *args: Any, **kwargs: Any) -> "list[np.ndarray | None]":
         """One vector per image column value, None for a value that cannot be read (see the class)."""
         values = self.sanitize_input(images)
-        encoder = self._vectors().encoder
+        encoder = self._vectors().image_embedder  # what a store's ingest embeds with: the same vectors
         vectors: list[np.ndarray | None] = []
         failures: list[str] = []
         for start in range(0, len(values), self.batch_size):
@@ -222,8 +223,8 @@ class PromptEmbeddings(_DirectCalls, TextEmbeddingFunction):
 
 
 class _Vectors:
-    """A model spec's vectors, with the same three members as `clipstore.db.context.StoreContext` (a store's):
-    `model` (the identity), `encoder` (loaded on first use) and `embed_queries(kind, queries)`."""
+    """A model spec's vectors, with the same members as `clipstore.db.context.StoreContext` (a store's):
+    `model` (the identity), `encoder` and `image_embedder` (loaded on first use) and `embed_queries(kind, queries)`."""
 
     def __init__(self, model: "ModelIdentity", device: str | None, precision: str):
         self.model = model
@@ -235,6 +236,12 @@ class _Vectors:
         from clipstore.encoders.clip import load_clip_encoder
 
         return load_clip_encoder(self.model, device=self.device, precision=self.precision)
+
+    @property
+    def image_embedder(self) -> "ClipEncoder | TorchVisionTower":
+        from clipstore.encoders.torch_tower import load_image_embedder
+
+        return load_image_embedder(self.model, device=self.device, precision=self.precision)
 
     def embed_queries(self, kind: str, queries: Sequence[Any]) -> "np.ndarray":
         from clipstore.encoders.tower_cache import encode_query
@@ -271,7 +278,7 @@ def weights_of(model: "ModelIdentity") -> str:
     return f"{model.architecture}:{model.weights_label}"
 
 
-def _prepare(encoder: "ClipEncoder", value: Any) -> "np.ndarray | InvalidImageError":
+def _prepare(encoder: "ClipEncoder | TorchVisionTower", value: Any) -> "np.ndarray | InvalidImageError":
     """One source value -> the encoder's input pixels, or the InvalidImageError that says why not."""
     try:
         return encoder.prepare(load_source(value, min_side=encoder.decode_min_side).image)

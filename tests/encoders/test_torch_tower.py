@@ -20,10 +20,13 @@ from image_factory import pattern_image
 
 @pytest.fixture
 def tower_cache(tmp_path, monkeypatch):
-    """This test's own, empty tower cache."""
+    """This test's own, empty tower cache, and no model loaded yet in this process (as in a new one)."""
+    from clipstore.encoders import clip, torch_tower
     from clipstore.encoders import tower_cache as cache
 
     monkeypatch.setenv(cache.CACHE_ENV, str(tmp_path / "cache"))
+    monkeypatch.setattr(clip, "_cache", {})
+    monkeypatch.setattr(torch_tower, "_towers", {})
     return tmp_path / "cache"
 
 
