@@ -229,13 +229,13 @@ class FolderIngest:
         """
         import numpy as np
 
+        from clipstore.encoders.clip import limit_torch_threads, torch_threads
+
         lanes = max(1, self.options.lanes)
         concurrent = lanes > 1 and self.encoder.device == "cpu"
         # On the CPU the batch is shared between the lanes: two one-thread forward passes of 16 images run at the
         # two-thread rate of 32, where two of 32 each lose ~7% and of 64 ~25% (their activations outgrow the caches).
         chunk = max(1, self.options.batch_size // lanes if concurrent else self.options.batch_size)
-        from clipstore.encoders.clip import limit_torch_threads, torch_threads
-
         threads = torch_threads()
         reads = ThreadPoolExecutor(max_workers=self.options.workers, thread_name_prefix="clipstore-read")
         lane_pool = ThreadPoolExecutor(
