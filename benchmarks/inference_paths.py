@@ -52,13 +52,16 @@ def main(argv: list[str] | None = None) -> str:
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=6.0, help="minimum measuring time per row and round")
+    parser.add_argument("--no-compile", action="store_true", help="leave out torch.compile (its compile takes a minute)")
     args = parser.parse_args(argv)
 
     import open_clip
     import torch
 
     from clipstore.encoders.clip import _quantize_linear_layers, cpu_supports_bf16
+    from clipstore.encoders.identity import register_builtin_architectures
 
+    register_builtin_architectures()  # --arch clipstore-mini
     torch.manual_seed(0)
     model = open_clip.create_model(args.arch, pretrained=None).eval()
     tower = model.visual
@@ -80,6 +83,8 @@ def main(argv: list[str] | None = None) -> str:
 
     started = time.perf_counter()
     try:
+        if args.no_compile:
+            raise RuntimeError("left out (--no-compile)")
         compiled = torch.compile(tower)
         with torch.inference_mode():
             compiled(pixels)

@@ -118,3 +118,17 @@ def test_distributed_ingest_compares_the_single_process_with_ray(tmp_path, capsy
     assert one == "1.00" and float(ratio) == pytest.approx(float(ray_seconds) / float(local_seconds), rel=0.1)  # seconds are rounded
     assert float(local_rate) == pytest.approx(16 / float(local_seconds), rel=0.1)  # seconds are rounded to 0.01
     assert len(list((tmp_path / "photos-16-160x120").glob("*.jpg"))) == 16
+
+
+def test_inference_paths_reports_speed_and_agreement_of_each_path(capsys):
+    paths = _script("inference_paths")
+    table = paths.main(["--arch", "clipstore-mini", "--batch", "2", "--rounds", "1", "--seconds", "0.05", "--no-compile"])
+
+    assert table in capsys.readouterr().out
+    rows = _rows(table)
+    assert {"torch eager, fp32", "torch eager, fp32, channels-last input", "dynamic int8 linear layers (opt-in int8)"} <= set(rows)
+    assert "torch.compile (inductor), fp32" not in rows  # --no-compile
+    rate, ratio, cosine, _ = rows["torch eager, fp32"]
+    assert float(rate) > 0 and ratio == "1.00" and cosine == "1.00000"
+    assert float(rows["torch eager, fp32, channels-last input"][2]) > 0.9999  # the same model, the same numbers
+    assert 0.99 <= float(rows["dynamic int8 linear layers (opt-in int8)"][2]) < 1.0  # int8 changes the vectors a little
