@@ -62,6 +62,7 @@ class PretrainConfig:
     shape_weight: float = 0.3  # v2: weight of the image-image loss that pulls images of one shape together
     simple_share: float = 0.25  # v2: share of scenes drawn as simple drawings (`grammar.sample_simple_scene`)
     init: str = "clipstore-mini:world-v1"  # start from these weights (a model spec); "" starts from random ones
+    start_step: int = 0  # > 0: resume a run at this step of its schedule (`init`: that run's checkpoint)
 
 
 V1_CONFIG = PretrainConfig(
@@ -245,7 +246,7 @@ def pretrain(
         )
         return model, optimizer
 
-    generator = torch.Generator().manual_seed(config.seed)
+    generator = torch.Generator().manual_seed(config.seed + config.start_step)  # a resumed run draws new batches
     if codes is not None:  # the v2 batches' hard negatives: groups of one colour, so shape has to tell them apart
         colour_codes = codes[:, ATTRIBUTES.index("colour")].cpu()
         by_colour = [torch.nonzero(colour_codes == value).flatten() for value in torch.unique(colour_codes)]
@@ -291,13 +292,18 @@ def pretrain(
             torch.cuda.synchronize()
         per_step = (time.perf_counter() - probe_started) / 20
         left = config.time_budget_s - (time.perf_counter() - started)
-        steps = max(config.warmup_steps + 1, min(config.steps, int(left * 0.92 / per_step)))
+        steps = max(config.start_step + config.warmup_steps + 1, min(config.steps, config.start_step + int(left * 0.92 / per_step)))
         log(f"probe: {per_step * 1000:.1f} ms per step; {left:.0f}s left; training {steps} steps")
 
+    if not 0 <= config.start_step < steps:
+        raise ValueError(f"start_step must be in [0, {steps}), not {config.start_step}")
     model, optimizer = new_model()
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(steps, config.warmup_steps))
+    lr_at = warmup_cosine(steps, config.warmup_steps)
+    # A resumed run continues the schedule where its checkpoint left it (AdamW's moments start again from zero:
+    # a short re-warm-up of `warmup_steps` keeps their first steps small).
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda k: _resumed_lr(lr_at, k, config.start_step, config.warmup_steps))
     history = []
-    for step in range(1, steps + 1):
+    for step in range(config.start_step + 1, steps + 1):
         model.train()
         loss = step_loss(model)
         optimizer.zero_grad(set_to_none=True)
@@ -319,6 +325,13 @@ def pretrain(
             save_weights(model, out, config, steps_run=step)
     save_weights(model, out, config, steps_run=steps)
     return {"seconds": time.perf_counter() - started, "loss": history, "config": asdict(config), "steps_run": steps}
+
+
+def _resumed_lr(lr_at: Callable[[int], float], k: int, start_step: int, warmup_steps: int) -> float:
+    """The learning-rate factor `k` steps into a run that starts at `start_step` of the schedule `lr_at`."""
+    if start_step == 0:
+        return lr_at(k)
+    return lr_at(start_step + k) * min(1.0, (k + 1) / max(1, warmup_steps))
 
 
 def positive_pairs(codes, stated):

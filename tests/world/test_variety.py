@@ -124,3 +124,14 @@ def test_same_label_loss_is_low_when_images_of_one_label_cluster():
     mixed = clustered[[0, 2, 1, 3, 4]]  # the same vectors, each pair of one label now far apart
     assert same_label_loss(clustered, labels) < same_label_loss(mixed, labels)
     assert same_label_loss(clustered, torch.tensor([0, 1, 2, 3, 4])) == 0  # no image shares its label
+
+
+def test_a_resumed_run_continues_the_learning_rate_schedule_after_a_short_warm_up():
+    from clipstore.training.loop import warmup_cosine
+    from clipstore.world.pretrain import _resumed_lr
+
+    lr_at = warmup_cosine(3000, 80)
+    assert [_resumed_lr(lr_at, k, 0, 80) for k in (0, 500, 2999)] == [lr_at(0), lr_at(500), lr_at(2999)]
+    resumed = [_resumed_lr(lr_at, k, 1000, 80) for k in range(200)]
+    assert resumed[0] < resumed[40] < resumed[79] and resumed[0] < 0.02 * lr_at(1000)  # a re-warm-up from near zero
+    assert resumed[79:] == [lr_at(1000 + k) for k in range(79, 200)]  # then exactly the schedule where it left off
