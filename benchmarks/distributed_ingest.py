@@ -7,20 +7,26 @@ depend on the weight values, and this runs offline) and the same precision:
 
 - single process: `Store.ingest(folder)` (read, hash, decode in threads; embed on every core; commit);
 - Ray: `Store.ingest(folder, engine="ray")` on a local Ray cluster with --cpus CPUs (127.0.0.1 only, no
-  dashboard), --workers embed actors (default one per CPU). The cluster is started before the clock runs
-  (its start is reported on its own); the time includes starting the pipeline's workers and loading the model
-  in them, listing, the one commit and the prompt-bank/index steps every ingest ends with.
+  dashboard), in the default worker shape (one embed actor per machine, two lanes) and in the shape of each
+  --workers count. The cluster is started before the clock runs (its start is reported on its own); the time
+  includes starting the pipeline's workers and loading the model in them, listing, the one commit and the
+  prompt-bank/index steps every ingest ends with.
 
-The two stores are compared (same ids and paths, vectors at cosine >= 0.999) before the table is printed.
+Each Ray store is compared with the single process's (same ids and paths, vectors at cosine >= 0.999) before the
+table is printed.
 
     python benchmarks/distributed_ingest.py [--n 2000] [--size 640x480] [--model ViT-B-32:random] [--cpus 2]
+        [--workers default,2] [--rounds 3]
 
-Prints a Markdown table: seconds, images/s, and the Ray row's time relative to the single process.
+With --rounds N the rows run N times, interleaved (single, each Ray shape, single, ...), so that a slow spell of
+a shared machine hits every row alike. Prints a Markdown table: median seconds, images/s, and the median of the
+rounds' Ray/single time ratios (with each round's).
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
 import sys
 import tempfile
 import time
@@ -65,10 +71,15 @@ def main(argv: list[str] | None = None) -> str:
     parser.add_argument("--size", default="640x480", help="WIDTHxHEIGHT of each JPEG")
     parser.add_argument("--model", default="ViT-B-32:random", help="model spec (default: ViT-B-32, seeded random weights)")
     parser.add_argument("--cpus", type=int, default=2, help="CPUs of the local Ray cluster")
-    parser.add_argument("--workers", type=int, default=None, help="Ray embed workers (default: one per CPU)")
+    parser.add_argument(
+        "--workers", default="default", help="comma-separated Ray worker counts, one Ray row each ('default': "
+        "the default shape, one lane worker per machine on CPUs), e.g. default,2"
+    )
+    parser.add_argument("--rounds", type=int, default=1, help="ingest every row this many times, interleaved; report the median")
     parser.add_argument("--cache", type=Path, default=None, help="folder for the photos (reused) and the stores")
     args = parser.parse_args(argv)
     width, height = (int(part) for part in args.size.lower().split("x"))
+    shapes = [None if item.strip() == "default" else int(item) for item in args.workers.split(",")]
 
     workdir = args.cache or Path(tempfile.mkdtemp(prefix="clipstore-distributed-"))
     folder = workdir / f"photos-{args.n}-{width}x{height}"
@@ -77,9 +88,11 @@ def main(argv: list[str] | None = None) -> str:
         write_photos(folder, args.n, (width, height))
     runs = workdir / f"stores-{time.time_ns()}"
 
+    import shutil
+
     import ray
 
-    from clipstore.ingest.distributed import RayOptions, start_local_ray
+    from clipstore.ingest.distributed import RayOptions, _cpu_nodes, start_local_ray, worker_shape
 
     started_here = not ray.is_initialized()
     cluster_start = time.perf_counter()
@@ -87,30 +100,53 @@ def main(argv: list[str] | None = None) -> str:
         start_local_ray(args.cpus)
     cluster_seconds = time.perf_counter() - cluster_start
     cpus = int(ray.cluster_resources().get("CPU", 0))
+    rows = [("single process", {})] + [
+        (_shape_label(worker_shape(workers, gpus=0, cpu_nodes=_cpu_nodes()), workers), {"engine": "ray", "ray": RayOptions(workers=workers)})
+        for workers in shapes
+    ]
+    seconds: dict[str, list[float]] = {label: [] for label, _ in rows}
+    agreement = 1.0
     try:
-        local_seconds, local = ingest_once(folder, runs / "local.clipstore", args.model)
-        ray_seconds, distributed = ingest_once(
-            folder, runs / "ray.clipstore", args.model, engine="ray", ray=RayOptions(workers=args.workers)
-        )
+        for round_ in range(args.rounds):  # interleaved: a slow spell of the machine hits every row alike
+            local = None
+            for label, engine in rows:
+                path = runs / f"{round_}-{len(seconds[label])}-{'ray' if engine else 'local'}.clipstore"
+                elapsed, store = ingest_once(folder, path, args.model, **engine)
+                seconds[label].append(elapsed)
+                if local is None:
+                    local = store
+                elif round_ == 0:
+                    agreement = min(agreement, same_store(store, local))
+            shutil.rmtree(runs, ignore_errors=True)
     finally:
         if started_here:
             ray.shutdown()
-    agreement = same_store(distributed, local)
 
-    workers = args.workers or cpus
+    single = seconds["single process"]
     lines = [
         f"{args.n} JPEGs {width}x{height}, {args.model}, CPU: {cpu_name()}",
-        f"Ray: a local cluster of {cpus} CPUs ({workers} embed worker{'s' if workers > 1 else ''}), started in "
-        f"{cluster_seconds:.1f} s (not counted); stores equal, vectors agree at cosine >= {agreement:.4f}",
+        f"Ray: a local cluster of {cpus} CPUs, started in {cluster_seconds:.1f} s (not counted); stores equal (every Ray "
+        f"store holds the single process's rows), vectors agree at cosine >= {agreement:.4f}; {args.rounds} interleaved round(s), medians",
         "",
-        "| ingest | seconds | images/s | vs single process |",
-        "| --- | ---: | ---: | ---: |",
-        f"| single process | {local_seconds:.2f} | {args.n / local_seconds:.1f} | 1.00 |",
-        f"| Ray, {cpus} CPUs | {ray_seconds:.2f} | {args.n / ray_seconds:.1f} | {ray_seconds / local_seconds:.2f} |",
+        "| ingest | seconds (median) | images/s | vs single process (median of the rounds' ratios) | each round's ratio |",
+        "| --- | ---: | ---: | ---: | --- |",
     ]
+    for label, _ in rows:
+        times = seconds[label]
+        ratios = [t / s for t, s in zip(times, single)]
+        lines.append(
+            f"| {label} | {statistics.median(times):.2f} | {args.n / statistics.median(times):.1f} | "
+            f"{statistics.median(ratios):.2f} | {', '.join(f'{r:.2f}' for r in ratios)} |"
+        )
     table = "\n".join(lines)
     print(table)
     return table
+
+
+def _shape_label(shape, workers: int | None) -> str:
+    lanes = f", {shape.lanes} lanes" if shape.lanes > 1 else ""
+    what = "default" if workers is None else f"--workers {workers}"
+    return f"Ray ({what}): {shape.workers} worker{'s' if shape.workers > 1 else ''} × {shape.torch_threads} thread{'s' if shape.torch_threads > 1 else ''}{lanes}"
 
 
 if __name__ == "__main__":

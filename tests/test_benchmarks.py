@@ -104,20 +104,26 @@ def test_serve_latency_times_http_beside_in_process(tmp_path, capsys):
         assert runs == "4" and 0 < float(p50) <= float(p95)
 
 
-@pytest.mark.slow  # two ingests, one on the session's Ray cluster (~20 s)
-def test_distributed_ingest_compares_the_single_process_with_ray(tmp_path, capsys, ray_cluster):
+@pytest.mark.slow  # six ingests, four on the session's Ray cluster (~40 s)
+def test_distributed_ingest_compares_the_single_process_with_each_ray_shape(tmp_path, capsys, ray_cluster):
     distributed_ingest = _script("distributed_ingest")
-    table = distributed_ingest.main(["--n", "16", "--size", "160x120", "--model", "clipstore-mini", "--cache", str(tmp_path)])
+    args = ["--n", "16", "--size", "160x120", "--model", "clipstore-mini", "--cache", str(tmp_path), "--workers", "default,2", "--rounds", "2"]
+    table = distributed_ingest.main(args)
 
     assert table in capsys.readouterr().out
-    assert "16 JPEGs 160x120, clipstore-mini, CPU: " in table and "stores equal" in table
+    assert "16 JPEGs 160x120, clipstore-mini, CPU: " in table and "stores equal" in table and "2 interleaved round(s)" in table
     rows = _rows(table)
-    assert list(rows) == ["single process", "Ray, 2 CPUs"]
-    local_seconds, local_rate, one = rows["single process"]
-    ray_seconds, ray_rate, ratio = rows["Ray, 2 CPUs"]
-    assert one == "1.00" and float(ratio) == pytest.approx(float(ray_seconds) / float(local_seconds), rel=0.1)  # seconds are rounded
+    assert list(rows) == ["single process", "Ray (default): 1 worker × 2 threads, 2 lanes", "Ray (--workers 2): 2 workers × 1 thread"]
+    local_seconds, local_rate, one, ones = rows["single process"]
+    assert one == "1.00" and ones == "1.00, 1.00"
     assert float(local_rate) == pytest.approx(16 / float(local_seconds), rel=0.1)  # seconds are rounded to 0.01
+    for label in list(rows)[1:]:
+        seconds, rate, ratio, each = rows[label]
+        rounds = [float(r) for r in each.split(", ")]
+        assert len(rounds) == 2 and float(ratio) == pytest.approx(sum(rounds) / 2, abs=0.01)  # the median of two
+        assert float(rate) == pytest.approx(16 / float(seconds), rel=0.1)
     assert len(list((tmp_path / "photos-16-160x120").glob("*.jpg"))) == 16
+    assert not list(tmp_path.glob("stores-*/*"))  # each round's stores are removed
 
 
 def test_inference_paths_reports_speed_and_agreement_of_each_path(capsys):

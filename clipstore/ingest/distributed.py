@@ -74,9 +74,10 @@ class RayOptions(_AsDict):
     address: "auto" (the cluster in RAY_ADDRESS, or one `ray start` runs on this machine; else a new local one),
         "local" (always a new local cluster), or a cluster's address (`ray://head:10001`, `head:6379`).
         A local cluster binds to 127.0.0.1 only and stops when the ingest ends.
-    workers: embed actors (default: one per GPU when the cluster has GPUs, else one per CPU, each with one torch
-        thread and its own copy of the model: on CPUs, processes that each read, decode and embed keep every core
-        busy, where threads of one forward pass leave cores idle while a batch is decoded).
+    workers: embed actors (default: one per GPU when the cluster has GPUs, else one per machine (node), which
+        embeds on all of that machine's cores the way the local ingest does: one copy of the weights, two lanes
+        that each run a one-thread-per-core share of the batch, while read tasks beside it read and decode the
+        next files). With `workers` set on CPUs, each actor gets an equal share of the cluster's cores.
     num_cpus: CPUs of a new local cluster (default: all of this machine's).
     files_per_task: files one read/decode task takes.
     rows_per_fragment: new images an embed worker gathers into one fragment (embedded `batch_size` at a time):
@@ -146,8 +147,7 @@ class RayIngest(FolderIngest):
         stored = ray.put(np.array(sorted(self._stored_ids), dtype="S64"))
         manifest = ray.put(dict(self._manifest_prompts))
         gpus = int(ray.cluster_resources().get("GPU", 0))
-        cpus = int(ray.cluster_resources().get("CPU", 1))
-        workers = self.ray_options.workers or (gpus if gpus else cpus)
+        shape = worker_shape(self.ray_options.workers, gpus=gpus, cpu_nodes=_cpu_nodes())
         per_task = max(1, self.ray_options.files_per_task)
         work = [{"order": i, "path": f.path, "size": f.size, "mtime_ns": f.mtime_ns} for i, f in enumerate(changed)]
         dataset = ray.data.from_items(work, override_num_blocks=max(1, -(-len(work) // per_task)))
@@ -155,6 +155,7 @@ class RayIngest(FolderIngest):
             _read_batch,
             batch_size=per_task,
             batch_format="pyarrow",
+            num_cpus=shape.read_cpus,
             fn_kwargs={
                 "source": self.source,
                 "shared": [stored, manifest],
@@ -166,14 +167,15 @@ class RayIngest(FolderIngest):
             _EmbedAndWrite,
             batch_size=max(self.ray_options.rows_per_fragment, 1),
             batch_format="pyarrow",
-            compute=ray.data.ActorPoolStrategy(size=workers),
+            compute=ray.data.ActorPoolStrategy(size=shape.workers),
             num_gpus=1 if gpus else 0,
-            num_cpus=0 if gpus else 1,
+            num_cpus=shape.worker_cpus,
             fn_constructor_kwargs={
                 "model_json": self.model.to_json(),
                 "device": self.device or ("cuda" if gpus else "cpu"),
                 "precision": self.precision,
-                "torch_threads": 0 if gpus else max(1, cpus // workers),
+                "torch_threads": shape.torch_threads,
+                "lanes": shape.lanes,
                 "batch_size": self.options.batch_size,
                 "table_uri": self.images.uri,
                 "schema": self.images.schema,
@@ -237,6 +239,48 @@ class RayIngest(FolderIngest):
         commit_rows(self.db, self.images, self.files, self._known_files, self._pending_files, write_images)
         self._pending_files = []
         _kill_point("after-files")
+
+
+@dataclass(frozen=True)
+class WorkerShape:
+    """How the embed stage is laid out on the cluster.
+
+    workers: embed actors; worker_cpus: the CPUs each reserves; torch_threads: the torch threads each runs
+    (0: torch's default, on GPUs); lanes: forward passes each runs at once on CPU, each on its share of the
+    threads (the local ingest's lanes); read_cpus: the CPUs a read-and-decode task reserves."""
+
+    workers: int
+    worker_cpus: float
+    torch_threads: int
+    lanes: int
+    read_cpus: float
+
+
+def worker_shape(workers: int | None, *, gpus: int, cpu_nodes: list[int]) -> WorkerShape:
+    """The embed stage's layout for a cluster with `gpus` GPUs and CPU nodes of `cpu_nodes` CPUs each.
+
+    GPUs: one actor per GPU (or `workers`), reads as one-CPU tasks. CPUs: one actor per node by default, with a
+    thread per core and two lanes (one copy of the weights per machine: two processes with a copy each embed the
+    fp32 tower ~40% slower on a 2-core AVX2 machine than two lanes of one process, BENCHMARKS.md). The actor
+    reserves all but half a CPU of its share, so one read task (half a CPU) runs beside it and decodes the next
+    files while it embeds, as the local ingest's lanes overlap decoding with the forward pass; the differing
+    reservations also keep Ray Data from fusing the reads into the actor, where they would wait for it."""
+    if gpus:
+        return WorkerShape(workers or gpus, 0, 0, 1, 1)
+    nodes = [count for count in cpu_nodes if count > 0] or [1]
+    count = workers or len(nodes)
+    share = max(1, sum(nodes) // count)
+    if workers is None:
+        share = min(nodes)  # one actor on each node, whatever their sizes: the smallest fits everywhere
+    lanes = 2 if share >= 2 else 1
+    return WorkerShape(count, max(0.5, share - 0.5), share, lanes, 0.5)
+
+
+def _cpu_nodes() -> list[int]:
+    """The CPU count of each live node of the connected cluster."""
+    import ray
+
+    return [int(node.get("Resources", {}).get("CPU", 0)) for node in ray.nodes() if node.get("Alive")]
 
 
 def worker_storage_options(location: "StoreLocation") -> dict[str, str] | None:
@@ -311,15 +355,23 @@ class _EmbedAndWrite:
     the fragments' metadata."""
 
     def __init__(
-        self, model_json: str, device: str, precision: str, torch_threads: int, batch_size: int, table_uri: str, schema, storage_options, crash_marker
+        self, model_json: str, device: str, precision: str, torch_threads: int, lanes: int, batch_size: int, table_uri: str, schema, storage_options,
+        crash_marker,
     ):
+        from concurrent.futures import ThreadPoolExecutor
+
+        from clipstore.encoders.clip import limit_torch_threads
         from clipstore.encoders.identity import ModelIdentity
         from clipstore.encoders.torch_tower import load_image_embedder
 
         if torch_threads:
-            import torch
-
-            torch.set_num_threads(torch_threads)
+            limit_torch_threads(torch_threads)
+        self.lanes = max(1, lanes) if device == "cpu" else 1
+        # The local ingest's lanes: each lane thread runs its forward passes on its share of the cores.
+        self._lane_pool = (
+            ThreadPoolExecutor(self.lanes, "clipstore-lane", initializer=limit_torch_threads, initargs=(max(1, torch_threads // self.lanes),))
+            if self.lanes > 1 else None
+        )
         # The vision tower from this machine's tower cache when it is there (no open_clip import, no text tower:
         # a worker starts seconds sooner), else the full model.
         self.encoder = load_image_embedder(ModelIdentity.from_json(model_json), device=device, precision=precision)
@@ -339,7 +391,7 @@ class _EmbedAndWrite:
                 by_id.setdefault(row["image_id"], []).append(row)
         firsts = [min(group, key=lambda row: row["order"]) for group in by_id.values()]
         pixels = [np.frombuffer(row["pixels"], np.uint8).reshape(row["pixel_height"], row["pixel_width"], 3) for row in firsts]
-        vectors = [vector for start in range(0, len(pixels), self.batch_size) for vector in self.encoder.encode_prepared(pixels[start : start + self.batch_size])]
+        vectors = self._embed(pixels)
         now = tables.utc_now()
         image_rows = []
         for row, vector in zip(firsts, vectors):
@@ -358,6 +410,16 @@ class _EmbedAndWrite:
             ids = ids.set_column(3, "fragment", pa.array(_fragment_of_rows(written, len(firsts)), pa.int64()))
         files = batch.select([name for name, _ in _RESULT_FIELDS if not name.startswith("pixel")])
         return pa.table({"files": [_to_ipc(files)], "images": [_to_ipc(ids)], "fragments": [json.dumps(written)]})
+
+    def _embed(self, pixels: list["np.ndarray"]) -> list["np.ndarray"]:
+        """One vector per image, in order: `batch_size` images per forward pass, split between the lanes."""
+        if self._lane_pool is None:
+            step = self.batch_size
+            return [vector for start in range(0, len(pixels), step) for vector in self.encoder.encode_prepared(pixels[start : start + step])]
+        step = max(1, self.batch_size // self.lanes)
+        chunks = [pixels[start : start + step] for start in range(0, len(pixels), step)]
+        embedded = self._lane_pool.map(lambda chunk: self.encoder.encode_prepared(chunk, concurrent=True), chunks)
+        return [vector for vectors in embedded for vector in vectors]
 
     def _maybe_crash(self) -> None:
         if self.crash_marker and not os.path.exists(self.crash_marker):

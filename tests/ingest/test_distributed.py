@@ -238,3 +238,20 @@ def test_without_ray_installed_the_error_says_what_to_install(tmp_path, photo_fo
         store.ingest(photo_folder, engine="ray")
     assert store.count_files() == 0
 
+
+
+def test_the_embed_stage_runs_one_lane_worker_per_machine_on_cpus_and_one_worker_per_gpu():
+    from clipstore.ingest.distributed import WorkerShape, worker_shape
+
+    # A 2-core machine: one actor embedding on both cores in two lanes, a read task beside it (half a CPU each,
+    # so reads are not fused into the actor and decode while it embeds).
+    assert worker_shape(None, gpus=0, cpu_nodes=[2]) == WorkerShape(workers=1, worker_cpus=1.5, torch_threads=2, lanes=2, read_cpus=0.5)
+    # Three nodes (a head without CPUs is not one): one actor each, sized for the smallest.
+    assert worker_shape(None, gpus=0, cpu_nodes=[0, 16, 8, 8]) == WorkerShape(3, 7.5, 8, 2, 0.5)
+    # Asked for: an equal share of all cores each; a one-core share runs one lane.
+    assert worker_shape(2, gpus=0, cpu_nodes=[2]) == WorkerShape(2, 0.5, 1, 1, 0.5)
+    assert worker_shape(4, gpus=0, cpu_nodes=[16]) == WorkerShape(4, 3.5, 4, 2, 0.5)
+    assert worker_shape(None, gpus=0, cpu_nodes=[1]) == WorkerShape(1, 0.5, 1, 1, 0.5)
+    # GPUs: one actor per GPU with torch's own threads, reads on one CPU each.
+    assert worker_shape(None, gpus=4, cpu_nodes=[32]) == WorkerShape(4, 0, 0, 1, 1)
+    assert worker_shape(2, gpus=4, cpu_nodes=[32]) == WorkerShape(2, 0, 0, 1, 1)
