@@ -49,6 +49,8 @@ def ingest_once(folder: Path, store_path: Path, spec: str, **engine) -> tuple[fl
     seconds = time.perf_counter() - started
     if report.failed:
         raise SystemExit(f"{len(report.failed)} files failed: {report.failed[:3]}")
+    if report.skipped_unchanged:
+        raise SystemExit(f"{store_path} was not a new store: {report.skipped_unchanged} files were already in it")
     return seconds, store
 
 
@@ -109,8 +111,8 @@ def main(argv: list[str] | None = None) -> str:
     try:
         for round_ in range(args.rounds):  # interleaved: a slow spell of the machine hits every row alike
             local = None
-            for label, engine in rows:
-                path = runs / f"{round_}-{len(seconds[label])}-{'ray' if engine else 'local'}.clipstore"
+            for row, (label, engine) in enumerate(rows):
+                path = runs / f"round{round_}-row{row}.clipstore"  # a new store for every ingest
                 elapsed, store = ingest_once(folder, path, args.model, **engine)
                 seconds[label].append(elapsed)
                 if local is None:

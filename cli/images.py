@@ -36,7 +36,7 @@ def _print_hits(hits: list[clipstore.SearchHit], as_json: bool) -> None:
               "cluster RAY_ADDRESS names or `ray start` runs here, else a new one on this machine, 127.0.0.1 only), "
               "local, or the cluster's address (ray://HEAD:10001). Needs pip install 'clipstore[distributed]'.")
 @click.option("--ray-workers", type=click.IntRange(1), help="With --ray: embed workers (default: one per GPU, else "
-              "half the cluster's CPUs).")
+              "one per machine, on all of its cores; N splits the cluster's cores between N workers).")
 @quiet_option
 @json_option
 @clipstore_errors

@@ -262,9 +262,10 @@ def worker_shape(workers: int | None, *, gpus: int, cpu_nodes: list[int]) -> Wor
     GPUs: one actor per GPU (or `workers`), reads as one-CPU tasks. CPUs: one actor per node by default, with a
     thread per core and two lanes (one copy of the weights per machine: two processes with a copy each embed the
     fp32 tower ~40% slower on a 2-core AVX2 machine than two lanes of one process, BENCHMARKS.md). The actor
-    reserves all but half a CPU of its share, so one read task (half a CPU) runs beside it and decodes the next
-    files while it embeds, as the local ingest's lanes overlap decoding with the forward pass; the differing
-    reservations also keep Ray Data from fusing the reads into the actor, where they would wait for it."""
+    reserves all but an eighth of its share (at least half a CPU), so read tasks of half a CPU run beside it
+    and decode the next files while it embeds, as the local ingest's lanes overlap decoding with the forward
+    pass; the differing reservations also keep Ray Data from fusing the reads into the actor, where they would
+    wait for it. Ray Data spreads the actors over the nodes."""
     if gpus:
         return WorkerShape(workers or gpus, 0, 0, 1, 1)
     nodes = [count for count in cpu_nodes if count > 0] or [1]
@@ -273,7 +274,10 @@ def worker_shape(workers: int | None, *, gpus: int, cpu_nodes: list[int]) -> Wor
     if workers is None:
         share = min(nodes)  # one actor on each node, whatever their sizes: the smallest fits everywhere
     lanes = 2 if share >= 2 else 1
-    return WorkerShape(count, max(0.5, share - 0.5), share, lanes, 0.5)
+    # Room for read tasks of half a CPU beside each actor: an eighth of its cores (decoding took ~12% of the
+    # work beside a bf16 forward pass, BENCHMARKS.md), at least one task.
+    for_reads = max(0.5, share / 8)
+    return WorkerShape(count, max(0.5, share - for_reads), share, lanes, 0.5)
 
 
 def _cpu_nodes() -> list[int]:

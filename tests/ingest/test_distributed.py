@@ -246,8 +246,10 @@ def test_the_embed_stage_runs_one_lane_worker_per_machine_on_cpus_and_one_worker
     # A 2-core machine: one actor embedding on both cores in two lanes, a read task beside it (half a CPU each,
     # so reads are not fused into the actor and decode while it embeds).
     assert worker_shape(None, gpus=0, cpu_nodes=[2]) == WorkerShape(workers=1, worker_cpus=1.5, torch_threads=2, lanes=2, read_cpus=0.5)
-    # Three nodes (a head without CPUs is not one): one actor each, sized for the smallest.
-    assert worker_shape(None, gpus=0, cpu_nodes=[0, 16, 8, 8]) == WorkerShape(3, 7.5, 8, 2, 0.5)
+    # Three nodes (a head without CPUs is not one): one actor each, sized for the smallest; an eighth of the
+    # cores (two read tasks here) left for reads.
+    assert worker_shape(None, gpus=0, cpu_nodes=[0, 16, 8, 8]) == WorkerShape(3, 7.0, 8, 2, 0.5)
+    assert worker_shape(None, gpus=0, cpu_nodes=[32]) == WorkerShape(1, 28.0, 32, 2, 0.5)
     # Asked for: an equal share of all cores each; a one-core share runs one lane.
     assert worker_shape(2, gpus=0, cpu_nodes=[2]) == WorkerShape(2, 0.5, 1, 1, 0.5)
     assert worker_shape(4, gpus=0, cpu_nodes=[16]) == WorkerShape(4, 3.5, 4, 2, 0.5)
