@@ -12,7 +12,8 @@ The run is a `FolderIngest` whose middle part is a pipeline of Ray Data stages:
    resize/crop (`encoders.clip.image_geometry`, no weights needed) and gets its prompt (manifest, image
    metadata, sidecar caption);
 4. **embed and write** (a pool of Ray actors, each loading the model once; one GPU each when the cluster has
-   GPUs, bf16 on CPUs that have it): one vector per distinct new content in the batch, written as Lance
+   GPUs, else one per machine running the local ingest's lanes on its cores (`worker_shape`); bf16 on CPUs
+   that have it): one vector per distinct new content in the batch, written as Lance
    fragments of the images table straight from the worker (`db.fragments.write_fragments`), never committed
    by it;
 5. **commit** (driver): the file outcomes are taken in walk order and counted as the local ingest counts them;
@@ -264,8 +265,9 @@ def worker_shape(workers: int | None, *, gpus: int, cpu_nodes: list[int]) -> Wor
     fp32 tower ~40% slower on a 2-core AVX2 machine than two lanes of one process, BENCHMARKS.md). The actor
     reserves all but an eighth of its share (at least half a CPU), so read tasks of half a CPU run beside it
     and decode the next files while it embeds, as the local ingest's lanes overlap decoding with the forward
-    pass; the differing reservations also keep Ray Data from fusing the reads into the actor, where they would
-    wait for it. Ray Data spreads the actors over the nodes."""
+    pass (reservations that differ keep Ray Data from fusing the reads into the actor, where they would wait for
+    it; with one-core shares they are equal and each worker reads and decodes its own files on its own core).
+    Ray Data spreads the actors over the nodes."""
     if gpus:
         return WorkerShape(workers or gpus, 0, 0, 1, 1)
     nodes = [count for count in cpu_nodes if count > 0] or [1]
