@@ -261,8 +261,9 @@ def worker_shape(workers: int | None, *, gpus: int, cpu_nodes: list[int]) -> Wor
     """The embed stage's layout for a cluster with `gpus` GPUs and CPU nodes of `cpu_nodes` CPUs each.
 
     GPUs: one actor per GPU (or `workers`), reads as one-CPU tasks. CPUs: one actor per node by default, with a
-    thread per core and two lanes (one copy of the weights per machine: two processes with a copy each embed the
-    fp32 tower ~40% slower on a 2-core AVX2 machine than two lanes of one process, BENCHMARKS.md). The actor
+    thread per core and two lanes: one copy of the weights per machine, not one per core (whole ingests measured
+    the two shapes within noise of each other on 2 cores, BENCHMARKS.md; a many-core node would hold a copy per
+    core, and in a microbenchmark two one-process-each copies ran the fp32 tower slower than two lanes). The actor
     reserves all but an eighth of its share (at least half a CPU), so read tasks of half a CPU run beside it
     and decode the next files while it embeds, as the local ingest's lanes overlap decoding with the forward
     pass (reservations that differ keep Ray Data from fusing the reads into the actor, where they would wait for
