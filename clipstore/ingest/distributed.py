@@ -264,10 +264,9 @@ def worker_shape(workers: int | None, *, gpus: int, cpu_nodes: list[int]) -> Wor
     thread per core and two lanes: one copy of the weights per machine, not one per core (whole ingests measured
     the two shapes within noise of each other on 2 cores, BENCHMARKS.md; a many-core node would hold a copy per
     core, and in a microbenchmark two processes with a copy each ran the fp32 tower slower than two lanes of one
-    process). The actor
-    reserves all but an eighth of its share (at least half a CPU), so read tasks of half a CPU run beside it
-    and decode the next files while it embeds, as the local ingest's lanes overlap decoding with the forward
-    pass (reservations that differ keep Ray Data from fusing the reads into the actor, where they would wait for
+    process). The actor reserves all but an eighth of its share (at least half a CPU), so read tasks of half a
+    CPU run beside it and decode the next files while it embeds, as the local ingest's lanes overlap decoding
+    with the forward pass (reservations that differ keep Ray Data from fusing the reads into the actor, where they would wait for
     it; with one-core shares they are equal and each worker reads and decodes its own files on its own core).
     Ray Data spreads the actors over the nodes."""
     if gpus:
