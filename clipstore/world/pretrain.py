@@ -14,6 +14,9 @@ Two recipes:
   multi-positive InfoNCE) instead of pushing them away; half of each batch is groups of one colour, and an
   image-image loss pulls images of one shape together. Runs on a GPU when one is there (bf16 autocast);
   `time_budget_s` fits the number of steps to the time available after a short probe of the step time.
+  With `anchor` set (a teacher, e.g. world-v1), each step also draws a small batch of world-v1 renders and pulls
+  the student's image-text similarities on it towards the teacher's (`anchor_loss`, a distillation that keeps
+  what the teacher knew about its own world, held-out combinations included, while the rest is learned).
 """
 
 from __future__ import annotations
@@ -63,6 +66,10 @@ class PretrainConfig:
     simple_share: float = 0.25  # v2: share of scenes drawn as simple drawings (`grammar.sample_simple_scene`)
     init: str = "clipstore-mini:world-v1"  # start from these weights (a model spec); "" starts from random ones
     start_step: int = 0  # > 0: resume a run at this step of its schedule (`init`: that run's checkpoint)
+    anchor: str = ""  # v2: a teacher model spec (e.g. "clipstore-mini:world-v1"); "" turns the anchor loss off
+    anchor_weight: float = 1.0  # v2: weight of the anchor loss (student vs teacher similarities on v1 renders)
+    anchor_batch: int = 64  # v2: world-v1 pairs in each step's anchor batch
+    anchor_pool: int = 4000  # v2: world-v1 pairs rendered for the anchor batches (teacher embeddings precomputed)
 
 
 V1_CONFIG = PretrainConfig(
@@ -223,6 +230,12 @@ def pretrain(
     val_images, val_prompts = render_pairs(config.eval_pairs, config.seed + 1, "train", (128,), 1, transform)
     val_tokens = tokenizer([texts[0] for texts in val_prompts])
     log(f"rendered {config.train_pairs} training pairs in {time.perf_counter() - started:.0f}s on {device}")
+    anchor = None
+    if config.anchor:
+        if config.world != "v2":
+            raise ValueError("anchor is a world v2 option")
+        anchor = _anchor_targets(config, transform, tokenizer, device)
+        log(f"anchor: {config.anchor_pool} world-v1 pairs embedded by {config.anchor}")
 
     def batch_images(index):
         if config.world == "v1":
@@ -274,6 +287,15 @@ def pretrain(
         loss = multi_positive_loss(logits, positive_pairs(codes[index], stated[index, choice]))
         if config.shape_weight > 0:  # images of one shape, whatever else differs, are pulled together
             loss = loss + config.shape_weight * same_label_loss(image_features, codes[index][:, ATTRIBUTES.index("shape")])
+        if anchor is not None:
+            pool_images, pool_tokens, teacher_images, teacher_texts, teacher_scale = anchor
+            pick = torch.randint(0, len(pool_images), (config.anchor_batch,), generator=generator).to(device)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+                student_images = F.normalize(model.encode_image(pool_images[pick].float()).float(), dim=-1)
+                student_texts = F.normalize(model.encode_text(pool_tokens[pick]).float(), dim=-1)
+            student_logits = model.logit_scale.exp() * student_images @ student_texts.T
+            teacher_logits = teacher_scale * teacher_images[pick] @ teacher_texts[pick].T
+            loss = loss + config.anchor_weight * anchor_loss(student_logits, teacher_logits)
         return loss
 
     steps = config.steps
@@ -325,6 +347,37 @@ def pretrain(
             save_weights(model, out, config, steps_run=step)
     save_weights(model, out, config, steps_run=steps)
     return {"seconds": time.perf_counter() - started, "loss": history, "config": asdict(config), "steps_run": steps}
+
+
+def _anchor_targets(config: PretrainConfig, transform, tokenizer, device):
+    """The anchor pool: `anchor_pool` world-v1 pairs (preprocessed images, tokens of one prompt each) and the
+    teacher's normalised embeddings of them and logit scale, computed once."""
+    import torch
+    import torch.nn.functional as F
+
+    from clipstore.encoders.clip import create_model
+
+    images, prompts = render_pairs(config.anchor_pool, config.seed + 2, "train", config.render_sizes, 1, transform)
+    tokens = tokenizer([texts[0] for texts in prompts]).to(device)
+    images = images.to(device)
+    teacher = create_model(resolve_model(config.anchor)).float().to(device).eval()
+    image_chunks, text_chunks = [], []
+    with torch.inference_mode():
+        for start in range(0, len(images), 500):
+            image_chunks.append(F.normalize(teacher.encode_image(images[start : start + 500].float()).float(), dim=-1))
+            text_chunks.append(F.normalize(teacher.encode_text(tokens[start : start + 500]).float(), dim=-1))
+        scale = float(teacher.logit_scale.exp())
+    return images, tokens, torch.cat(image_chunks).clone(), torch.cat(text_chunks).clone(), scale
+
+
+def anchor_loss(student_logits, teacher_logits):
+    """Distillation of image-text similarities: the KL divergence from the teacher's softmax to the student's,
+    over each row (image->text) and each column (text->image), averaged. Zero when the two agree."""
+    import torch.nn.functional as F
+
+    rows = F.kl_div(F.log_softmax(student_logits, dim=1), F.log_softmax(teacher_logits, dim=1), log_target=True, reduction="batchmean")
+    columns = F.kl_div(F.log_softmax(student_logits.T, dim=1), F.log_softmax(teacher_logits.T, dim=1), log_target=True, reduction="batchmean")
+    return (rows + columns) / 2
 
 
 def _resumed_lr(lr_at: Callable[[int], float], k: int, start_step: int, warmup_steps: int) -> float:

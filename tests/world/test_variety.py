@@ -135,3 +135,41 @@ def test_a_resumed_run_continues_the_learning_rate_schedule_after_a_short_warm_u
     resumed = [_resumed_lr(lr_at, k, 1000, 80) for k in range(200)]
     assert resumed[0] < resumed[40] < resumed[79] and resumed[0] < 0.02 * lr_at(1000)  # a re-warm-up from near zero
     assert resumed[79:] == [lr_at(1000 + k) for k in range(79, 200)]  # then exactly the schedule where it left off
+
+
+def test_the_anchor_loss_is_zero_when_the_student_agrees_with_the_teacher_and_pulls_it_there():
+    torch = pytest.importorskip("torch")
+    from clipstore.world.pretrain import anchor_loss
+
+    teacher = 20 * torch.eye(6) + torch.randn(6, 6, generator=torch.Generator().manual_seed(0))
+    assert float(anchor_loss(teacher.clone(), teacher)) == pytest.approx(0.0, abs=1e-6)
+    assert float(anchor_loss(teacher + 5.0, teacher)) == pytest.approx(0.0, abs=1e-5)  # a constant shift: same softmax
+    student = torch.zeros(6, 6, requires_grad=True)  # knows nothing: every pair as likely
+    before = anchor_loss(student, teacher)
+    before.backward()
+    with torch.no_grad():
+        moved = student - 0.5 * student.grad
+    assert before.item() > 1.0 and anchor_loss(moved, teacher).item() < before.item()
+    assert float(anchor_loss(teacher.T, teacher)) > 0  # rows and columns both count
+
+
+@pytest.mark.slow
+def test_a_tiny_v2_run_with_an_anchor_writes_loadable_weights(tmp_path):
+    pytest.importorskip("torch")
+    from safetensors import safe_open
+
+    from clipstore.encoders.clip import ClipEncoder
+    from clipstore.encoders.identity import resolve_model
+    from clipstore.world.pretrain import PretrainConfig, pretrain
+
+    config = PretrainConfig(
+        steps=3, batch_size=32, train_pairs=64, eval_pairs=32, eval_every=1000, render_sizes=(64,), workers=1,
+        colour_groups=2, group_size=4, warmup_steps=1, anchor="clipstore-mini:world-v1", anchor_pool=32, anchor_batch=16,
+    )
+    lines: list[str] = []
+    summary = pretrain(tmp_path / "w.safetensors", config, log=lines.append)
+    assert summary["steps_run"] == 3 and any(line.startswith("anchor: 32 world-v1 pairs") for line in lines)
+    with safe_open(str(tmp_path / "w.safetensors"), "pt") as weights:
+        assert "'anchor': 'clipstore-mini:world-v1'" in weights.metadata()["config"]
+    encoder = ClipEncoder(resolve_model(f"clipstore-mini:{tmp_path / 'w.safetensors'}"), device="cpu", precision="fp32")
+    assert encoder.encode_texts(["a red circle"]).shape == (1, 256)
