@@ -50,6 +50,7 @@ def main() -> None:
     parser.add_argument("--heldout", type=int, default=500)
     parser.add_argument("--head-epochs", type=int, default=40)
     parser.add_argument("--tower-epochs", type=int, default=8)
+    parser.add_argument("--model", default="clipstore-mini", help="The store's model (default: the bundled clipstore-mini).")
     parser.add_argument("--out", default=None, help="Working folder (default: a temporary one).")
     args = parser.parse_args()
 
@@ -57,10 +58,10 @@ def main() -> None:
     started = time.perf_counter()
     render_folder(os.path.join(out, "world"), args.n, seed=SEED)
     render_folder(os.path.join(out, "heldout"), args.heldout, seed=SEED, split="heldout")
-    store = clipstore.connect(os.path.join(out, "store"), model="clipstore-mini")
+    store = clipstore.connect(os.path.join(out, "store"), model=args.model)
     ingest = store.ingest(os.path.join(out, "world"))
     bank = store.add_prompts(corpus(args.corpus), source="render-world corpus") if args.corpus else None
-    print(f"clipstore-mini, {args.n} images ({ingest.prompts_inserted} of their prompts kept in the bank), "
+    print(f"{store.model.spec}, {args.n} images ({ingest.prompts_inserted} of their prompts kept in the bank), "
           f"corpus {args.corpus} prompts ({bank.inserted if bank else 0} kept), bank {store.count_prompts()}; "
           f"setup {time.perf_counter() - started:.0f} s\n")
 

@@ -41,16 +41,17 @@ def main() -> None:
     parser.add_argument("--label", default="colour")
     parser.add_argument("--lr-backbone", type=float, default=1e-4)
     parser.add_argument("--lr-head", type=float, default=1e-3)
+    parser.add_argument("--model", default="clipstore-mini", help="The store's model (default: the bundled clipstore-mini).")
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
 
     out = args.out or tempfile.mkdtemp(prefix="clipstore-retrieval-")
     started = time.perf_counter()
     world = render_folder(os.path.join(out, "world"), args.n, seed=SEED)
-    store = clipstore.connect(os.path.join(out, "store"), model="clipstore-mini")
+    store = clipstore.connect(os.path.join(out, "store"), model=args.model)
     store.ingest(world.folder)
     labels = {"label_manifest": world.manifest, "label_field": f"labels.{args.label}"}
-    print(f"clipstore-mini, {args.n} images, labels = {args.label}; setup {time.perf_counter() - started:.0f} s")
+    print(f"{store.model.spec}, {args.n} images, labels = {args.label}; setup {time.perf_counter() - started:.0f} s")
 
     models = []
     for method in ("mcip", "2sft"):
