@@ -64,6 +64,7 @@ class PretrainConfig:
     group_size: int = 8
     shape_weight: float = 0.3  # v2: weight of the image-image loss that pulls images of one shape together
     simple_share: float = 0.25  # v2: share of scenes drawn as simple drawings (`grammar.sample_simple_scene`)
+    v1_share: float = 0.3  # v2: share of images drawn by the world-v1 renderer unchanged (`variety.render_varied`)
     init: str = "clipstore-mini:world-v1"  # start from these weights (a model spec); "" starts from random ones
     start_step: int = 0  # > 0: resume a run at this step of its schedule (`init`: that run's checkpoint)
     anchor: str = ""  # v2: a teacher model spec (e.g. "clipstore-mini:world-v1"); "" turns the anchor loss off
@@ -148,7 +149,7 @@ def render_chunk(task: tuple[int, int, int, str, tuple[int, ...], int, int, floa
 
     from clipstore.world.variety import render_varied
 
-    start, n, seed, split, sizes, paraphrases, partial, simple = task
+    start, n, seed, split, sizes, paraphrases, partial, simple, v1_share = task
     identity = resolve_model(f"{MINI_ARCHITECTURE}:{RANDOM_WEIGHTS}")
     tokenizer = open_clip.get_tokenizer(MINI_ARCHITECTURE)
     side = identity.image_size
@@ -158,7 +159,7 @@ def render_chunk(task: tuple[int, int, int, str, tuple[int, ...], int, int, floa
     for row, index in enumerate(range(start, start + n)):
         rng = sample_rng(seed, split, index)
         scene = sample_simple_scene(rng, split) if rng.random() < simple else sample_scene(rng, split)
-        image = render_varied(scene, sizes[index % len(sizes)], rng)
+        image = render_varied(scene, sizes[index % len(sizes)], rng, v1_share)
         image = image.resize((side, side), Image.Resampling.BICUBIC) if image.size != (side, side) else image
         images[row] = np.asarray(TF.pil_to_tensor(image))
         texts = []
@@ -180,7 +181,8 @@ def _render_v2(config: PretrainConfig, n: int, seed: int) -> tuple[np.ndarray, n
     import multiprocessing
 
     chunk = 2000
-    tasks = [(start, min(chunk, n - start), seed, "train", config.render_sizes, config.paraphrases, config.partial_prompts, config.simple_share)
+    tasks = [(start, min(chunk, n - start), seed, "train", config.render_sizes, config.paraphrases, config.partial_prompts, config.simple_share,
+              config.v1_share)
              for start in range(0, n, chunk)]
     if config.workers > 1:
         with multiprocessing.get_context("spawn").Pool(config.workers) as pool:

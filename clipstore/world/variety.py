@@ -34,9 +34,10 @@ _MAX_TURN = {  # radians a shape may turn and still be named the same (a square 
 _ACHROMATIC = {"black", "white", "grey"}
 
 
-def render_varied(scene: Scene, size: int, rng: random.Random) -> Image.Image:
-    """An RGB image of `size` x `size` pixels showing exactly `scene`, in a randomly varied style."""
-    if rng.random() < V1_SHARE:
+def render_varied(scene: Scene, size: int, rng: random.Random, v1_share: float = V1_SHARE) -> Image.Image:
+    """An RGB image of `size` x `size` pixels showing exactly `scene`, in a randomly varied style (or, with
+    probability `v1_share`, drawn by the world-v1 renderer unchanged)."""
+    if rng.random() < v1_share:
         return render_scene(scene, size, rng)
     supersample = rng.choice((1, 2, 2, 3)) if size <= 128 else rng.choice((1, 2))
     side = size * supersample

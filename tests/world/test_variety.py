@@ -96,11 +96,11 @@ def test_a_v2_training_chunk_has_images_tokens_codes_and_stated_attributes():
     pytest.importorskip("open_clip")
     from clipstore.world.pretrain import render_chunk
 
-    images, tokens, codes, stated = render_chunk((5, 6, 0, "train", (64, 96), 3, 1, 0.5))
+    images, tokens, codes, stated = render_chunk((5, 6, 0, "train", (64, 96), 3, 1, 0.5, 0.3))
     assert images.shape == (6, 3, 64, 64) and images.dtype == np.uint8
     assert tokens.shape[:2] == (6, 3) and codes.shape == (6, len(ATTRIBUTES)) and stated.shape == (6, 3, len(ATTRIBUTES))
     assert stated[:, :2].all() and not stated[:, 2].all()  # two full descriptions, then a partial prompt
-    again = render_chunk((5, 6, 0, "train", (64, 96), 3, 1, 0.5))
+    again = render_chunk((5, 6, 0, "train", (64, 96), 3, 1, 0.5, 0.3))
     assert np.array_equal(images, again[0]) and np.array_equal(tokens, again[1])
 
 
