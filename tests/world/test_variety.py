@@ -23,6 +23,21 @@ def test_varied_renders_are_deterministic_per_seed_and_vary_between_seeds():
     assert len({image.tobytes() for image in others}) == len(others)
 
 
+def test_v1_share_sends_that_share_of_images_to_the_world_v1_renderer_unchanged():
+    from clipstore.world.render import render_scene
+
+    scene = Scene("hexagon", "blue", "medium", 1, "top left", "beige", "striped", "filled", "spotted")
+
+    def as_v1(seed):  # what the world-v1 renderer draws after render_varied's own coin toss
+        rng = random.Random(seed)
+        rng.random()
+        return np.asarray(render_scene(scene, 96, rng))
+
+    seeds = range(20)
+    assert all(np.array_equal(np.asarray(render_varied(scene, 96, random.Random(s), v1_share=1.0)), as_v1(s)) for s in seeds)
+    assert not any(np.array_equal(np.asarray(render_varied(scene, 96, random.Random(s), v1_share=0.0)), as_v1(s)) for s in seeds)
+
+
 def _lab(rgb) -> np.ndarray:
     """CIELAB (D65) of an sRGB colour: distances in it follow what people see."""
     c = np.asarray(rgb, float) / 255
