@@ -60,8 +60,9 @@ class PretrainConfig:
     workers: int = 2  # processes rendering the training set (v2)
     time_budget_s: float = 0.0  # > 0: fewer steps if the probed step time says `steps` would not fit (v2)
     checkpoint_every: int = 0  # > 0: write the weights every this many steps too (v2)
-    colour_groups: int = 16  # v2: this many groups of `group_size` same-colour samples in each batch (hard negatives)
+    colour_groups: int = 16  # v2: this many groups of `group_size` samples that agree on `group_by` in each batch (hard negatives)
     group_size: int = 8
+    group_by: str = "colour"  # v2: the attributes (comma-separated, from `grammar.ATTRIBUTES`) a hard-negative group shares
     shape_weight: float = 0.3  # v2: weight of the image-image loss that pulls images of one shape together
     simple_share: float = 0.25  # v2: share of scenes drawn as simple drawings (`grammar.sample_simple_scene`)
     v1_share: float = 0.3  # v2: share of images drawn by the world-v1 renderer unchanged (`variety.render_varied`)
@@ -205,6 +206,7 @@ def pretrain(
 
     if config.world not in WORLDS:
         raise ValueError(f"world must be one of {WORLDS}, not {config.world!r}")
+    group_attributes(config.group_by)  # a typo fails here, not after rendering
     torch.set_num_threads(config.threads)
     torch.manual_seed(config.seed)
     identity = resolve_model(f"{MINI_ARCHITECTURE}:{RANDOM_WEIGHTS}")
@@ -262,16 +264,18 @@ def pretrain(
         return model, optimizer
 
     generator = torch.Generator().manual_seed(config.seed + config.start_step)  # a resumed run draws new batches
-    if codes is not None:  # the v2 batches' hard negatives: groups of one colour, so shape has to tell them apart
-        colour_codes = codes[:, ATTRIBUTES.index("colour")].cpu()
-        by_colour = [torch.nonzero(colour_codes == value).flatten() for value in torch.unique(colour_codes)]
+    if codes is not None:  # the v2 batches' hard negatives: groups that share `group_by` (by default one colour,
+        # so shape has to tell them apart)
+        group_keys = codes[:, group_attributes(config.group_by)].cpu()
+        _, group_of = torch.unique(group_keys, dim=0, return_inverse=True)
+        members_of = [torch.nonzero(group_of == value).flatten() for value in torch.unique(group_of)]
 
     def batch_index():
         if codes is None or config.colour_groups <= 0:
             return torch.randint(0, config.train_pairs, (config.batch_size,), generator=generator)
         groups = []
-        for choice in torch.randint(0, len(by_colour), (config.colour_groups,), generator=generator).tolist():
-            members = by_colour[choice]
+        for choice in torch.randint(0, len(members_of), (config.colour_groups,), generator=generator).tolist():
+            members = members_of[choice]
             groups.append(members[torch.randint(0, len(members), (config.group_size,), generator=generator)])
         rest = config.batch_size - config.colour_groups * config.group_size
         return torch.cat([*groups, torch.randint(0, config.train_pairs, (max(rest, 0),), generator=generator)])
@@ -380,6 +384,15 @@ def anchor_loss(student_logits, teacher_logits):
     rows = F.kl_div(F.log_softmax(student_logits, dim=1), F.log_softmax(teacher_logits, dim=1), log_target=True, reduction="batchmean")
     columns = F.kl_div(F.log_softmax(student_logits.T, dim=1), F.log_softmax(teacher_logits.T, dim=1), log_target=True, reduction="batchmean")
     return (rows + columns) / 2
+
+
+def group_attributes(group_by: str) -> list[int]:
+    """The columns of `scene_codes` named by `group_by` ("colour", "shape,colour", ...)."""
+    names = [name.strip() for name in group_by.split(",") if name.strip()]
+    unknown = [name for name in names if name not in ATTRIBUTES]
+    if not names or unknown:
+        raise ValueError(f"group_by names attributes from {ATTRIBUTES}, comma-separated; not {group_by!r}")
+    return [ATTRIBUTES.index(name) for name in names]
 
 
 def _resumed_lr(lr_at: Callable[[int], float], k: int, start_step: int, warmup_steps: int) -> float:

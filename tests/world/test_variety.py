@@ -188,3 +188,14 @@ def test_a_tiny_v2_run_with_an_anchor_writes_loadable_weights(tmp_path):
         assert "'anchor': 'clipstore-mini:world-v1'" in weights.metadata()["config"]
     encoder = ClipEncoder(resolve_model(f"clipstore-mini:{tmp_path / 'w.safetensors'}"), device="cpu", precision="fp32")
     assert encoder.encode_texts(["a red circle"]).shape == (1, 256)
+
+
+def test_hard_negative_groups_are_named_by_attributes_and_a_typo_fails_before_rendering(tmp_path):
+    from clipstore.world.pretrain import PretrainConfig, group_attributes, pretrain
+
+    assert group_attributes("colour") == [ATTRIBUTES.index("colour")]
+    assert group_attributes("shape, colour") == [ATTRIBUTES.index("shape"), ATTRIBUTES.index("colour")]
+    for bad in ("", "colour,flavour"):
+        with pytest.raises(ValueError, match="group_by"):
+            pretrain(tmp_path / "never.safetensors", PretrainConfig(group_by=bad, steps=2, train_pairs=8))
+    assert not (tmp_path / "never.safetensors").exists()
