@@ -266,9 +266,7 @@ def pretrain(
     generator = torch.Generator().manual_seed(config.seed + config.start_step)  # a resumed run draws new batches
     if codes is not None:  # the v2 batches' hard negatives: groups that share `group_by` (by default one colour,
         # so shape has to tell them apart)
-        group_keys = codes[:, group_attributes(config.group_by)].cpu()
-        _, group_of = torch.unique(group_keys, dim=0, return_inverse=True)
-        members_of = [torch.nonzero(group_of == value).flatten() for value in torch.unique(group_of)]
+        members_of = hard_negative_groups(codes.cpu(), config.group_by)
 
     def batch_index():
         if codes is None or config.colour_groups <= 0:
@@ -393,6 +391,14 @@ def group_attributes(group_by: str) -> list[int]:
     if not names or unknown:
         raise ValueError(f"group_by names attributes from {ATTRIBUTES}, comma-separated; not {group_by!r}")
     return [ATTRIBUTES.index(name) for name in names]
+
+
+def hard_negative_groups(codes, group_by: str) -> list:
+    """The rows of `codes` (N, A) that agree on the attributes `group_by` names, one index tensor per group."""
+    import torch
+
+    _, group_of = torch.unique(codes[:, group_attributes(group_by)], dim=0, return_inverse=True)
+    return [torch.nonzero(group_of == value).flatten() for value in torch.unique(group_of)]
 
 
 def _resumed_lr(lr_at: Callable[[int], float], k: int, start_step: int, warmup_steps: int) -> float:

@@ -199,3 +199,19 @@ def test_hard_negative_groups_are_named_by_attributes_and_a_typo_fails_before_re
         with pytest.raises(ValueError, match="group_by"):
             pretrain(tmp_path / "never.safetensors", PretrainConfig(group_by=bad, steps=2, train_pairs=8))
     assert not (tmp_path / "never.safetensors").exists()
+
+
+def test_hard_negative_groups_partition_the_samples_by_the_named_attributes():
+    import torch
+
+    from clipstore.world.pretrain import hard_negative_groups, scene_codes
+
+    rng = random.Random(2)
+    scenes = [sample_scene(rng) for _ in range(300)]
+    codes = torch.tensor([scene_codes(scene) for scene in scenes])
+    for group_by, names in (("colour", ("colour",)), ("shape,colour", ("shape", "colour"))):
+        groups = hard_negative_groups(codes, group_by)
+        assert sorted(torch.cat(groups).tolist()) == list(range(len(scenes)))  # every sample in exactly one group
+        keys = [{tuple(getattr(scenes[i], name) for name in names) for i in group.tolist()} for group in groups]
+        assert all(len(key) == 1 for key in keys)  # a group shares the attributes
+        assert len({next(iter(key)) for key in keys}) == len(groups)  # and no two groups share them
