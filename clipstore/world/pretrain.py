@@ -137,11 +137,13 @@ def scene_codes(scene: Scene) -> list[int]:
     return [zlib.crc32(f"{name}={getattr(scene, name)}".encode()) & 0x7FFFFFFF for name in ATTRIBUTES]
 
 
-def render_chunk(task: tuple[int, int, int, str, tuple[int, ...], int, int, float]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def render_chunk(task: tuple[int, int, int, str, tuple[int, ...], int, int, float, float]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Samples start..start+n-1 of a v2 training set: images (uint8, (n, 3, S, S), preprocessed but not
     normalised), tokenised prompts ((n, paraphrases, context) int32: full descriptions, then `partial` short
     ones), the scenes' attribute codes (n, A) and which attributes each prompt states ((n, paraphrases, A)).
-    A `simple` share of the scenes are simple drawings (`grammar.sample_simple_scene`), the rest `sample_scene`'s.
+    A `simple` share of the scenes are simple drawings (`grammar.sample_simple_scene`), the rest `sample_scene`'s;
+    a `v1_share` of the images are drawn by the world-v1 renderer unchanged (`variety.render_varied`).
+    `task` is (start, n, seed, split, sizes, paraphrases, partial, simple, v1_share).
 
     A module-level function so worker processes can run it."""
     import open_clip
