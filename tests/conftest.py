@@ -14,7 +14,10 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).parent))
 
 import clipstore  # noqa: E402
+from clipstore.encoders.identity import MINI_WEIGHTS_TAG  # noqa: E402
 from image_factory import build_messy_folder, pattern_image, write_image  # noqa: E402
+
+DEFAULT_MINI = f"clipstore-mini:{MINI_WEIGHTS_TAG}"  # what "clipstore-mini" means today
 
 MINI = "clipstore-mini"
 
@@ -104,7 +107,7 @@ def switched(tmp_path_factory) -> "tuple[Path, Path, str, str]":
 
     root = tmp_path_factory.mktemp("switched")
     render_folder(root / "world", 40, seed=8)
-    store = clipstore.connect(root / "s.clipstore", model="clipstore-mini:world-v1")
+    store = clipstore.connect(root / "s.clipstore", model=DEFAULT_MINI)
     store.ingest(root / "world")
     result = CliRunner().invoke(
         main, ["finetune", "--store", store.path, "--epochs", "1", "--batch-size", "16", "--no-augment", "--labels-from-folders", "--apply", "--force"]

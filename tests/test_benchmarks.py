@@ -10,6 +10,9 @@ import pytest
 
 import clipstore
 from clipstore.db import layout, tables
+from clipstore.encoders.identity import MINI_WEIGHTS_TAG
+
+DEFAULT_MINI = f"clipstore-mini:{MINI_WEIGHTS_TAG}"  # what "clipstore-mini" means today
 
 BENCHMARKS = Path(__file__).parent.parent / "benchmarks"
 
@@ -92,7 +95,7 @@ def test_serve_latency_times_http_beside_in_process(tmp_path, capsys):
     serve_latency = _script("serve_latency")
     table = serve_latency.main(["--n", "30", "--queries", "4", "--warmup", "1", "--k", "5", "--cache", str(tmp_path / "cache")])
     assert table in capsys.readouterr().out
-    assert "store: 30 rendered images, clipstore-mini:world-v1 (256-d)" in table and "4 timed after 1 warm-up" in table
+    assert f"store: 30 rendered images, {DEFAULT_MINI} (256-d)" in table and "4 timed after 1 warm-up" in table
     rows = _rows(table)
     assert list(rows) == [
         "`store.search_text` in-process",

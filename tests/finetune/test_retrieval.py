@@ -10,10 +10,13 @@ from click.testing import CliRunner
 
 import clipstore
 from clipstore.cli import main
+from clipstore.encoders.identity import MINI_WEIGHTS_TAG
 from clipstore.world import render_folder
 
+DEFAULT_MINI = f"clipstore-mini:{MINI_WEIGHTS_TAG}"  # what "clipstore-mini" means today
+
 MINI = "clipstore-mini"
-BASE = "clipstore-mini:world-v1"
+BASE = DEFAULT_MINI
 
 
 @pytest.mark.slow

@@ -13,9 +13,12 @@ from click.testing import CliRunner
 import clipstore
 from clipstore.cli import main
 from clipstore.db import layout, tables
+from clipstore.encoders.identity import MINI_WEIGHTS_TAG
+
+DEFAULT_MINI = f"clipstore-mini:{MINI_WEIGHTS_TAG}"  # what "clipstore-mini" means today
 
 MINI = "clipstore-mini"
-BASE = "clipstore-mini:world-v1"
+BASE = DEFAULT_MINI
 
 
 @pytest.mark.slow
@@ -98,10 +101,10 @@ def test_cli_finetune_reembed_rollback_and_retrieval_eval(world):
     assert result.exit_code == 0, result.output
     assert json.loads(result.output)["switched"] is True
     result = runner.invoke(main, ["rollback", "--store", store.path, "--json"])
-    assert result.exit_code == 0 and json.loads(result.output)["model"] == "clipstore-mini:world-v1"
+    assert result.exit_code == 0 and json.loads(result.output)["model"] == DEFAULT_MINI
     result = runner.invoke(main, ["rollback", "--store", store.path])
     assert result.exit_code == 1 and "was already rolled back" in result.output and "nothing to roll back" in result.output
-    result = runner.invoke(main, ["reembed", "--store", store.path, "--model", "clipstore-mini:world-v1"])
+    result = runner.invoke(main, ["reembed", "--store", store.path, "--model", DEFAULT_MINI])
     assert result.exit_code == 1 and "already" in result.output
 
 
@@ -115,7 +118,7 @@ def test_a_finetune_that_does_not_improve_says_so_and_is_not_applied_unless_forc
     assert report.validation_after == pytest.approx(report.validation_before, abs=1e-6)
     note = next(n for n in report.notes if n.startswith("Validation did not improve"))
     assert f"{report.validation_before:.4f} before" in note and "--force" in note and "learning rate" in note
-    assert any(n.startswith("Not applied: the store keeps clipstore-mini:world-v1") for n in report.notes)
+    assert any(n.startswith(f"Not applied: the store keeps {DEFAULT_MINI}") for n in report.notes)
     assert store.model.spec == BASE and not store.model.checkpoint_path
     assert report.to_dict()["improved"] is False
 

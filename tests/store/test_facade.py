@@ -6,6 +6,9 @@ import lancedb
 import pytest
 
 import clipstore
+from clipstore.encoders.identity import MINI_WEIGHTS_TAG
+
+DEFAULT_MINI = f"clipstore-mini:{MINI_WEIGHTS_TAG}"  # what "clipstore-mini" means today
 
 
 def test_reopening_uses_the_stored_model_without_naming_it(store, store_path):
@@ -18,7 +21,7 @@ def test_other_model_is_refused_with_instructions(store, store_path, photo_folde
     with pytest.raises(clipstore.ModelMismatchError) as excinfo:
         clipstore.connect(store_path, model="ViT-B-32:openai")
     message = str(excinfo.value)
-    assert "clipstore-mini:world-v1" in message and "ViT-B-32:openai" in message
+    assert DEFAULT_MINI in message and "ViT-B-32:openai" in message
     assert "leave out --model" in message
 
 
@@ -42,7 +45,7 @@ def test_info_reports_counts_model_and_migrations(store, photo_folder):
     info = store.info().to_dict()
     assert info["path"] == store.path
     assert (info["images"], info["files"]) == (6, 7)
-    assert info["model"]["spec"] == "clipstore-mini:world-v1"
+    assert info["model"]["spec"] == DEFAULT_MINI
     assert info["migrations"][0]["name"] == "0001_create_tables"
 
 

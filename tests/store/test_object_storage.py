@@ -13,7 +13,10 @@ from pathlib import Path
 import pytest
 
 import clipstore
+from clipstore.encoders.identity import MINI_WEIGHTS_TAG
 from image_factory import pattern_image, write_image
+
+DEFAULT_MINI = f"clipstore-mini:{MINI_WEIGHTS_TAG}"  # what "clipstore-mini" means today
 
 MINI = "clipstore-mini"
 PROMPTS = ["a photo of stripes", "a checkered pattern", "a plain grey square"]
@@ -96,7 +99,7 @@ def test_a_model_fine_tuned_on_s3_is_switched_to_loaded_from_the_store_and_rolle
 
     render_folder(tmp_path / "world", 40, seed=8)
     uri = s3.uri()
-    store = clipstore.connect(uri, storage_options=s3.storage_options, model="clipstore-mini:world-v1")
+    store = clipstore.connect(uri, storage_options=s3.storage_options, model=DEFAULT_MINI)
     base = store.model
     store.ingest(tmp_path / "world")
     report = store.finetune(epochs=1, batch_size=16, augment=False, labels_from_folders=True, apply=True, force=True)

@@ -10,7 +10,10 @@ import pytest
 import clipstore
 from clipstore.db import layout, tables
 from clipstore.encoders.identity import resolve_model
+from clipstore.encoders.identity import MINI_WEIGHTS_TAG
 from clipstore.switch.reembed import ReembedError, staging_names
+
+DEFAULT_MINI = f"clipstore-mini:{MINI_WEIGHTS_TAG}"  # what "clipstore-mini" means today
 
 RANDOM = "clipstore-mini:random"
 
@@ -35,10 +38,10 @@ def test_a_crash_midway_keeps_the_old_vectors_and_a_rerun_resumes(world, world_i
 
     with pytest.raises(Crash):
         store.reembed(RANDOM, batch_size=8, progress=crash)
-    assert seen_midway == [("clipstore-mini:world-v1", True)]
-    assert store.model.spec == "clipstore-mini:world-v1"
+    assert seen_midway == [(DEFAULT_MINI, True)]
+    assert store.model.spec == DEFAULT_MINI
     assert store.search_image(query, k=5) == before and store.search_text("a red circle", k=3) == text_before
-    assert clipstore.connect(store.path).model.spec == "clipstore-mini:world-v1"
+    assert clipstore.connect(store.path).model.spec == DEFAULT_MINI
     staged = store.db.open_table(staging_names(resolve_model(RANDOM))["images"]).count_rows()
     assert staged == 24  # three whole batches of 8 were committed before the crash
 
@@ -109,7 +112,7 @@ def test_missing_files_stop_the_switch_unless_dropped(world, world_image):
     shutil.move(victim, moved)
     with pytest.raises(ReembedError, match="--drop-missing"):
         store.reembed(RANDOM)
-    assert store.model.spec == "clipstore-mini:world-v1"
+    assert store.model.spec == DEFAULT_MINI
     report = store.reembed(RANDOM, drop_missing=True)
     assert len(report.dropped) == 1 and report.dropped[0].path == str(victim) and store.count_images() == 39
     shutil.move(moved, victim)  # the file comes back: the next ingest embeds it with the new model

@@ -9,9 +9,12 @@ import pytest
 
 import clipstore
 from clipstore.db import layout
+from clipstore.encoders.identity import MINI_WEIGHTS_TAG
 from clipstore.switch.history import history
 from clipstore.switch.reembed import ReembedError
 from clipstore.world import render_folder
+
+DEFAULT_MINI = f"clipstore-mini:{MINI_WEIGHTS_TAG}"  # what "clipstore-mini" means today
 
 MINI = "clipstore-mini"
 RANDOM = "clipstore-mini:random"
@@ -27,12 +30,12 @@ def test_rollback_restores_the_previous_model_vectors_and_files(world, world_ima
     assert store.count_images() == 43
 
     report = store.rollback()
-    assert report.model == "clipstore-mini:world-v1" and report.previous_model == RANDOM
-    assert store.model.spec == "clipstore-mini:world-v1" and store.count_images() == 40
+    assert report.model == DEFAULT_MINI and report.previous_model == RANDOM
+    assert store.model.spec == DEFAULT_MINI and store.count_images() == 40
     assert store.search_image(query, k=5) == before
     assert store.ingest(root / "later").added == 3  # the files rows went back too: they are ingested again
     with pytest.raises(ReembedError, match=f"switch of this store \\(to {RANDOM}\\) was already rolled back: the store uses "
-                       "clipstore-mini:world-v1, its original model"):
+                       f"{DEFAULT_MINI}, its original model"):
         store.rollback()
 
 
@@ -47,7 +50,7 @@ NOISY = "noisy checkpoint"  # stands for the noisy_checkpoint fixture's spec
 SEQUENCES = {
     "B, rollback, B again": [RANDOM, ROLLBACK, RANDOM, ROLLBACK, RANDOM],
     "B, C, rollback twice, C": [RANDOM, NOISY, ROLLBACK, ROLLBACK, NOISY],
-    "B, rollback, B, back to A": [RANDOM, ROLLBACK, RANDOM, "clipstore-mini:world-v1"],
+    "B, rollback, B, back to A": [RANDOM, ROLLBACK, RANDOM, DEFAULT_MINI],
     "B, C, back to B": [RANDOM, NOISY, RANDOM],
     "C, A, C, A": [NOISY, "clipstore-mini", NOISY, "clipstore-mini"],
 }
@@ -59,7 +62,7 @@ def test_switches_and_rollbacks_in_any_order(world, world_image, noisy_checkpoin
     store, root = world
     query = world_image
     noisy = f"clipstore-mini:{noisy_checkpoint}"
-    original = "clipstore-mini:world-v1"
+    original = DEFAULT_MINI
     specs = {NOISY: noisy, "clipstore-mini": original}
     seen: dict[str, list] = {}
     _assert_uses(store, original, seen, query)
@@ -123,7 +126,7 @@ def test_heads_go_stale_after_a_switch_and_describe_says_so(tmp_path):
     image = sorted((tmp_path / "world").rglob("*.png"))[0]
     description = store.describe(image)
     assert description.method == "model_b"
-    assert any(f"was trained on clipstore-mini:world-v1, not on the store's current encoder {RANDOM}; it is stale" in note
+    assert any(f"was trained on {DEFAULT_MINI}, not on the store's current encoder {RANDOM}; it is stale" in note
                for note in description.notes), description.notes
     assert description.head is None and description.parts["a"] is None  # the stale head is not used
     store.rollback()
