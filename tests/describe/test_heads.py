@@ -51,13 +51,19 @@ def test_a_head_that_did_not_beat_zero_shot_is_not_used_unless_asked(trained, tm
     copy = clipstore.connect(shutil.copytree(store.path, tmp_path / "copy.clipstore"))
     newest = copy.heads()[0]
     image = next((Path(store.path).parent / "world").rglob("*.png"))
+    config_path = Path(newest.folder) / "config.json"
+    assert Path(store.path) not in config_path.parents  # the shared fixture's own head is untouched
+    config = json.loads(config_path.read_text())
+
+    def record_validation(ensemble: float) -> None:  # what the head's training recorded, whatever this one scored
+        config["validation"]["ensemble"] = ensemble
+        config_path.write_text(json.dumps(config))
+
+    record_validation(config["validation"]["zero_shot"] + 0.01)  # as a head that won would record
+    copy = clipstore.connect(copy.path)
     assert copy.describe(image).method == "ensemble" and copy.describe(image).knn_choice.rule == "head"
 
-    config_path = Path(newest.folder) / "config.json"
-    config = json.loads(config_path.read_text())
-    config["validation"]["ensemble"] = config["validation"]["zero_shot"] - 0.01  # as a head that lost would record
-    config_path.write_text(json.dumps(config))
-    assert Path(store.path) not in config_path.parents  # the shared fixture's own head is untouched
+    record_validation(config["validation"]["zero_shot"] - 0.01)  # as a head that lost would record
 
     copy = clipstore.connect(copy.path)  # (a store reuses its describer until a table changes)
     fallback = copy.describe(image)
