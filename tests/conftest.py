@@ -14,10 +14,8 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).parent))
 
 import clipstore  # noqa: E402
-from clipstore.encoders.identity import MINI_WEIGHTS_TAG  # noqa: E402
 from image_factory import build_messy_folder, pattern_image, write_image  # noqa: E402
-
-DEFAULT_MINI = f"clipstore-mini:{MINI_WEIGHTS_TAG}"  # what "clipstore-mini" means today
+from mini_model import DEFAULT_MINI  # noqa: E402
 
 MINI = "clipstore-mini"
 

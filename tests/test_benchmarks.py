@@ -10,9 +10,7 @@ import pytest
 
 import clipstore
 from clipstore.db import layout, tables
-from clipstore.encoders.identity import MINI_WEIGHTS_TAG
-
-DEFAULT_MINI = f"clipstore-mini:{MINI_WEIGHTS_TAG}"  # what "clipstore-mini" means today
+from mini_model import DEFAULT_MINI
 
 BENCHMARKS = Path(__file__).parent.parent / "benchmarks"
 

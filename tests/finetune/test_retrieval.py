@@ -10,10 +10,8 @@ from click.testing import CliRunner
 
 import clipstore
 from clipstore.cli import main
-from clipstore.encoders.identity import MINI_WEIGHTS_TAG
 from clipstore.world import render_folder
-
-DEFAULT_MINI = f"clipstore-mini:{MINI_WEIGHTS_TAG}"  # what "clipstore-mini" means today
+from mini_model import DEFAULT_MINI
 
 MINI = "clipstore-mini"
 BASE = DEFAULT_MINI

@@ -13,9 +13,7 @@ from click.testing import CliRunner
 import clipstore
 from clipstore.cli import main
 from clipstore.db import layout, tables
-from clipstore.encoders.identity import MINI_WEIGHTS_TAG
-
-DEFAULT_MINI = f"clipstore-mini:{MINI_WEIGHTS_TAG}"  # what "clipstore-mini" means today
+from mini_model import DEFAULT_MINI
 
 MINI = "clipstore-mini"
 BASE = DEFAULT_MINI

@@ -24,14 +24,14 @@ import clipstore
 import clipstore.lancedb
 from clipstore.db import tables
 from clipstore.encoders import clip as clip_module
-from clipstore.encoders.identity import DEFAULT_MODEL, MINI_WEIGHTS_TAG, bundled_mini_weights
+from clipstore.encoders.identity import DEFAULT_MODEL, bundled_mini_weights
 from clipstore.encoders.minilm import load_minilm_encoder
 from clipstore.errors import InvalidImageError, InvalidOptionError, ModelMismatchError, ModelSpecError
 from clipstore.lancedb.functions import _spec_vectors
 from image_factory import pattern_image, write_image
+from mini_model import DEFAULT_MINI
 
 MINI = "clipstore-mini"
-MINI_SPEC = f"{MINI}:{MINI_WEIGHTS_TAG}"  # the spec the default weights are recorded under
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -88,7 +88,7 @@ def test_fields_are_json_values_that_record_the_model():
     registry = get_registry().get("clipstore")
     clip = registry.create(model=MINI)
     assert clip.max_retries == 0 and clip.ndims() == 256
-    assert clip.safe_model_dump() == {"model": MINI, "weights": MINI_SPEC}
+    assert clip.safe_model_dump() == {"model": MINI, "weights": DEFAULT_MINI}
     assert json.loads(json.dumps(clip.safe_model_dump())) == clip.safe_model_dump()
     assert registry.create().safe_model_dump()["model"] == DEFAULT_MODEL  # recorded by name, never implied
     with pytest.raises(InvalidOptionError, match="not both"):
@@ -205,8 +205,8 @@ def test_the_model_loads_once_per_process(tmp_path, photos, monkeypatch):
     reopened.search(Image.open(photos[1])).limit(1).to_list()
     # The images are embedded by the model's cached vision tower (ingest's embedder), made once; the full model
     # is loaded at most once, only when this machine had not cached the tower yet.
-    assert made.count(("TorchVisionTower", MINI_SPEC)) == 1
-    assert made.count(("ClipEncoder", MINI_SPEC)) <= 1 and len(made) <= 2
+    assert made.count(("TorchVisionTower", DEFAULT_MINI)) == 1
+    assert made.count(("ClipEncoder", DEFAULT_MINI)) <= 1 and len(made) <= 2
 
 
 def test_errors_reach_the_caller_as_they_are_not_as_retries(tmp_path, photos):
@@ -234,7 +234,7 @@ def test_a_store_lends_its_current_model_and_a_switch_is_refused(tmp_path, photo
     store = clipstore.connect(tmp_path / "photos.clipstore", model=MINI)
     store.ingest(tmp_path / "photos")
     clip = get_registry().get("clipstore").create(store=store)
-    assert clip.safe_model_dump() == {"store": store.path, "weights": MINI_SPEC}
+    assert clip.safe_model_dump() == {"store": store.path, "weights": DEFAULT_MINI}
     table = products_table(lancedb.connect(tmp_path / "shop.lance"), clip)
     table.add([{"sku": f"sku-{i}", "image": str(path)} for i, path in enumerate(photos)])
     assert ranked(table.search("blue").distance_type("cosine").limit(6))[0][0] == "sku-" + str(

@@ -10,7 +10,7 @@ import pytest
 
 import clipstore
 from clipstore.db import tables
-from clipstore.encoders.identity import MINI_WEIGHTS_TAG
+from mini_model import DEFAULT_MINI
 
 MINI = "clipstore-mini"
 EXTRAS = "an optional test dependency: pip install 'clipstore[lancedb-extras]' (or '.[dev]')"
@@ -79,7 +79,7 @@ def test_after_a_model_switch_open_images_names_the_current_table(photo_store):
     current = tables.open_images(db)
     assert current.name.startswith("images__") and "images" in tables.table_names(db)  # the old table stays for rollback
     assert tables.stored_model(current).spec == "clipstore-mini:random"
-    assert tables.stored_model(db.open_table("images")).spec == f"clipstore-mini:{MINI_WEIGHTS_TAG}"
+    assert tables.stored_model(db.open_table("images")).spec == DEFAULT_MINI
     vector = photo_store.encoder.encode_texts(["a green triangle"])[0]
     found = current.search(vector).distance_type("cosine").limit(3).select(["id", "_distance"]).to_list()
     assert [row["id"] for row in found] == [hit.id for hit in photo_store.search_vector(vector, k=3, exact=True)]

@@ -6,9 +6,7 @@ import lancedb
 import pytest
 
 import clipstore
-from clipstore.encoders.identity import MINI_WEIGHTS_TAG
-
-DEFAULT_MINI = f"clipstore-mini:{MINI_WEIGHTS_TAG}"  # what "clipstore-mini" means today
+from mini_model import DEFAULT_MINI
 
 
 def test_reopening_uses_the_stored_model_without_naming_it(store, store_path):

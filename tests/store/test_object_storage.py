@@ -13,10 +13,8 @@ from pathlib import Path
 import pytest
 
 import clipstore
-from clipstore.encoders.identity import MINI_WEIGHTS_TAG
 from image_factory import pattern_image, write_image
-
-DEFAULT_MINI = f"clipstore-mini:{MINI_WEIGHTS_TAG}"  # what "clipstore-mini" means today
+from mini_model import DEFAULT_MINI
 
 MINI = "clipstore-mini"
 PROMPTS = ["a photo of stripes", "a checkered pattern", "a plain grey square"]

@@ -16,13 +16,10 @@ from clipstore.cli import main
 from clipstore.db import tables
 from clipstore.encoders import clip
 from clipstore.encoders.identity import ModelIdentity
-from clipstore.encoders.identity import MINI_WEIGHTS_TAG
 from clipstore.finetune.registry import resolve_target
 from clipstore.switch.history import history
 from clipstore.switch.reembed import staging_names
-
-DEFAULT_MINI = f"clipstore-mini:{MINI_WEIGHTS_TAG}"  # what "clipstore-mini" means today
-
+from mini_model import DEFAULT_MINI
 
 BASE = DEFAULT_MINI
 

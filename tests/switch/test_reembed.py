@@ -10,10 +10,8 @@ import pytest
 import clipstore
 from clipstore.db import layout, tables
 from clipstore.encoders.identity import resolve_model
-from clipstore.encoders.identity import MINI_WEIGHTS_TAG
 from clipstore.switch.reembed import ReembedError, staging_names
-
-DEFAULT_MINI = f"clipstore-mini:{MINI_WEIGHTS_TAG}"  # what "clipstore-mini" means today
+from mini_model import DEFAULT_MINI
 
 RANDOM = "clipstore-mini:random"
 

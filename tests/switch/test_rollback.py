@@ -9,12 +9,10 @@ import pytest
 
 import clipstore
 from clipstore.db import layout
-from clipstore.encoders.identity import MINI_WEIGHTS_TAG
 from clipstore.switch.history import history
 from clipstore.switch.reembed import ReembedError
 from clipstore.world import render_folder
-
-DEFAULT_MINI = f"clipstore-mini:{MINI_WEIGHTS_TAG}"  # what "clipstore-mini" means today
+from mini_model import DEFAULT_MINI
 
 MINI = "clipstore-mini"
 RANDOM = "clipstore-mini:random"
