@@ -17,6 +17,9 @@ Two recipes:
   With `anchor` set (a teacher, e.g. world-v1), each step also draws a small batch of world-v1 renders and pulls
   the student's image-text similarities on it towards the teacher's (`anchor_loss`, a distillation that keeps
   what the teacher knew about its own world, held-out combinations included, while the rest is learned).
+  With `anchor_group_by` (e.g. "shape,colour") the anchor batch is made of groups of look-alikes that share those
+  attributes, so what is distilled is how the teacher tells them apart by the rest of the scene (position,
+  size, style...), which is what world-v1's dense held-out test sets ask.
 """
 
 from __future__ import annotations
@@ -72,6 +75,9 @@ class PretrainConfig:
     anchor_weight: float = 1.0  # v2: weight of the anchor loss (student vs teacher similarities on v1 renders)
     anchor_batch: int = 64  # v2: world-v1 pairs in each step's anchor batch
     anchor_pool: int = 4000  # v2: world-v1 pairs rendered for the anchor batches (teacher embeddings precomputed)
+    anchor_group_by: str = ""  # v2: "" draws the anchor batch at random; attributes (e.g. "shape,colour") make it
+    # groups of `anchor_group_size` look-alikes that share them, so the teacher's fine distinctions are distilled
+    anchor_group_size: int = 8
 
 
 V1_CONFIG = PretrainConfig(
@@ -209,6 +215,8 @@ def pretrain(
     if config.world not in WORLDS:
         raise ValueError(f"world must be one of {WORLDS}, not {config.world!r}")
     group_attributes(config.group_by)  # a typo fails here, not after rendering
+    if config.anchor_group_by:
+        group_attributes(config.anchor_group_by)
     torch.set_num_threads(config.threads)
     torch.manual_seed(config.seed)
     identity = resolve_model(f"{MINI_ARCHITECTURE}:{RANDOM_WEIGHTS}")
@@ -294,8 +302,8 @@ def pretrain(
         if config.shape_weight > 0:  # images of one shape, whatever else differs, are pulled together
             loss = loss + config.shape_weight * same_label_loss(image_features, codes[index][:, ATTRIBUTES.index("shape")])
         if anchor is not None:
-            pool_images, pool_tokens, teacher_images, teacher_texts, teacher_scale = anchor
-            pick = torch.randint(0, len(pool_images), (config.anchor_batch,), generator=generator).to(device)
+            pool_images, pool_tokens, teacher_images, teacher_texts, teacher_scale, pool_groups = anchor
+            pick = anchor_index(pool_groups, len(pool_images), config.anchor_batch, config.anchor_group_size, generator).to(device)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
                 student_images = F.normalize(model.encode_image(pool_images[pick].float()).float(), dim=-1)
                 student_texts = F.normalize(model.encode_text(pool_tokens[pick]).float(), dim=-1)
@@ -356,14 +364,20 @@ def pretrain(
 
 
 def _anchor_targets(config: PretrainConfig, transform, tokenizer, device):
-    """The anchor pool: `anchor_pool` world-v1 pairs (preprocessed images, tokens of one prompt each) and the
-    teacher's normalised embeddings of them and logit scale, computed once."""
+    """The anchor pool: `anchor_pool` world-v1 pairs (preprocessed images, tokens of one prompt each), the
+    teacher's normalised embeddings of them and logit scale, computed once, and the pool's look-alike groups
+    (`hard_negative_groups` by `anchor_group_by`; None when the anchor batch is drawn at random)."""
     import torch
     import torch.nn.functional as F
 
     from clipstore.encoders.clip import create_model
 
-    images, prompts = render_pairs(config.anchor_pool, config.seed + 2, "train", config.render_sizes, 1, transform)
+    seed = config.seed + 2
+    images, prompts = render_pairs(config.anchor_pool, seed, "train", config.render_sizes, 1, transform)
+    groups = None
+    if config.anchor_group_by:
+        codes = torch.tensor([scene_codes(sample_scene(sample_rng(seed, "train", index), "train")) for index in range(config.anchor_pool)])
+        groups = [members for members in hard_negative_groups(codes, config.anchor_group_by) if len(members) > 1]
     tokens = tokenizer([texts[0] for texts in prompts]).to(device)
     images = images.to(device)
     teacher = create_model(resolve_model(config.anchor)).float().to(device).eval()
@@ -373,7 +387,25 @@ def _anchor_targets(config: PretrainConfig, transform, tokenizer, device):
             image_chunks.append(F.normalize(teacher.encode_image(images[start : start + 500].float()).float(), dim=-1))
             text_chunks.append(F.normalize(teacher.encode_text(tokens[start : start + 500]).float(), dim=-1))
         scale = float(teacher.logit_scale.exp())
-    return images, tokens, torch.cat(image_chunks).clone(), torch.cat(text_chunks).clone(), scale
+    return images, tokens, torch.cat(image_chunks).clone(), torch.cat(text_chunks).clone(), scale, groups
+
+
+def anchor_index(groups, pool_size: int, batch: int, group_size: int, generator):
+    """Rows of the anchor pool for one step: `batch` at random when `groups` is None, else whole groups of
+    `group_size` look-alikes (drawn with replacement within a group of fewer), topped up at random."""
+    import torch
+
+    if not groups:
+        return torch.randint(0, pool_size, (batch,), generator=generator)
+    picked = []
+    for choice in torch.randint(0, len(groups), (batch // group_size,), generator=generator).tolist():
+        members = groups[choice]
+        if len(members) >= group_size:
+            picked.append(members[torch.randperm(len(members), generator=generator)[:group_size]])
+        else:
+            picked.append(members[torch.randint(0, len(members), (group_size,), generator=generator)])
+    rest = batch - group_size * (batch // group_size)
+    return torch.cat([*picked, torch.randint(0, pool_size, (rest,), generator=generator)])
 
 
 def anchor_loss(student_logits, teacher_logits):

@@ -168,6 +168,24 @@ def test_the_anchor_loss_is_zero_when_the_student_agrees_with_the_teacher_and_pu
     assert float(anchor_loss(teacher.T, teacher)) > 0  # rows and columns both count
 
 
+def test_a_grouped_anchor_batch_is_whole_groups_of_look_alikes_and_a_plain_one_is_random():
+    torch = pytest.importorskip("torch")
+    from clipstore.world.pretrain import anchor_index, hard_negative_groups
+
+    codes = torch.tensor([[shape, colour, k] for shape in range(3) for colour in range(2) for k in range(5)])
+    groups = hard_negative_groups(codes, "shape,colour")
+    assert len(groups) == 6 and all(len(members) == 5 for members in groups)
+    pick = anchor_index(groups, len(codes), 19, 4, torch.Generator().manual_seed(0))
+    assert len(pick) == 19
+    for start in range(0, 16, 4):  # four groups of four rows that agree on shape and colour, distinct within a group
+        block = codes[pick[start : start + 4]]
+        assert (block[:, :2] == block[0, :2]).all() and len(set(pick[start : start + 4].tolist())) == 4
+    small = anchor_index([torch.tensor([7, 9])], 20, 8, 4, torch.Generator().manual_seed(0))
+    assert set(small.tolist()) <= {7, 9}  # a group smaller than group_size is drawn with replacement
+    plain = anchor_index(None, 20, 8, 4, torch.Generator().manual_seed(0))
+    assert torch.equal(plain, torch.randint(0, 20, (8,), generator=torch.Generator().manual_seed(0)))
+
+
 @pytest.mark.slow
 def test_a_tiny_v2_run_with_an_anchor_writes_loadable_weights(tmp_path):
     pytest.importorskip("torch")
@@ -180,6 +198,7 @@ def test_a_tiny_v2_run_with_an_anchor_writes_loadable_weights(tmp_path):
     config = PretrainConfig(
         steps=3, batch_size=32, train_pairs=64, eval_pairs=32, eval_every=1000, render_sizes=(64,), workers=1,
         colour_groups=2, group_size=4, warmup_steps=1, anchor="clipstore-mini:world-v1", anchor_pool=32, anchor_batch=16,
+        anchor_group_by="shape", anchor_group_size=4,
     )
     lines: list[str] = []
     summary = pretrain(tmp_path / "w.safetensors", config, log=lines.append)
