@@ -61,25 +61,11 @@ def main() -> None:
             print(f"| {name} | {direction} | {recall[1]:.3f} | {recall[5]:.3f} | {recall[10]:.3f} |")
         if split == "heldout":
             held_pairs = len({_pair(s) for s in samples})
-    draws = []
-    for draw in range(args.pair_draws):
-        samples = dense_seen_set(args.n, held_pairs, draw)
-        scores = retrieval_scores(encoder.encode_images([s.image for s in samples]), encoder.encode_texts([s.prompt for s in samples]))
-        draws.append([scores.image_to_text[k] for k in (1, 5, 10)] + [scores.text_to_image[k] for k in (1, 5, 10)])
-    means = np.mean(draws, axis=0)
-    name = f"seen combinations, held-out density ({held_pairs} pairs)"
-    print(f"| {name} | image→text | {means[0]:.3f} | {means[1]:.3f} | {means[2]:.3f} |")
-    print(f"| {name} | text→image | {means[3]:.3f} | {means[4]:.3f} | {means[5]:.3f} |", flush=True)
+    sets = (dense_seen_set(args.n, held_pairs, draw) for draw in range(args.pair_draws))
+    _print_mean_rows(f"seen combinations, held-out density ({held_pairs} pairs)", encoder, sets)
     if args.heldout_draws > 1:
-        draws = []
-        for draw in range(args.heldout_draws):
-            samples = list(generate(args.n, seed=EVAL_SEED + draw, split="heldout", size=128))
-            scores = retrieval_scores(encoder.encode_images([s.image for s in samples]), encoder.encode_texts([s.prompt for s in samples]))
-            draws.append([scores.image_to_text[k] for k in (1, 5, 10)] + [scores.text_to_image[k] for k in (1, 5, 10)])
-        means = np.mean(draws, axis=0)
-        name = f"held-out combinations, mean of {args.heldout_draws} draws"
-        print(f"| {name} | image→text | {means[0]:.3f} | {means[1]:.3f} | {means[2]:.3f} |")
-        print(f"| {name} | text→image | {means[3]:.3f} | {means[4]:.3f} | {means[5]:.3f} |", flush=True)
+        sets = (list(generate(args.n, seed=EVAL_SEED + draw, split="heldout", size=128)) for draw in range(args.heldout_draws))
+        _print_mean_rows(f"held-out combinations, mean of {args.heldout_draws} draws", encoder, sets)
 
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
     from heldout_styles import STYLES, styled_set
@@ -100,6 +86,17 @@ def main() -> None:
         print(f"| {style} | {len(pairs)} | {means[0]:.3f} | {means[1]:.3f} | {means[2]:.3f} | {means[3]:.3f} |", flush=True)
     means = np.mean(per_style, axis=0)
     print(f"| mean of the styles | | {means[0]:.3f} | {means[1]:.3f} | {means[2]:.3f} | {means[3]:.3f} |")
+
+
+def _print_mean_rows(name: str, encoder: ClipEncoder, sample_sets) -> None:
+    """Two table rows: Recall@1/5/10 both ways, averaged over the sample sets."""
+    draws = []
+    for samples in sample_sets:
+        scores = retrieval_scores(encoder.encode_images([s.image for s in samples]), encoder.encode_texts([s.prompt for s in samples]))
+        draws.append([scores.image_to_text[k] for k in (1, 5, 10)] + [scores.text_to_image[k] for k in (1, 5, 10)])
+    means = np.mean(draws, axis=0)
+    print(f"| {name} | image→text | {means[0]:.3f} | {means[1]:.3f} | {means[2]:.3f} |")
+    print(f"| {name} | text→image | {means[3]:.3f} | {means[4]:.3f} | {means[5]:.3f} |", flush=True)
 
 
 def _pair(sample) -> tuple[str, str]:
