@@ -284,12 +284,19 @@ class KnnChoice(_AsDict):
     nearest_top1: float = float("nan")
 
 
+def top1_hits(bank: BankView, predictions: np.ndarray, targets: np.ndarray) -> np.ndarray:
+    """Per prediction (n, 384): whether its nearest bank prompt (MiniLM cosine) is the target (n, 384)."""
+    if len(targets) == 0:
+        return np.zeros(0, bool)
+    best = np.argmax(_unit(predictions) @ _unit(bank.minilm).T, axis=1)
+    return np.sum(_unit(bank.minilm[best]) * _unit(targets), axis=1) >= _SAME_PROMPT
+
+
 def top1_share(bank: BankView, predictions: np.ndarray, targets: np.ndarray) -> float:
     """The share of predictions (n, 384) whose nearest bank prompt (MiniLM cosine) is the target (n, 384)."""
     if len(targets) == 0:
         return float("nan")
-    best = np.argmax(_unit(predictions) @ _unit(bank.minilm).T, axis=1)
-    return float(np.mean(np.sum(_unit(bank.minilm[best]) * _unit(targets), axis=1) >= _SAME_PROMPT))
+    return float(np.mean(top1_hits(bank, predictions, targets)))
 
 
 def choose_untuned_knn(bank: BankView, image_embeddings: np.ndarray, targets: np.ndarray) -> tuple[KnnParams, KnnChoice]:
@@ -299,8 +306,10 @@ def choose_untuned_knn(bank: BankView, image_embeddings: np.ndarray, targets: np
     whose prompts are the answers, averaging 20 neighbours blurs every image into the bank's mean. So: with at
     least `UNTUNED_MIN_PAIRS` stored pairs (CLIP image embeddings (n, d), their prompts' MiniLM (n, 384)), the
     grid of `tune_knn` is scored on them against the whole bank, and a K > 1 is kept only when it beats K = 1
-    (the nearest prompt in CLIP space, the zero-shot answer) on Avg-Cos without losing top-1; otherwise, and
-    with fewer pairs, K = 1.
+    (the nearest prompt in CLIP space, the zero-shot answer) on Avg-Cos without turning a single pair that K = 1
+    names right into a miss; otherwise, and with fewer pairs, K = 1. (A K > 1 that trades some of the nearest
+    prompt's right answers for as many new ones ties on the pairs' top-1, but the trade does not carry over to
+    new images: the answers it takes away are lost there too, the ones it adds mostly are not.)
     """
     nearest = KnnParams(k=1, distance_dim=KnnParams().distance_dim)
     n = len(targets)
@@ -322,20 +331,22 @@ def choose_untuned_knn(bank: BankView, image_embeddings: np.ndarray, targets: np
         for dd in DISTANCE_DIM_GRID if k > 1 else (nearest.distance_dim,):
             params = KnnParams(k=k, distance_dim=dd)
             predictions = model_b_predictions(bank, indices, distances, params)
-            scored.append((params, avg_cos(predictions, targets), top1_share(bank, predictions, targets)))
-    _, base_cos, base_top1 = scored[0]
-    best, best_cos, best_top1 = scored[0]
-    for params, score, top1 in scored[1:]:
-        if score > best_cos + 1e-6 and top1 >= base_top1:
-            best, best_cos, best_top1 = params, score, top1
+            scored.append((params, avg_cos(predictions, targets), top1_hits(bank, predictions, targets)))
+    _, base_cos, base_hits = scored[0]
+    best, best_cos, best_hits = scored[0]
+    for params, score, hits in scored[1:]:
+        if score > best_cos + 1e-6 and not np.any(base_hits & ~hits):
+            best, best_cos, best_hits = params, score, hits
+    base_top1, best_top1 = float(np.mean(base_hits)), float(np.mean(best_hits))
     if best.k == 1:
         why = (
             f"No trained Model A: tuned on the store's {n} image-prompt pairs, where no K > 1 beat the nearest "
-            f"prompt (K = 1, Avg-Cos {base_cos:.4f}, top-1 {base_top1:.1%})."
+            f"prompt (K = 1, Avg-Cos {base_cos:.4f}, top-1 {base_top1:.1%}) without taking away one of its right answers."
         )
     else:
         why = (
             f"No trained Model A: K and Distance_Dim tuned on the store's {n} image-prompt pairs (Avg-Cos "
-            f"{best_cos:.4f}, top-1 {best_top1:.1%}, against {base_cos:.4f} and {base_top1:.1%} for the nearest prompt)."
+            f"{best_cos:.4f}, top-1 {best_top1:.1%}, against {base_cos:.4f} and {base_top1:.1%} for the nearest prompt, all of whose "
+            "right answers it keeps)."
         )
     return best, KnnChoice("store-pairs", why, n, best_cos, best_top1, base_cos, base_top1)

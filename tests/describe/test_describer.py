@@ -108,8 +108,9 @@ def test_cli_train_describe_eval(trained, world_store, tmp_path):
 
 def test_describe_with_an_indexed_bank_agrees_with_the_unindexed_store(indexed_copy):
     store, copy = indexed_copy
+    head = store.heads()[0].id  # named, with an alpha inside (0, 1): the ensemble, whatever the head scored
     for path in load_pairs(store.db).paths[:8]:
-        exact, indexed = store.describe(path, top=5), copy.describe(path, top=5)
+        exact, indexed = store.describe(path, top=5, head=head, alpha=0.5), copy.describe(path, top=5, head=head, alpha=0.5)
         assert [hit.id for hit in indexed.prompts] == [hit.id for hit in exact.prompts]
         assert [hit.score for hit in indexed.prompts] == pytest.approx([hit.score for hit in exact.prompts], abs=1e-5)
         assert indexed.embedding == pytest.approx(exact.embedding, abs=1e-5)

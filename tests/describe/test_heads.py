@@ -57,6 +57,7 @@ def test_a_head_that_did_not_beat_zero_shot_is_not_used_unless_asked(trained, tm
 
     def record_validation(ensemble: float) -> None:  # what the head's training recorded, whatever this one scored
         config["validation"]["ensemble"] = ensemble
+        config["ensemble_alpha"] = 0.5  # (a head that wins blends; this one's own alpha depends on the base model)
         config_path.write_text(json.dumps(config))
 
     record_validation(config["validation"]["zero_shot"] + 0.01)  # as a head that won would record
