@@ -6,14 +6,14 @@ import lancedb
 import pytest
 
 from clipstore.db import tables
-from clipstore.encoders.identity import MINI_WEIGHTS_SHA256
+from clipstore.encoders.identity import MINI_WEIGHTS_SHA256, MINI_WEIGHTS_TAG
 
 
 def test_new_store_records_model_identity_with_the_images_table(store, store_path):
     table = lancedb.connect(store_path).open_table("images")
     identity = tables.stored_model(table)
     assert identity is not None
-    assert (identity.architecture, identity.pretrained, identity.embed_dim) == ("clipstore-mini", "world-v1", 256)
+    assert (identity.architecture, identity.pretrained, identity.embed_dim) == ("clipstore-mini", MINI_WEIGHTS_TAG, 256)
     assert identity.checkpoint_sha256 == MINI_WEIGHTS_SHA256
     assert identity.image_size == 64 and len(identity.mean) == 3
     assert table.schema.field("embedding").type.list_size == 256
