@@ -34,12 +34,13 @@ RANDOM_WEIGHTS = "random"
 
 MINI_WEIGHTS: dict[str, tuple[str, str]] = {
     "world-v1": ("clipstore-mini-world-v1.safetensors", "a2f929a440f3d3b962afd83b35ed1b84d0791fa771ef093ad888460b6285619f"),
+    "world-v2": ("clipstore-mini-world-v2.safetensors", "5f10115a9af8fd656afa561952ab2c72aeffeff5c93b696ec42e07e4411ea377"),
 }
 """The clipstore-mini weights bundled in the package: pretrained tag -> (file in clipstore/weights, its SHA-256,
 checked on load; scripts/train_clipstore_mini.py prints it). Weights trained with another recipe ship under a
 tag of their own beside the old ones, so stores made with the old ones keep working."""
 
-MINI_WEIGHTS_TAG = "world-v1"
+MINI_WEIGHTS_TAG = "world-v2"
 """The pretrained tag `clipstore-mini` means when no tag is given (new stores); stores keep the tag they were made with."""
 
 MINI_WEIGHTS_SHA256 = MINI_WEIGHTS[MINI_WEIGHTS_TAG][1]
