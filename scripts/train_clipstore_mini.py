@@ -1,9 +1,10 @@
-"""Pretrain clipstore-mini from scratch on the render world (the recipes of the shipped weights).
+"""Pretrain clipstore-mini on the render world (the recipes of the shipped weights).
 
     python scripts/train_clipstore_mini.py --out mini-v2.safetensors [--workers 15] [--time-budget-s 420] [...]
     python scripts/train_clipstore_mini.py --v1 --out mini-v1.safetensors      # world-v1's recipe, on CPU
 
-Defaults are world v2's recipe (`PretrainConfig()`; `--v1`: `V1_CONFIG`); every field can be overridden
+Defaults are one phase of world v2's recipe (`PretrainConfig()`; `--v1`: `V1_CONFIG`); the world-v2 weights come
+from a chain of phases, `scripts/world_v2_recipe.sh`. Every field can be overridden
 (`--steps`, `--batch-size`, ...). It prints the loss and validation recall as it goes and the SHA-256 of the
 written file at the end (clipstore checks that hash when it loads the bundled weights: update
 MINI_WEIGHTS in clipstore/encoders/identity.py when you ship new weights).

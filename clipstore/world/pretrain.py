@@ -7,7 +7,8 @@ decay, and writes the weights as float16 safetensors. `scripts/train_clipstore_m
 Two recipes:
 - world v1 (`V1_CONFIG`, the weights tagged `world-v1`): the v1 renderer, full descriptions only, one positive
   per row; on CPU, seeded, so the same config, torch version and thread count reproduce the same weights.
-- world v2 (`PretrainConfig()`; its weights are not shipped yet): world-v1's weights trained further on scenes
+- world v2 (`PretrainConfig()`, one phase; the weights tagged `world-v2` come from a chain of phases,
+  `scripts/world_v2_recipe.sh`): world-v1's weights trained further on scenes
   drawn by `clipstore.world.variety.render_varied` (rendered in parallel worker processes) and, besides full
   descriptions, short prompts that state only some attributes ("two red stars"). Such a prompt is true of
   every image in the batch that has the attributes it states, so the loss takes all of those as positives (a
