@@ -3,7 +3,7 @@
 # retrieval quality", has each phase's figures). Each phase starts from the previous one's weights.
 # Usage: bash scripts/world_v2_recipe.sh OUT_DIR   (about 6 hours on 2 CPU cores; far less on a GPU)
 # Phases that were interrupted and resumed (`--init ... --start-step N`) when the weights were made draw their
-# remaining batches anew, so a rerun gives weights of the same quality, not the same bytes.
+# remaining batches anew, so a rerun gives other bytes (the whole chain has not been rerun end to end).
 set -euo pipefail
 out=${1:?usage: world_v2_recipe.sh OUT_DIR}
 mkdir -p "$out"
